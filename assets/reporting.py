@@ -1,0 +1,41 @@
+"""Metadata helpers shared by the assets: DataFrames and pictures for the Dagster UI."""
+
+from __future__ import annotations
+
+import pandas as pd
+from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
+
+from dataset_pipeline.figures import markdown_image
+from dataset_pipeline.store import DatasetStore
+
+
+def table_metadata(frame: pd.DataFrame, max_rows: int = 50) -> MetadataValue:
+    """A DataFrame as a Dagster table (first ``max_rows`` rows), column types from its dtypes."""
+    frame = frame.head(max_rows)
+    kinds = {"i": "int", "u": "int", "f": "float", "b": "bool"}
+    schema = TableSchema(
+        columns=[TableColumn(name=str(c), type=kinds.get(frame[c].dtype.kind, "string")) for c in frame.columns]
+    )
+    records = [
+        TableRecord({str(k): _plain(v) for k, v in row.items()}) for row in frame.to_dict(orient="records")
+    ]
+    return MetadataValue.table(records=records, schema=schema)
+
+
+def picture_metadata(store: DatasetStore, key: str, png: bytes, title: str) -> dict[str, MetadataValue]:
+    """Write the full-size PNG to the store and return metadata that shows it inline and names its path."""
+    store.write_bytes(key, png)
+    return {
+        title: MetadataValue.md(markdown_image(png, title)),
+        f"{title} (full size)": MetadataValue.path(store.url(key)),
+    }
+
+
+def _plain(value: object) -> object:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    if hasattr(value, "item"):
+        return value.item()  # numpy scalar
+    if isinstance(value, (int, float, bool, str)):
+        return value
+    return str(value)

@@ -1,0 +1,237 @@
+"""The dataset store: one fsspec root (a local folder or ``s3://bucket/prefix``).
+
+Every stage reads and writes through this class, so three rules hold everywhere:
+
+* a key is a relative POSIX path below the root; ``..``, absolute paths, URLs and
+  backslashes are refused (:class:`StoreKeyError`), so no input can reach outside;
+* a write is atomic: a local file is written under a temporary name in the same
+  folder, flushed and renamed over the target; an S3 object only becomes visible
+  when its PUT (or multipart upload) completes. A killed run leaves no half file;
+* raw uploads under ``incoming/`` are never modified: ordinary writes there are
+  refused, and :meth:`DatasetStore.put_upload` only creates files that do not exist.
+
+Keys used by the pipeline (see docs/store-layout.md)::
+
+    incoming/<batch>/manifest.csv, images/..., depth/..., prompts.csv   raw upload
+    ground_truth/<batch>/...                                          demo ground truth
+    tables/<table>/<batch>.parquet                                    per-batch tables
+    previews/<stage>/<batch>/...png                                   full-size pictures
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RAW_PREFIX = "incoming/"
+
+
+class StoreError(RuntimeError):
+    """A store operation failed; the message names the key and the store root."""
+
+
+class StoreKeyError(StoreError, ValueError):
+    """A key would escape the store root or is not a plain relative path."""
+
+
+class RawUploadError(StoreError):
+    """A write would modify a raw upload."""
+
+
+def normalize_key(key: str) -> str:
+    """Validate a store key and return it in canonical form.
+
+    >>> normalize_key("tables/captures/b1.parquet")
+    'tables/captures/b1.parquet'
+    >>> normalize_key("../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    dataset_pipeline.store.StoreKeyError: key '../etc/passwd' escapes the store root ('..' segment)
+    """
+    if not isinstance(key, str) or not key.strip():
+        raise StoreKeyError(f"key {key!r} is empty")
+    if "\\" in key or "\x00" in key:
+        raise StoreKeyError(f"key {key!r} contains a backslash or NUL byte")
+    if "://" in key or key.startswith(("/", "~")) or (len(key) > 1 and key[1] == ":"):
+        raise StoreKeyError(f"key {key!r} is absolute; keys are relative to the store root")
+    parts = key.split("/")
+    if ".." in parts:
+        raise StoreKeyError(f"key {key!r} escapes the store root ('..' segment)")
+    normalized = posixpath.normpath(key)
+    if normalized in (".", ""):
+        raise StoreKeyError(f"key {key!r} names the store root itself")
+    return normalized
+
+
+def join_key(*parts: str) -> str:
+    """Join key segments and validate the result (a segment may not contain ``..``)."""
+    return normalize_key("/".join(p.strip("/") for p in parts if p))
+
+
+class DatasetStore:
+    """Atomic, root-confined file access over fsspec.
+
+    >>> import tempfile
+    >>> store = DatasetStore(tempfile.mkdtemp())
+    >>> store.write_bytes("tables/x.txt", b"hello")
+    'tables/x.txt'
+    >>> store.read_bytes("tables/x.txt")
+    b'hello'
+    """
+
+    def __init__(self, root_url: str, storage_options: dict[str, Any] | None = None) -> None:
+        import fsspec
+
+        self.storage_options = dict(storage_options or {})
+        protocol, _, rest = root_url.partition("://")
+        if not rest:
+            protocol, rest = "file", str(Path(root_url).expanduser().resolve())
+        if protocol == "s3":
+            # Listings must be fresh: the upload sensor looks for files that other
+            # processes wrote seconds ago.
+            self.storage_options.setdefault("use_listings_cache", False)
+            self.storage_options.setdefault("skip_instance_cache", True)
+        self.protocol = protocol
+        self.root = rest.rstrip("/")
+        self.root_url = f"{protocol}://{self.root}" if protocol != "file" else self.root
+        try:
+            self.fs = fsspec.filesystem(protocol, **self.storage_options)
+        except (ImportError, ValueError, TypeError) as exc:
+            raise StoreError(f"cannot open store {self.root_url!r}: {exc}") from exc
+        if protocol == "file":
+            os.makedirs(self.root, exist_ok=True)
+
+    @property
+    def is_local(self) -> bool:
+        return self.protocol == "file"
+
+    def __repr__(self) -> str:
+        return f"DatasetStore({self.root_url!r})"
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def path(self, key: str) -> str:
+        """The filesystem path of ``key`` (without protocol), after validating it."""
+        return f"{self.root}/{normalize_key(key)}"
+
+    def url(self, key: str) -> str:
+        """The full URL (``s3://...``) or absolute local path of ``key``."""
+        path = self.path(key)
+        return path if self.is_local else f"{self.protocol}://{path}"
+
+    def key_of(self, path: str) -> str:
+        """The key of a filesystem path returned by fsspec (inverse of :meth:`path`)."""
+        path = path.split("://", 1)[-1]
+        prefix = self.root + "/"
+        if not path.startswith(prefix):
+            raise StoreKeyError(f"path {path!r} is outside the store root {self.root_url!r}")
+        return normalize_key(path[len(prefix) :])
+
+    # -- reading -------------------------------------------------------------------------
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.exists(self.path(key)))
+
+    def read_bytes(self, key: str) -> bytes:
+        path = self.path(key)
+        try:
+            return self.fs.cat_file(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.url(key)}: no such file in the store") from None
+        except OSError as exc:
+            raise StoreError(f"{self.url(key)}: read failed ({exc})") from exc
+
+    def size(self, key: str) -> int:
+        return int(self.fs.size(self.path(key)))
+
+    def list(self, prefix: str = "", *, recursive: bool = False) -> list[str]:
+        """Keys below ``prefix`` (files only), sorted. Empty when the prefix does not exist."""
+        base = self.path(prefix) if prefix else self.root
+        try:
+            if recursive:
+                paths = self.fs.find(base)
+            else:
+                paths = [
+                    info["name"]
+                    for info in self.fs.ls(base, detail=True)
+                    if info.get("type") != "directory"
+                ]
+        except FileNotFoundError:
+            return []
+        return sorted(self.key_of(p) for p in paths if not _is_temporary(p))
+
+    def glob(self, pattern: str) -> list[str]:
+        """Keys matching a glob pattern relative to the root (``incoming/*/manifest.csv``)."""
+        return sorted(self.key_of(p) for p in self.fs.glob(self.path(pattern)) if not _is_temporary(p))
+
+    def read_parquet(self, key: str):  # -> pandas.DataFrame
+        import pandas as pd
+
+        return pd.read_parquet(io.BytesIO(self.read_bytes(key)))
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        """Atomically create or replace ``key``; refused under ``incoming/`` (raw uploads)."""
+        key = normalize_key(key)
+        if key.startswith(RAW_PREFIX):
+            raise RawUploadError(
+                f"{self.url(key)}: raw uploads under {RAW_PREFIX!r} are never modified by the pipeline"
+            )
+        self._atomic_write(key, data)
+        return key
+
+    def put_upload(self, key: str, data: bytes) -> str:
+        """Write a new raw-upload file under ``incoming/``; an existing file is never replaced."""
+        key = normalize_key(key)
+        if not key.startswith(RAW_PREFIX):
+            raise StoreKeyError(f"upload key {key!r} must be under {RAW_PREFIX!r}")
+        if self.exists(key):
+            raise RawUploadError(f"{self.url(key)}: raw upload already exists and is never replaced")
+        self._atomic_write(key, data)
+        return key
+
+    def write_parquet(self, key: str, frame) -> str:
+        """Write a DataFrame as Parquet (atomically)."""
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        return self.write_bytes(key, buffer.getvalue())
+
+    def delete(self, key: str) -> None:
+        key = normalize_key(key)
+        if key.startswith(RAW_PREFIX):
+            raise RawUploadError(f"{self.url(key)}: raw uploads are never deleted by the pipeline")
+        if self.exists(key):
+            self.fs.rm(self.path(key))
+
+    def _atomic_write(self, key: str, data: bytes) -> None:
+        path = self.path(key)
+        try:
+            if self.is_local:
+                folder = os.path.dirname(path)
+                os.makedirs(folder, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+                try:
+                    with os.fdopen(fd, "wb") as handle:
+                        handle.write(data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    os.replace(tmp, path)
+                except BaseException:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+                    raise
+            else:
+                # An S3 PUT is atomic: readers see the old object or the whole new one.
+                self.fs.pipe_file(path, data)
+        except OSError as exc:
+            raise StoreError(f"{self.url(key)}: write failed ({exc})") from exc
+
+
+def _is_temporary(path: str) -> bool:
+    name = posixpath.basename(path)
+    return name.startswith(".tmp-") and name.endswith(".part")

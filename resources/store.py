@@ -1,0 +1,47 @@
+"""The dataset store as a Dagster resource: configuration in, a :class:`DatasetStore` out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import Field, PrivateAttr
+
+from dataset_pipeline.store import DatasetStore
+
+
+class DatasetStoreResource(ConfigurableResource):
+    """Where every file of the pipeline lives: a local folder or ``s3://bucket/prefix``.
+
+    Credentials and the endpoint may be left unset: s3fs (botocore) then reads the
+    standard AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL,
+    AWS_PROFILE...). Set them here with ``dagster.EnvVar`` so that they are never shown
+    in the UI or the logs.
+    """
+
+    root_url: str = Field(default="data", description="Local folder or s3://bucket/prefix")
+    endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, moto...)")
+    aws_access_key_id: str | None = Field(default=None, description="Use dagster.EnvVar")
+    aws_secret_access_key: str | None = Field(default=None, description="Use dagster.EnvVar")
+    region_name: str | None = None
+
+    _store: DatasetStore | None = PrivateAttr(default=None)
+
+    def storage_options(self) -> dict[str, Any]:
+        if not self.root_url.startswith("s3://"):
+            return {}
+        options: dict[str, Any] = {}
+        if self.endpoint_url:
+            options["endpoint_url"] = self.endpoint_url
+        if self.aws_access_key_id:
+            options["key"] = self.aws_access_key_id
+        if self.aws_secret_access_key:
+            options["secret"] = self.aws_secret_access_key
+        if self.region_name:
+            options["client_kwargs"] = {"region_name": self.region_name}
+        return options
+
+    def get_store(self) -> DatasetStore:
+        if self._store is None:
+            self._store = DatasetStore(self.root_url, self.storage_options())
+        return self._store

@@ -1,0 +1,107 @@
+import os
+
+import pandas as pd
+import pytest
+
+from dataset_pipeline.store import DatasetStore, RawUploadError, StoreKeyError, normalize_key
+from resources import DatasetStoreResource
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../x", "a/../../x", "/etc/passwd", "s3://other/x", "a\\b", "~/x", "C:/x", "", "  ", ".", "a/\x00"],
+)
+def test_keys_that_escape_or_are_not_relative_are_refused(key):
+    with pytest.raises(StoreKeyError):
+        normalize_key(key)
+
+
+def test_key_normalization_keeps_plain_keys():
+    assert normalize_key("a//b/./c.txt") == "a/b/c.txt"
+
+
+def test_read_write_list_round_trip(any_store: DatasetStore):
+    any_store.write_bytes("tables/a.bin", b"one")
+    any_store.write_bytes("tables/sub/b.bin", b"two")
+    any_store.write_bytes("tables/a.bin", b"three")  # replace
+    assert any_store.read_bytes("tables/a.bin") == b"three"
+    assert any_store.list("tables") == ["tables/a.bin"]
+    assert any_store.list("tables", recursive=True) == ["tables/a.bin", "tables/sub/b.bin"]
+    assert any_store.glob("tables/*/b.bin") == ["tables/sub/b.bin"]
+    assert any_store.list("nothing-here") == []
+    frame = pd.DataFrame({"image_id": ["x", "y"], "width": [640, 320]})
+    any_store.write_parquet("tables/t.parquet", frame)
+    pd.testing.assert_frame_equal(any_store.read_parquet("tables/t.parquet"), frame)
+    with pytest.raises(FileNotFoundError, match="tables/missing.bin"):
+        any_store.read_bytes("tables/missing.bin")
+
+
+def test_escaping_keys_are_refused_by_every_operation(any_store: DatasetStore):
+    for operation in (
+        lambda: any_store.write_bytes("../outside.txt", b"x"),
+        lambda: any_store.read_bytes("../../etc/passwd"),
+        lambda: any_store.exists("/etc/passwd"),
+        lambda: any_store.put_upload("incoming/../tables/x", b"x"),
+    ):
+        with pytest.raises(StoreKeyError):
+            operation()
+
+
+def test_raw_uploads_are_never_modified(any_store: DatasetStore):
+    any_store.put_upload("incoming/b1/images/x.jpg", b"raw bytes")
+    with pytest.raises(RawUploadError, match="never replaced"):
+        any_store.put_upload("incoming/b1/images/x.jpg", b"other bytes")
+    with pytest.raises(RawUploadError, match="never modified"):
+        any_store.write_bytes("incoming/b1/images/x.jpg", b"other bytes")
+    with pytest.raises(RawUploadError, match="never deleted"):
+        any_store.delete("incoming/b1/images/x.jpg")
+    with pytest.raises(StoreKeyError, match="must be under 'incoming/'"):
+        any_store.put_upload("tables/x.jpg", b"x")
+    assert any_store.read_bytes("incoming/b1/images/x.jpg") == b"raw bytes"
+
+
+def test_local_write_is_atomic_when_the_rename_fails(local_store: DatasetStore, monkeypatch):
+    local_store.write_bytes("tables/t.bin", b"complete old content")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk vanished")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(RuntimeError, match="write failed"):
+        local_store.write_bytes("tables/t.bin", b"new content that never lands")
+    monkeypatch.undo()
+    assert local_store.read_bytes("tables/t.bin") == b"complete old content"
+    folder = os.path.dirname(local_store.path("tables/t.bin"))
+    assert os.listdir(folder) == ["t.bin"]  # no temporary file left behind
+
+
+def test_temporary_files_are_not_listed(local_store: DatasetStore):
+    local_store.write_bytes("tables/t.bin", b"x")
+    folder = os.path.dirname(local_store.path("tables/t.bin"))
+    open(os.path.join(folder, ".tmp-abc.part"), "wb").close()  # as a killed writer leaves it
+    assert local_store.list("tables") == ["tables/t.bin"]
+
+
+def test_resource_builds_an_s3_store_from_configuration(s3_endpoint, s3_bucket):
+    resource = DatasetStoreResource(root_url=f"s3://{s3_bucket}/prefix", endpoint_url=s3_endpoint)
+    store = resource.get_store()
+    store.write_bytes("tables/x.bin", b"via resource")
+    import boto3
+
+    body = boto3.client("s3", endpoint_url=s3_endpoint).get_object(Bucket=s3_bucket, Key="prefix/tables/x.bin")
+    assert body["Body"].read() == b"via resource"
+    assert store.url("tables/x.bin") == f"s3://{s3_bucket}/prefix/tables/x.bin"
+
+
+def test_resource_reads_the_standard_aws_environment(s3_endpoint, s3_bucket, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    store = DatasetStoreResource(root_url=f"s3://{s3_bucket}/env").get_store()
+    store.write_bytes("a.txt", b"from env")
+    assert store.read_bytes("a.txt") == b"from env"
+
+
+def test_local_resource_is_a_folder(tmp_path):
+    store = DatasetStoreResource(root_url=str(tmp_path / "s")).get_store()
+    assert store.is_local
+    store.write_bytes("x/y.txt", b"1")
+    assert (tmp_path / "s" / "x" / "y.txt").read_bytes() == b"1"
