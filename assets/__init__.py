@@ -1,13 +1,5 @@
 """Dagster software-defined assets, one module per stage; each one calls dataset_pipeline."""
 
-import warnings
-
-from dagster import PreviewWarning
-
-# Per-batch checks need partitions_def on asset_check (preview in Dagster 1.13): without
-# it a check cannot know which batch it is checking. Pinned Dagster, so the warning is noise.
-warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*")
-
 from assets.partitions import capture_batches
 from assets.raw_captures import captures_table_expectations, quarantine_share_under_limit, raw_captures
 

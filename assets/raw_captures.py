@@ -1,18 +1,16 @@
 """raw_captures: an upload batch → the captures and quarantine tables, gated by checks."""
 
-
 import pandas as pd
-
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    Backoff,
     Failure,
     MaterializeResult,
     MetadataValue,
     RetryPolicy,
-    Backoff,
     asset,
     asset_check,
 )
@@ -97,7 +95,9 @@ def captures_table_expectations(
 ) -> AssetCheckResult:
     store = dataset_store.get_store()
     captures = store.read_parquet(captures_key(context.partition_key))
-    suite = captures_suite(capture_rules.allowed_lighting, capture_rules.min_side_px, capture_rules.max_side_px)
+    suite = captures_suite(
+        capture_rules.allowed_lighting, capture_rules.min_side_px, capture_rules.max_side_px
+    )
     report = validate_table(captures, suite, name="captures", id_column="image_id")
     return AssetCheckResult(
         passed=report.success and len(captures) > 0,
@@ -105,9 +105,7 @@ def captures_table_expectations(
         metadata={
             "rows": report.rows,
             "expectations_failed": len(report.failed),
-            "expectations": table_metadata(
-                pd.DataFrame(report.as_rows()), max_rows=len(report.outcomes)
-            ),
+            "expectations": table_metadata(pd.DataFrame(report.as_rows()), max_rows=len(report.outcomes)),
         },
     )
 
@@ -134,7 +132,11 @@ def quarantine_share_under_limit(
         severity=AssetCheckSeverity.ERROR,
         description=(
             f"{len(quarantine)} of {total} images quarantined ({share:.1%}, limit {limit:.1%})"
-            + (f"; reasons: {reasons}; files: {quarantine['image_file'].head(10).tolist()}" if reasons else "")
+            + (
+                f"; reasons: {reasons}; files: {quarantine['image_file'].head(10).tolist()}"
+                if reasons
+                else ""
+            )
         ),
         metadata={"quarantined": len(quarantine), "images": total, "share": round(share, 4), "limit": limit},
     )

@@ -14,7 +14,9 @@ def table_metadata(frame: pd.DataFrame, max_rows: int = 50) -> MetadataValue:
     frame = frame.head(max_rows)
     kinds = {"i": "int", "u": "int", "f": "float", "b": "bool"}
     schema = TableSchema(
-        columns=[TableColumn(name=str(c), type=kinds.get(frame[c].dtype.kind, "string")) for c in frame.columns]
+        columns=[
+            TableColumn(name=str(c), type=kinds.get(frame[c].dtype.kind, "string")) for c in frame.columns
+        ]
     )
     records = [
         TableRecord({str(k): _plain(v) for k, v in row.items()}) for row in frame.to_dict(orient="records")

@@ -3,7 +3,6 @@
 One of the two modules of dataset_pipeline/ that know Dagster (with definitions.py).
 """
 
-
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,15 +79,18 @@ class StageOutcome:
 
 
 def run_batch_stages(
-    instance: DagsterInstance,
     batch: str,
     on_stage: Callable[[int, int, str], None] | None = None,
+    instance: DagsterInstance | None = None,
 ) -> list[StageOutcome]:
     """Register ``batch`` and materialize each per-batch asset in order, one run per stage.
 
-    Runs are recorded in ``instance`` (so ``dagster dev`` shows them); a stage whose
-    blocking check fails stops the ones after it.
+    Runs are recorded in ``instance`` (default: the one of $DAGSTER_HOME, so ``dagster dev``
+    shows them); a stage whose blocking check fails stops the ones after it.
     """
+    if instance is None:
+        with DagsterInstance.get() as home_instance:
+            return run_batch_stages(batch, on_stage, home_instance)
     from dataset_pipeline.definitions import defs
 
     if batch not in instance.get_dynamic_partitions(capture_batches.name):
@@ -112,15 +114,20 @@ def run_batch_stages(
         for event in result.get_asset_materialization_events():
             outcome.metadata = {k: v.value for k, v in event.materialization.metadata.items()}
         for evaluation in result.get_asset_check_evaluations():
-            outcome.checks.append(
-                (evaluation.check_name, evaluation.passed, evaluation.description or "")
-            )
+            outcome.checks.append((evaluation.check_name, evaluation.passed, evaluation.description or ""))
         if not result.success:
             failures = [e for e in result.all_events if e.is_step_failure]
-            outcome.error = "; ".join(
-                (f.step_failure_data.error.message.strip() if f.step_failure_data.error else "step failed")
-                for f in failures
-            ) or "a blocking check failed"
+            outcome.error = (
+                "; ".join(
+                    (
+                        f.step_failure_data.error.message.strip()
+                        if f.step_failure_data.error
+                        else "step failed"
+                    )
+                    for f in failures
+                )
+                or "a blocking check failed"
+            )
         outcomes.append(outcome)
         if not outcome.success or not all(passed for _, passed, _ in outcome.checks):
             break

@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 def _demo_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=120, help="number of images (default 120)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", default=None, help="dataset store: folder or s3://bucket/prefix (default ./data)")
+    parser.add_argument(
+        "--out", default=None, help="dataset store: folder or s3://bucket/prefix (default ./data)"
+    )
     parser.add_argument("--batch", default=None, help="batch name (default demo-s<seed>-n<images>)")
 
 
@@ -63,7 +65,9 @@ def _ensure_demo_upload(store, batch: str, images: int, seed: int) -> None:
     from dataset_pipeline.store import join_key
 
     if store.exists(join_key(upload_prefix(batch), MANIFEST_FILE)):
-        print(f"upload {store.url(upload_prefix(batch))} exists already: reusing it (raw uploads are never rewritten)")
+        print(
+            f"upload {store.url(upload_prefix(batch))} exists already: reusing it (raw uploads are never rewritten)"
+        )
         return
     started = time.perf_counter()
     upload = write_demo_upload(store, batch, images, seed)
@@ -88,24 +92,27 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"dataset store: {store.root_url}\ndagster home:  {home}")
     _ensure_demo_upload(store, batch, args.images, args.seed)
 
-    from dagster import DagsterInstance
-
     from dataset_pipeline.automation import run_batch_stages
 
     def announce(index: int, total: int, name: str) -> None:
         print(f"[{index}/{total}] {name} ...", flush=True)
 
     started = time.perf_counter()
-    with DagsterInstance.get() as instance:
-        outcomes = run_batch_stages(instance, batch, on_stage=announce)
+    outcomes = run_batch_stages(batch, on_stage=announce)
     ok = True
     for outcome in outcomes:
-        figures = {k: v for k, v in outcome.metadata.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        figures = {
+            k: v
+            for k, v in outcome.metadata.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         print(f"    {outcome.asset}: {'ok' if outcome.success else 'FAILED'} (run {outcome.run_id[:8]})")
         if figures:
             print("      " + ", ".join(f"{k}={v}" for k, v in figures.items()))
         for name, passed, description in outcome.checks:
-            print(f"      check {name}: {'passed' if passed else 'FAILED'} - {description.splitlines()[0] if description else ''}")
+            print(
+                f"      check {name}: {'passed' if passed else 'FAILED'} - {description.splitlines()[0] if description else ''}"
+            )
         if outcome.error:
             print(f"      error: {outcome.error}")
         ok = ok and outcome.success and all(p for _, p, _ in outcome.checks)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -169,7 +169,12 @@ def _layout(rng: np.random.Generator, scene_rng: np.random.Generator) -> _Layout
         cloth=(rng.uniform(90, 250), rng.uniform(top + 80, HEIGHT - 80), rng.uniform(45, 70)),
         cloth_rgb=_rgb(rng),
         cable=(cable_start, cable_mid, cable_end),
-        bowl=(rng.uniform(380, 560), rng.uniform(top + 60, HEIGHT - 100), rng.uniform(45, 65), rng.uniform(0.5, 0.7)),
+        bowl=(
+            rng.uniform(380, 560),
+            rng.uniform(top + 60, HEIGHT - 100),
+            rng.uniform(45, 65),
+            rng.uniform(0.5, 0.7),
+        ),
         bowl_rgb=_rgb(rng),
         bottle=(rng.uniform(80, 560), rng.uniform(top + 20, top + 70), rng.uniform(0, 20)),
         targets=targets,
@@ -179,7 +184,9 @@ def _layout(rng: np.random.Generator, scene_rng: np.random.Generator) -> _Layout
     )
 
 
-def _shapes(layout: _Layout, t: float, rng: np.random.Generator) -> list[tuple[str, int, np.ndarray, tuple[int, int, int], float]]:
+def _shapes(
+    layout: _Layout, t: float, rng: np.random.Generator
+) -> list[tuple[str, int, np.ndarray, tuple[int, int, int], float]]:
     """(class, z_order, full mask, colour, height above table in mm) for time t in [0, 1]."""
     shapes: list[tuple[str, int, np.ndarray, tuple[int, int, int], float]] = []
     shapes.append(("support_surface", 0, _polygon(layout.table), layout.table_rgb, 0.0))
@@ -375,7 +382,7 @@ def write_demo_upload(
 
     taxonomy = taxonomy or load_taxonomy()
     class_ids = {c.name: c.id for c in taxonomy.classes}
-    start = start or datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+    start = start or datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
     rng = np.random.default_rng([seed, 9999])
     upload = join_key("incoming", batch)
     manifest_rows, prompt_rows, truth_rows = [], [], []
@@ -397,7 +404,7 @@ def write_demo_upload(
             manifest_rows.append(
                 {
                     "image_file": image_file,
-                    "capture_ts": clock.isoformat().replace("+00:00", "Z"),
+                    "capture_ts": clock.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                     "camera_model": frame.camera_model,
                     "scene_id": frame.scene_id,
                     "lighting": frame.lighting,

@@ -37,7 +37,7 @@ def contact_sheet(
 
     >>> sheet = contact_sheet([np.zeros((30, 40, 3), np.uint8)] * 3, ["a", "b", "c"], columns=2, cell=40)
     >>> sheet.shape
-    (116, 88, 3)
+    (120, 92, 3)
     """
     from PIL import Image, ImageDraw
 

@@ -156,9 +156,7 @@ class DatasetStore:
                 paths = self.fs.find(base)
             else:
                 paths = [
-                    info["name"]
-                    for info in self.fs.ls(base, detail=True)
-                    if info.get("type") != "directory"
+                    info["name"] for info in self.fs.ls(base, detail=True) if info.get("type") != "directory"
                 ]
         except FileNotFoundError:
             return []

@@ -173,12 +173,9 @@ def parse_taxonomy(document: Any, source: str = "<memory>") -> Taxonomy:
     if actual != expected:
         missing = sorted(set(expected) - set(actual))
         raise TaxonomyError(
-            f"{source}: class ids must be contiguous 0..{len(classes) - 1}; "
-            f"got {actual} (missing {missing})"
+            f"{source}: class ids must be contiguous 0..{len(classes) - 1}; got {actual} (missing {missing})"
         )
-    return Taxonomy(
-        name=str(document["name"]), version=version, classes=tuple(classes), source=source
-    )
+    return Taxonomy(name=str(document["name"]), version=version, classes=tuple(classes), source=source)
 
 
 def _parse_class(entry: Any, index: int, source: str) -> TaxonomyClass:
@@ -194,9 +191,7 @@ def _parse_class(entry: Any, index: int, source: str) -> TaxonomyClass:
     if not isinstance(class_id, int) or isinstance(class_id, bool) or class_id < 0:
         raise TaxonomyError(f"{where}: field 'id' must be a non-negative integer, got {class_id!r}")
     if not isinstance(name, str) or not _NAME.match(name):
-        raise TaxonomyError(
-            f"{where}: field 'name' must be lower_snake_case letters/digits, got {name!r}"
-        )
+        raise TaxonomyError(f"{where}: field 'name' must be lower_snake_case letters/digits, got {name!r}")
     category = entry["category"]
     if category not in CATEGORIES:
         raise TaxonomyError(
@@ -214,7 +209,13 @@ def _parse_class(entry: Any, index: int, source: str) -> TaxonomyClass:
     if not isinstance(min_width, int) or isinstance(min_width, bool) or min_width < 1:
         raise TaxonomyError(f"{where}: field 'min_width_px' must be an integer >= 1, got {min_width!r}")
     unknown = set(entry) - {
-        "id", "name", "category", "colour", "agreement_threshold", "min_width_px", "definition"
+        "id",
+        "name",
+        "category",
+        "colour",
+        "agreement_threshold",
+        "min_width_px",
+        "definition",
     }
     if unknown:
         raise TaxonomyError(f"{where}: unknown field(s) {sorted(unknown)}")

@@ -69,7 +69,9 @@ class ValidationReport:
         """One line per failed expectation with the offending ids, or a pass line."""
         if self.success:
             return f"{self.suite}: all {len(self.outcomes)} expectations pass on {self.rows} rows"
-        lines = [f"{self.suite}: {len(self.failed)} of {len(self.outcomes)} expectations fail on {self.rows} rows"]
+        lines = [
+            f"{self.suite}: {len(self.failed)} of {len(self.outcomes)} expectations fail on {self.rows} rows"
+        ]
         for outcome in self.failed:
             detail = outcome.error or (
                 f"{outcome.unexpected_count} row(s), e.g. ids {outcome.offending_ids[:max_ids]}"
@@ -108,7 +110,9 @@ def captures_suite(
         for c in ("width", "height")
     ]
     suite += [
-        Expectation("ExpectColumnValuesToBeInSet", {"column": "lighting", "value_set": sorted(allowed_lighting)}),
+        Expectation(
+            "ExpectColumnValuesToBeInSet", {"column": "lighting", "value_set": sorted(allowed_lighting)}
+        ),
         Expectation("ExpectColumnValuesToBeUnique", {"column": "image_id"}),
         Expectation("ExpectColumnValuesToBeUnique", {"column": "sha256"}),
         Expectation("ExpectColumnValuesToBeBetween", {"column": "frame_index", "min_value": 0}),

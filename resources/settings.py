@@ -15,7 +15,9 @@ class CaptureRules(ConfigurableResource):
     allowed_lighting: list[str] = Field(default=list(DEFAULT_LIGHTING))
     min_side_px: int = Field(default=64, description="Smallest accepted image width/height")
     max_side_px: int = Field(default=8192, description="Largest accepted image width/height")
-    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, description="Images above this are quarantined unread")
+    max_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS, description="Images above this are quarantined unread"
+    )
     max_quarantine_share: float = Field(
         default=0.05, description="Blocking check: share of a batch's images that may be quarantined"
     )

@@ -79,5 +79,5 @@ def copy_upload(source: DatasetStore, batch: str, target: DatasetStore, new_batc
     prefix = f"incoming/{batch}/"
     keys = source.list(prefix, recursive=True)
     for key in sorted(keys, key=lambda k: k.endswith("manifest.csv")):  # manifest last, as uploads do
-        target.put_upload(f"incoming/{new_batch}/{key[len(prefix):]}", source.read_bytes(key))
+        target.put_upload(f"incoming/{new_batch}/{key[len(prefix) :]}", source.read_bytes(key))
     return new_batch

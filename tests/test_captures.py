@@ -36,7 +36,10 @@ def test_manifest_missing_column_is_named():
 @pytest.mark.parametrize(
     "rows, expected",
     [
-        (["images/a.jpg,2026-01-01,c,s,dim,e,0", "images/a.jpg,2026-01-01,c,s,dim,e,1"], "row 3, column 'image_file': duplicate"),
+        (
+            ["images/a.jpg,2026-01-01,c,s,dim,e,0", "images/a.jpg,2026-01-01,c,s,dim,e,1"],
+            "row 3, column 'image_file': duplicate",
+        ),
         (["../../etc/passwd,2026-01-01,c,s,dim,e,0"], "row 2, column 'image_file'"),
         (["/abs/a.jpg,2026-01-01,c,s,dim,e,0"], "row 2, column 'image_file'"),
         ([",2026-01-01,c,s,dim,e,0"], "row 2, column 'image_file': empty"),
@@ -50,7 +53,9 @@ def test_structural_manifest_errors_name_row_and_column(rows, expected):
 
 
 def test_duplicate_image_ids_are_refused():
-    data = (HEADER + ",image_id\nimages/a.jpg,2026-01-01,c,s,dim,e,0,x\nimages/b.jpg,2026-01-01,c,s,dim,e,1,x\n").encode()
+    data = (
+        HEADER + ",image_id\nimages/a.jpg,2026-01-01,c,s,dim,e,0,x\nimages/b.jpg,2026-01-01,c,s,dim,e,1,x\n"
+    ).encode()
     with pytest.raises(ManifestError, match="row 3, column 'image_id': duplicate value 'x'"):
         read_manifest(data, "m.csv")
 
@@ -141,7 +146,9 @@ def test_missing_manifest_refuses_the_batch(local_store):
 
 def test_ready_batches_are_those_with_a_manifest(any_store):
     any_store.put_upload("incoming/b-ready/images/a.jpg", _jpeg())
-    any_store.put_upload("incoming/b-ready/manifest.csv", (HEADER + "\nimages/a.jpg,2026-01-01,c,s,dim,e,0\n").encode())
+    any_store.put_upload(
+        "incoming/b-ready/manifest.csv", (HEADER + "\nimages/a.jpg,2026-01-01,c,s,dim,e,0\n").encode()
+    )
     any_store.put_upload("incoming/b-uploading/images/a.jpg", _jpeg())
     assert find_ready_batches(any_store) == ["b-ready"]
 

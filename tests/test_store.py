@@ -88,7 +88,9 @@ def test_resource_builds_an_s3_store_from_configuration(s3_endpoint, s3_bucket):
     store.write_bytes("tables/x.bin", b"via resource")
     import boto3
 
-    body = boto3.client("s3", endpoint_url=s3_endpoint).get_object(Bucket=s3_bucket, Key="prefix/tables/x.bin")
+    body = boto3.client("s3", endpoint_url=s3_endpoint).get_object(
+        Bucket=s3_bucket, Key="prefix/tables/x.bin"
+    )
     assert body["Body"].read() == b"via resource"
     assert store.url("tables/x.bin") == f"s3://{s3_bucket}/prefix/tables/x.bin"
 

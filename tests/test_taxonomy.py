@@ -52,7 +52,10 @@ def test_threshold_override_per_class(tmp_path):
     "mutate, expected",
     [
         (lambda d: d["classes"][2].__setitem__("id", 1), "duplicate class id 1"),
-        (lambda d: d["classes"][2].__setitem__("name", "target_object"), "duplicate class name 'target_object'"),
+        (
+            lambda d: d["classes"][2].__setitem__("name", "target_object"),
+            "duplicate class name 'target_object'",
+        ),
         (lambda d: d["classes"][8].__setitem__("id", 12), "contiguous"),
         (lambda d: d["classes"][0].__setitem__("id", 9), "class id 0 must be the background"),
         (lambda d: d["classes"][3].__setitem__("category", "squishy"), "field 'category' is 'squishy'"),

@@ -37,5 +37,7 @@ def test_failures_name_the_offending_images(captures):
 
 
 def test_missing_column_is_reported(captures):
-    report = validate_table(captures.drop(columns=["sha256"]), captures_suite(), name="captures", id_column="image_id")
+    report = validate_table(
+        captures.drop(columns=["sha256"]), captures_suite(), name="captures", id_column="image_id"
+    )
     assert any(o.error == "column 'sha256' is missing" for o in report.failed)

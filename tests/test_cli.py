@@ -1,0 +1,57 @@
+"""`dataset-pipeline demo`, end to end in a subprocess, as the README runs it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster import AssetKey, DagsterInstance
+
+from dataset_pipeline.captures import captures_key
+from dataset_pipeline.store import DatasetStore
+
+
+def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
+    cli = Path(sys.executable).with_name("dataset-pipeline")
+    store_dir, home = tmp_path / "store", tmp_path / "home"
+    args = [
+        str(cli),
+        "demo",
+        "--images",
+        "12",
+        "--seed",
+        "1",
+        "--out",
+        str(store_dir),
+        "--dagster-home",
+        str(home),
+    ]
+    out = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[1/" in out.stdout and "raw_captures: ok" in out.stdout
+    assert "images=12" in out.stdout
+    assert "check captures_table_expectations: passed" in out.stdout
+    assert str(store_dir) in out.stdout
+
+    store = DatasetStore(str(store_dir))
+    assert len(store.read_parquet(captures_key("demo-s1-n12"))) == 12
+    instance = DagsterInstance.from_config(str(home))
+    assert instance.get_materialized_partitions(AssetKey("raw_captures")) == {"demo-s1-n12"}
+    assert (home / "dagster.yaml").exists()
+    instance.dispose()
+
+    # A second run reuses the upload (raw files are never rewritten) and succeeds again.
+    again = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "reusing it" in again.stdout
+
+
+def test_bad_batch_name_is_a_clear_error(tmp_path):
+    cli = Path(sys.executable).with_name("dataset-pipeline")
+    out = subprocess.run(
+        [str(cli), "demo-data", "--out", str(tmp_path), "--batch", "../escape"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert "batch name '../escape' is not allowed" in out.stderr
+    assert "Traceback" not in out.stderr
