@@ -4,7 +4,7 @@ One of the two modules of dataset_pipeline/ that know Dagster (with definitions.
 """
 
 import json
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from dagster import (
@@ -12,6 +12,7 @@ from dagster import (
     AssetSelection,
     DagsterInstance,
     DefaultSensorStatus,
+    PathMetadataValue,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
@@ -73,35 +74,36 @@ class StageOutcome:
     asset: str
     success: bool
     run_id: str
-    metadata: dict[str, object] = field(default_factory=dict)
+    figures: dict[str, object] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
     error: str = ""
 
+    @property
+    def passed(self) -> bool:
+        """The run succeeded and every check passed (a failed WARN check counts as passed)."""
+        return self.success and all(ok for _, ok, _ in self.checks)
 
-def run_batch_stages(
-    batch: str,
-    on_stage: Callable[[int, int, str], None] | None = None,
-    instance: DagsterInstance | None = None,
-) -> list[StageOutcome]:
+
+def iter_batch_stages(batch: str, instance: DagsterInstance | None = None) -> Iterator[StageOutcome]:
     """Register ``batch`` and materialize each per-batch asset in order, one run per stage.
 
-    Runs are recorded in ``instance`` (default: the one of $DAGSTER_HOME, so ``dagster dev``
-    shows them); a stage whose blocking check fails stops the ones after it.
+    Yields each stage's outcome as soon as its run ends. Runs are recorded in ``instance``
+    (default: the one of $DAGSTER_HOME, so ``dagster dev`` shows them); a stage whose run
+    fails or whose blocking check fails stops the ones after it.
     """
     if instance is None:
         with DagsterInstance.get() as home_instance:
-            return run_batch_stages(batch, on_stage, home_instance)
+            yield from iter_batch_stages(batch, home_instance)
+        return
     from dataset_pipeline.definitions import defs
 
     if batch not in instance.get_dynamic_partitions(capture_batches.name):
         instance.add_dynamic_partitions(capture_batches.name, [batch])
     job = defs.resolve_job_def(capture_batch_job.name)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    outcomes: list[StageOutcome] = []
-    for index, stage in enumerate(PER_BATCH_ASSETS, start=1):
+    for stage in PER_BATCH_ASSETS:
         name = stage.key.to_user_string()
-        if on_stage:
-            on_stage(index, len(PER_BATCH_ASSETS), name)
         result = job.execute_in_process(
             run_config=quiet,
             instance=instance,
@@ -112,23 +114,34 @@ def run_batch_stages(
         )
         outcome = StageOutcome(asset=name, success=result.success, run_id=result.run_id)
         for event in result.get_asset_materialization_events():
-            outcome.metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+            for key, value in event.materialization.metadata.items():
+                if isinstance(value, PathMetadataValue):
+                    outcome.paths[key] = str(value.value)
+                elif isinstance(value.value, (int, float)) and not isinstance(value.value, bool):
+                    outcome.figures[key] = value.value
+                elif isinstance(value.value, str) and len(value.value) < 60 and "\n" not in value.value:
+                    outcome.figures[key] = value.value  # short labels (backend, device), not markdown
+        blocking = {key.name: spec.blocking for key, spec in _check_specs().items()}
         for evaluation in result.get_asset_check_evaluations():
-            outcome.checks.append((evaluation.check_name, evaluation.passed, evaluation.description or ""))
+            ok = evaluation.passed or not blocking.get(evaluation.check_name, True)
+            outcome.checks.append((evaluation.check_name, ok, evaluation.description or ""))
         if not result.success:
             failures = [e for e in result.all_events if e.is_step_failure]
-            outcome.error = (
-                "; ".join(
-                    (
-                        f.step_failure_data.error.message.strip()
-                        if f.step_failure_data.error
-                        else "step failed"
-                    )
-                    for f in failures
-                )
-                or "a blocking check failed"
-            )
-        outcomes.append(outcome)
-        if not outcome.success or not all(passed for _, passed, _ in outcome.checks):
-            break
-    return outcomes
+            outcome.error = "; ".join(_failure_message(f) for f in failures) or "a blocking check failed"
+        yield outcome
+        if not outcome.passed:
+            return
+
+
+def _check_specs() -> dict:
+    from dataset_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    return {key: graph.get_check_spec(key) for key in graph.asset_check_keys}
+
+
+def _failure_message(event) -> str:
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    return data.error.message.strip() if data.error else "step failed"

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from dataset_pipeline.figures import spread
 from dataset_pipeline.store import DatasetStore, StoreKeyError, join_key, normalize_key
 
 MANIFEST_FILE = "manifest.csv"
@@ -233,8 +234,8 @@ def ingest_batch(
 ) -> IngestResult:
     """Read ``incoming/<batch>/``, decode every listed image, and build the two tables.
 
-    Reads only; the caller stores the tables. ``thumbnails`` images (the first ones in
-    manifest order) are kept as small RGB arrays for the contact sheet.
+    Reads only; the caller stores the tables. ``thumbnails`` images, spread evenly over
+    the manifest, are kept as small RGB arrays for the contact sheet.
     """
     started = time.perf_counter()
     prefix = upload_prefix(batch)
@@ -253,6 +254,7 @@ def ingest_batch(
         except (OSError, RuntimeError) as exc:
             return index, None, f"unreadable: {exc}"
 
+    thumbnail_rows = set(spread(len(manifest), thumbnails))
     captures: list[dict[str, object]] = []
     quarantine: list[dict[str, object]] = []
     kept_thumbnails: dict[str, np.ndarray] = {}
@@ -303,7 +305,7 @@ def ingest_batch(
                     "post_processing": row["post_processing"] or None,
                 }
             )
-            if len(kept_thumbnails) < thumbnails:
+            if index in thumbnail_rows:
                 kept_thumbnails[image_id] = _thumbnail(decoded.rgb, thumbnail_size)
 
     listed = {join_key(prefix, f) for f in manifest["image_file"]}

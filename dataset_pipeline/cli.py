@@ -92,36 +92,30 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"dataset store: {store.root_url}\ndagster home:  {home}")
     _ensure_demo_upload(store, batch, args.images, args.seed)
 
-    from dataset_pipeline.automation import run_batch_stages
-
-    def announce(index: int, total: int, name: str) -> None:
-        print(f"[{index}/{total}] {name} ...", flush=True)
+    from dataset_pipeline.automation import PER_BATCH_ASSETS, iter_batch_stages
 
     started = time.perf_counter()
-    outcomes = run_batch_stages(batch, on_stage=announce)
-    ok = True
-    for outcome in outcomes:
-        figures = {
-            k: v
-            for k, v in outcome.metadata.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
-        print(f"    {outcome.asset}: {'ok' if outcome.success else 'FAILED'} (run {outcome.run_id[:8]})")
-        if figures:
-            print("      " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+    total, ok, paths = len(PER_BATCH_ASSETS), True, {}
+    for index, outcome in enumerate(iter_batch_stages(batch), start=1):
+        status = "ok" if outcome.passed else "FAILED"
+        print(f"[{index}/{total}] {outcome.asset}: {status} (run {outcome.run_id[:8]})", flush=True)
+        if outcome.figures:
+            print("      " + ", ".join(f"{k}={v}" for k, v in outcome.figures.items() if len(str(v)) < 80))
         for name, passed, description in outcome.checks:
-            print(
-                f"      check {name}: {'passed' if passed else 'FAILED'} - {description.splitlines()[0] if description else ''}"
-            )
+            first_line = description.splitlines()[0] if description else ""
+            print(f"      check {name}: {'passed' if passed else 'FAILED'} - {first_line}")
         if outcome.error:
             print(f"      error: {outcome.error}")
-        ok = ok and outcome.success and all(p for _, p, _ in outcome.checks)
+        paths |= {f"{outcome.asset}: {k}": v for k, v in outcome.paths.items()}
+        ok = ok and outcome.passed
     print(
-        f"\n{'done' if ok else 'stopped'} in {time.perf_counter() - started:.1f} s. Results are in {store.root_url}:"
-        f"\n  captures table   {store.url(f'tables/captures/{batch}.parquet')}"
-        f"\n  quarantine table {store.url(f'tables/quarantine/{batch}.parquet')}"
-        f"\n  previews         {store.url(f'previews/raw_captures/{batch}')}"
-        f"\nSee every materialization in the UI:  DAGSTER_HOME={home} DATASET_PIPELINE_STORE={store.root_url} "
+        f"\n{'done' if ok else 'stopped'} in {time.perf_counter() - started:.1f} s. Results in {store.root_url}:"
+    )
+    width = max((len(k) for k in paths), default=0)
+    for label, path in paths.items():
+        print(f"  {label:<{width}}  {path}")
+    print(
+        f"See every materialization in the UI:  DAGSTER_HOME={home} DATASET_PIPELINE_STORE={store.root_url} "
         f".venv/bin/dagster dev"
     )
     return 0 if ok else 1

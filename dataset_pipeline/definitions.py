@@ -7,6 +7,9 @@ functions that use them.
 Environment:
     DATASET_PIPELINE_STORE     store root, a folder or s3://bucket/prefix (default ./data)
     DATASET_PIPELINE_S3_ENDPOINT  S3-compatible endpoint (else botocore's AWS_ENDPOINT_URL)
+    DATASET_PIPELINE_TAXONOMY  taxonomy YAML (default: the packaged tabletop taxonomy)
+    DATASET_PIPELINE_SAM2_CHECKPOINT  SAM 2 checkpoint file; unset = classical pre-mask backend
+    DATASET_PIPELINE_SAM2_CONFIG  sam2 model config (default configs/sam2.1/sam2.1_hiera_t.yaml)
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from dagster import Definitions
 
 from assets import ALL_ASSETS, ALL_CHECKS
 from dataset_pipeline.automation import capture_batch_job, capture_upload_sensor
-from resources import CaptureRules, DatasetStoreResource
+from dataset_pipeline.sam2_premasks.sam2 import DEFAULT_MODEL_CONFIG
+from resources import (
+    AnnotationToolsResource,
+    CaptureRules,
+    DatasetStoreResource,
+    Sam2Resource,
+    TaxonomyResource,
+)
 
 
 def build_resources(store_url: str | None = None) -> dict[str, object]:
@@ -28,6 +38,12 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
             endpoint_url=os.environ.get("DATASET_PIPELINE_S3_ENDPOINT") or None,
         ),
         "capture_rules": CaptureRules(),
+        "taxonomy": TaxonomyResource(path=os.environ.get("DATASET_PIPELINE_TAXONOMY") or None),
+        "sam2": Sam2Resource(
+            checkpoint_path=os.environ.get("DATASET_PIPELINE_SAM2_CHECKPOINT") or None,
+            model_config_name=os.environ.get("DATASET_PIPELINE_SAM2_CONFIG") or DEFAULT_MODEL_CONFIG,
+        ),
+        "annotation_tools": AnnotationToolsResource(),
     }
 
 

@@ -33,33 +33,48 @@ def contact_sheet(
     cell: int = 160,
     gap: int = 4,
 ) -> np.ndarray:
-    """Tile images (each fitted into ``cell`` x ``cell``) into one RGB sheet, captions under each.
+    """Tile images (each fitted into ``cell`` pixels wide) into one RGB sheet, captions under each.
 
     >>> sheet = contact_sheet([np.zeros((30, 40, 3), np.uint8)] * 3, ["a", "b", "c"], columns=2, cell=40)
     >>> sheet.shape
-    (120, 92, 3)
+    (90, 92, 3)
     """
     from PIL import Image, ImageDraw
 
     if not images:
         return np.full((cell, cell, 3), 255, np.uint8)
+    tiles = []
+    for array in images:
+        tile = Image.fromarray(array)
+        tile.thumbnail((cell, cell * 4))
+        tiles.append(tile)
+    cell_h = max(t.height for t in tiles)
     caption_h = 14 if captions else 0
-    rows = (len(images) + columns - 1) // columns
-    ncols = min(columns, len(images))
+    rows = (len(tiles) + columns - 1) // columns
+    ncols = min(columns, len(tiles))
     sheet = Image.new(
-        "RGB", (ncols * (cell + gap) + gap, rows * (cell + caption_h + gap) + gap), (255, 255, 255)
+        "RGB", (ncols * (cell + gap) + gap, rows * (cell_h + caption_h + gap) + gap), (255, 255, 255)
     )
     draw = ImageDraw.Draw(sheet)
-    for index, array in enumerate(images):
-        tile = Image.fromarray(array)
-        tile.thumbnail((cell, cell))
+    for index, tile in enumerate(tiles):
         r, c = divmod(index, columns)
         x = gap + c * (cell + gap)
-        y = gap + r * (cell + caption_h + gap)
-        sheet.paste(tile, (x + (cell - tile.width) // 2, y + (cell - tile.height) // 2))
+        y = gap + r * (cell_h + caption_h + gap)
+        sheet.paste(tile, (x + (cell - tile.width) // 2, y + (cell_h - tile.height) // 2))
         if index < len(captions):
-            draw.text((x, y + cell), captions[index][-(cell // 6) :], fill=(0, 0, 0))
+            draw.text((x, y + cell_h), captions[index][-(cell // 6) :], fill=(0, 0, 0))
     return np.asarray(sheet)
+
+
+def spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when n <= k).
+
+    >>> spread(10, 3)
+    [0, 4, 9]
+    """
+    if n <= k:
+        return list(range(n))
+    return sorted({int(round(i * (n - 1) / (k - 1))) for i in range(k)}) if k > 1 else [0]
 
 
 def markdown_image(png: bytes, alt: str, *, max_bytes: int = MAX_EMBEDDED_BYTES) -> str:
@@ -74,3 +89,38 @@ def markdown_image(png: bytes, alt: str, *, max_bytes: int = MAX_EMBEDDED_BYTES)
         image.save(buffer, format="PNG", optimize=True)
         data = buffer.getvalue()
     return f"![{alt}](data:image/png;base64,{base64.b64encode(data).decode('ascii')})"
+
+
+def overlay(
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    colours: Sequence[tuple[int, int, int]],
+    *,
+    alpha: float = 0.45,
+    outline: bool = True,
+) -> np.ndarray:
+    """Draw boolean masks over an RGB image: a translucent fill and a 1-px outline in each colour.
+
+    >>> img = np.zeros((4, 4, 3), np.uint8); m = np.zeros((4, 4), bool); m[1:3, 1:3] = True
+    >>> overlay(img, [m], [(255, 0, 0)], outline=False)[1, 1].tolist()
+    [114, 0, 0]
+    """
+    import cv2
+
+    out = image.astype(np.float32).copy()
+    for mask, colour in zip(masks, colours, strict=True):
+        out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
+    out = out.round().astype(np.uint8)
+    if outline:
+        for mask, colour in zip(masks, colours, strict=True):
+            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(out, contours, -1, tuple(int(c) for c in colour), 1)
+    return out
+
+
+def distinct_colour(index: int) -> tuple[int, int, int]:
+    """A colour for the ``index``-th unlabelled mask (golden-angle hues)."""
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((index * 0.618033988749895) % 1.0, 0.75, 1.0)
+    return int(r * 255), int(g * 255), int(b * 255)

@@ -1,6 +1,13 @@
 """Dagster ConfigurableResources: the thin layer that hands configured domain objects to assets."""
 
-from resources.settings import CaptureRules
+from resources.sam2 import Sam2Resource
+from resources.settings import AnnotationToolsResource, CaptureRules, TaxonomyResource
 from resources.store import DatasetStoreResource
 
-__all__ = ["CaptureRules", "DatasetStoreResource"]
+__all__ = [
+    "AnnotationToolsResource",
+    "CaptureRules",
+    "DatasetStoreResource",
+    "Sam2Resource",
+    "TaxonomyResource",
+]

@@ -21,3 +21,33 @@ class CaptureRules(ConfigurableResource):
     max_quarantine_share: float = Field(
         default=0.05, description="Blocking check: share of a batch's images that may be quarantined"
     )
+
+
+class TaxonomyResource(ConfigurableResource):
+    """The class taxonomy in force: the packaged tabletop one unless ``path`` names a YAML file."""
+
+    path: str | None = Field(default=None, description="Taxonomy YAML; unset = the packaged default")
+
+    def load(self):  # -> dataset_pipeline.taxonomy.Taxonomy
+        from dataset_pipeline.taxonomy import load_taxonomy
+
+        return load_taxonomy(self.path)
+
+
+class AnnotationToolsResource(ConfigurableResource):
+    """How annotation tasks point at images.
+
+    ``image_url_mode``: ``local-files`` (Label Studio's local file serving; the store must be a
+    folder under ``local_files_document_root``), ``store`` (the store URL as is, e.g. s3://...
+    for a Label Studio project with S3 storage connected), or ``base-url`` (``image_base_url`` +
+    the store key, for any web server in front of the store).
+    """
+
+    image_url_mode: str = Field(default="local-files")
+    local_files_document_root: str | None = Field(
+        default=None, description="LOCAL_FILES_DOCUMENT_ROOT of Label Studio; unset = the store root"
+    )
+    image_base_url: str | None = None
+    cvat_image_names: str = Field(
+        default="relative", description="relative (path inside the batch folder) or basename"
+    )

@@ -1,0 +1,151 @@
+"""annotation_tasks: a batch's pre-masks as files that Label Studio and CVAT import.
+
+For each batch, under ``tasks/<batch>/`` in the store:
+
+* ``label_studio/labeling_config.xml`` - BrushLabels and PolygonLabels of the taxonomy;
+* ``label_studio/tasks.json`` - one task per image (``data.image`` URL, our ``image_id``),
+  its kept, classed pre-masks as one prediction of brush RLE results with ``score`` and
+  ``model_version``;
+* ``cvat/annotations.xml`` - "CVAT for images 1.1" with a ``<mask source="semi-auto">`` per
+  kept, classed pre-mask, for "Upload annotations" into a task holding the batch's images;
+* ``cvat/labels.json`` - the task's labels, for CVAT's raw label constructor.
+
+Rejected pre-masks (under the score threshold) and masks without a class (automatic
+generation) are not sent: annotators should not start from them. They are counted.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from dataset_pipeline.captures import captures_key, check_batch_name, upload_prefix
+from dataset_pipeline.formats import cvat, label_studio
+from dataset_pipeline.masks import decode_mask
+from dataset_pipeline.sam2_premasks import premasks_key
+from dataset_pipeline.store import DatasetStore, join_key
+from dataset_pipeline.taxonomy import Taxonomy
+
+
+def tasks_prefix(batch: str) -> str:
+    return join_key("tasks", check_batch_name(batch))
+
+
+def local_files_url(path: str) -> str:
+    """Label Studio's local-files URL of a path relative to LOCAL_FILES_DOCUMENT_ROOT.
+
+    >>> local_files_url("incoming/b1/images/a b.jpg")
+    '/data/local-files/?d=incoming/b1/images/a%20b.jpg'
+    """
+    return "/data/local-files/?d=" + quote(path)
+
+
+def image_url_builder(
+    store: DatasetStore, mode: str, document_root: str | None = None, base_url: str | None = None
+) -> Callable[[str], str]:
+    """A function from a store key to the image URL the annotation tool should load."""
+    if mode == "local-files":
+        if not store.is_local:
+            raise ValueError(
+                "image_url_mode 'local-files' needs a local store; use 'store' or 'base-url' for S3"
+            )
+        root = posixpath.normpath(document_root or store.root)
+        relative_root = posixpath.relpath(store.root, root)
+        if relative_root.startswith(".."):
+            raise ValueError(f"the store {store.root!r} is not under the local-files document root {root!r}")
+        return lambda key: local_files_url(posixpath.normpath(posixpath.join(relative_root, key)))
+    if mode == "store":
+        return store.url
+    if mode == "base-url":
+        if not base_url:
+            raise ValueError("image_url_mode 'base-url' needs image_base_url")
+        return lambda key: base_url.rstrip("/") + "/" + quote(key)
+    raise ValueError(f"unknown image_url_mode {mode!r}; use local-files, store or base-url")
+
+
+@dataclass
+class TaskExport:
+    """What :func:`write_annotation_tasks` wrote."""
+
+    files: dict[str, str] = field(default_factory=dict)  # role -> store key
+    tasks: int = 0
+    masks_sent: int = 0
+    skipped_rejected: int = 0
+    skipped_unclassed: int = 0
+    masks_per_class: dict[str, int] = field(default_factory=dict)
+
+
+def write_annotation_tasks(
+    store: DatasetStore,
+    batch: str,
+    taxonomy: Taxonomy,
+    image_url: Callable[[str], str],
+    cvat_image_names: str = "relative",
+) -> TaskExport:
+    """Write the Label Studio and CVAT task files of ``batch`` (atomically, each file whole)."""
+    captures = store.read_parquet(captures_key(batch))
+    premasks = store.read_parquet(premasks_key(batch))
+    export = TaskExport(
+        skipped_rejected=int(premasks.rejected.sum()),
+        skipped_unclassed=int((~premasks.rejected & premasks.class_id.isna()).sum()),
+    )
+    sendable = premasks[~premasks.rejected & premasks.class_id.notna()]
+    by_image = {image_id: group for image_id, group in sendable.groupby("image_id", sort=False)}
+    prefix = upload_prefix(batch) + "/"
+    ls_tasks, cvat_images = [], []
+    model_versions = sorted(set(premasks.model_version)) or ["none"]
+    for frame, capture in enumerate(captures.itertuples()):
+        group = by_image.get(capture.image_id)
+        items = []
+        if group is not None:
+            for row in group.itertuples():
+                name = taxonomy.by_id(int(row.class_id)).name
+                mask = decode_mask(row.rle, row.height, row.width)
+                items.append(label_studio.TaskMask(row.premask_id, name, mask, float(row.score)))
+                export.masks_per_class[name] = export.masks_per_class.get(name, 0) + 1
+        export.masks_sent += len(items)
+        ls_tasks.append(
+            label_studio.build_task(
+                image_url(capture.uri),
+                capture.image_id,
+                int(capture.height),
+                int(capture.width),
+                items,
+                model_version=",".join(model_versions),
+                meta={"batch": batch, "scene_id": capture.scene_id, "episode_id": capture.episode_id},
+            )
+        )
+        relative = capture.uri[len(prefix) :] if capture.uri.startswith(prefix) else capture.uri
+        name = relative if cvat_image_names == "relative" else posixpath.basename(relative)
+        cvat_images.append(
+            cvat.CvatImage(
+                frame=frame,
+                name=name,
+                width=int(capture.width),
+                height=int(capture.height),
+                shapes=[cvat.CvatShape(label=i.class_name, mask=i.mask) for i in items],
+            )
+        )
+    export.tasks = len(ls_tasks)
+    out = tasks_prefix(batch)
+    files = {
+        "label_studio_config": (
+            join_key(out, "label_studio", "labeling_config.xml"),
+            label_studio.labeling_config(taxonomy).encode(),
+        ),
+        "label_studio_tasks": (
+            join_key(out, "label_studio", "tasks.json"),
+            label_studio.tasks_json(ls_tasks),
+        ),
+        "cvat_annotations": (
+            join_key(out, "cvat", "annotations.xml"),
+            cvat.annotations_xml(cvat_images, taxonomy, f"{batch}"),
+        ),
+        "cvat_labels": (join_key(out, "cvat", "labels.json"), cvat.labels_json(taxonomy)),
+    }
+    for role, (key, data) in files.items():
+        store.write_bytes(key, data)
+        export.files[role] = key
+    return export

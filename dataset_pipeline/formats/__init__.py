@@ -1,0 +1,1 @@
+"""The annotation tools' own file formats: one module per tool (codecs, writers, readers)."""
