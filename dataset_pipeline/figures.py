@@ -37,7 +37,7 @@ def contact_sheet(
 
     >>> sheet = contact_sheet([np.zeros((30, 40, 3), np.uint8)] * 3, ["a", "b", "c"], columns=2, cell=40)
     >>> sheet.shape
-    (90, 92, 3)
+    (100, 92, 3)
     """
     from PIL import Image, ImageDraw
 
@@ -103,7 +103,7 @@ def overlay(
 
     >>> img = np.zeros((4, 4, 3), np.uint8); m = np.zeros((4, 4), bool); m[1:3, 1:3] = True
     >>> overlay(img, [m], [(255, 0, 0)], outline=False)[1, 1].tolist()
-    [114, 0, 0]
+    [115, 0, 0]
     """
     import cv2
 

@@ -3,7 +3,8 @@
 import pytest
 from dagster import AssetKey, DagsterInstance, asset, instance_for_test, materialize
 
-from assets import ALL_CHECKS, capture_batches, raw_captures
+from assets import capture_batches, raw_captures
+from assets.raw_captures import captures_table_expectations, quarantine_share_under_limit
 from dataset_pipeline.captures import captures_key, quarantine_key
 from resources import CaptureRules, DatasetStoreResource
 from tests.conftest import copy_upload
@@ -20,7 +21,7 @@ def materialize_batch(
     if batch not in instance.get_dynamic_partitions(capture_batches.name):
         instance.add_dynamic_partitions(capture_batches.name, [batch])
     return materialize(
-        [raw_captures, *ALL_CHECKS, downstream_of_captures],
+        [raw_captures, captures_table_expectations, quarantine_share_under_limit, downstream_of_captures],
         partition_key=batch,
         instance=instance,
         resources={"dataset_store": store_resource, "capture_rules": rules or CaptureRules()},

@@ -51,7 +51,7 @@ def encode_brush_values(values: np.ndarray) -> list[int]:
     """Encode a flat uint8 array in Label Studio's brush RLE; returns byte values.
 
     >>> encode_brush_values(np.zeros(4, np.uint8))
-    [0, 0, 0, 4, 14, 36, 240, 0, 0, 0]
+    [0, 0, 0, 4, 57, 27, 252, 96, 0]
     """
     values = np.asarray(values, dtype=np.uint8).ravel()
     bits = [f"{values.size:032b}", f"{WORD_SIZE - 1:05b}", *(f"{s - 1:04b}" for s in RUN_SIZES)]
