@@ -1,13 +1,27 @@
 """Dagster software-defined assets, one module per stage; each one calls dataset_pipeline."""
 
+from assets.annotation_corpus import QUALITY_CHECKS, annotation_corpus, quality_report
 from assets.annotation_tasks import annotation_tasks
 from assets.partitions import capture_batches
 from assets.raw_captures import captures_table_expectations, quarantine_share_under_limit, raw_captures
+from assets.reviewed_annotations import reviewed_annotations
 from assets.sam2_premasks import GPU_TAGS, PREMASK_CHECKS, sam2_premasks
 
-#: Assets materialized per upload batch, in pipeline order.
+#: Assets materialized per upload batch, in pipeline order, until the tasks go to people.
 PER_BATCH_ASSETS = [raw_captures, sam2_premasks, annotation_tasks]
-ALL_ASSETS = [*PER_BATCH_ASSETS]
-ALL_CHECKS = [captures_table_expectations, quarantine_share_under_limit, *PREMASK_CHECKS]
+#: Materialized per batch when its review exports arrive.
+REVIEW_ASSETS = [reviewed_annotations]
+#: Over the whole corpus, in pipeline order.
+CORPUS_ASSETS = [annotation_corpus, quality_report]
+ALL_ASSETS = [*PER_BATCH_ASSETS, *REVIEW_ASSETS, *CORPUS_ASSETS]
+ALL_CHECKS = [captures_table_expectations, quarantine_share_under_limit, *PREMASK_CHECKS, *QUALITY_CHECKS]
 
-__all__ = ["ALL_ASSETS", "ALL_CHECKS", "GPU_TAGS", "PER_BATCH_ASSETS", "capture_batches"]
+__all__ = [
+    "ALL_ASSETS",
+    "ALL_CHECKS",
+    "CORPUS_ASSETS",
+    "GPU_TAGS",
+    "PER_BATCH_ASSETS",
+    "REVIEW_ASSETS",
+    "capture_batches",
+]

@@ -3,6 +3,7 @@
 One of the two modules of dataset_pipeline/ that know Dagster (with definitions.py).
 """
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,8 +22,9 @@ from dagster import (
     sensor,
 )
 
-from assets import PER_BATCH_ASSETS, capture_batches
+from assets import CORPUS_ASSETS, PER_BATCH_ASSETS, REVIEW_ASSETS, capture_batches
 from dataset_pipeline.captures import find_ready_batches
+from dataset_pipeline.reviewed_annotations import EXPORT_SUFFIXES, PEER_REVIEW_FILE
 from resources import DatasetStoreResource
 
 capture_batch_job = define_asset_job(
@@ -30,6 +32,20 @@ capture_batch_job = define_asset_job(
     selection=AssetSelection.assets(*PER_BATCH_ASSETS),
     partitions_def=capture_batches,
     description="Everything that runs for one upload batch, with its gating checks.",
+)
+
+
+review_job = define_asset_job(
+    "review_job",
+    selection=AssetSelection.assets(*REVIEW_ASSETS),
+    partitions_def=capture_batches,
+    description="Imports a batch's review exports (started by review_export_sensor).",
+)
+
+corpus_job = define_asset_job(
+    "corpus_job",
+    selection=AssetSelection.assets(*CORPUS_ASSETS),
+    description="The whole-corpus stages: corpus, quality report and what follows.",
 )
 
 
@@ -67,6 +83,46 @@ def capture_upload_sensor(
     )
 
 
+@sensor(
+    job=review_job,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Starts review_job for a batch when an export file lands in (or changes in) reviews/<batch>/.",
+)
+def review_export_sensor(
+    context: SensorEvaluationContext, dataset_store: DatasetStoreResource
+) -> SensorResult | SkipReason:
+    """The cursor holds each review file's signature (size and modification stamp); a new or
+    changed file requests a run for its batch, keyed by the batch's set of signatures, so
+    the same files never run twice, also across overlapping ticks or restarts."""
+    store = dataset_store.get_store()
+    files = {
+        key: signature
+        for key, signature in store.signatures("reviews").items()
+        if key.lower().endswith(EXPORT_SUFFIXES) or key.endswith("/" + PEER_REVIEW_FILE)
+    }
+    seen = json.loads(context.cursor) if context.cursor else {}
+    changed = sorted({key.split("/")[1] for key, signature in files.items() if seen.get(key) != signature})
+    if not changed:
+        return SkipReason(f"no new review export ({len(files)} known)")
+    known = set(context.instance.get_dynamic_partitions(capture_batches.name))
+    requests = []
+    for batch in changed:
+        if batch not in known:
+            context.log.warning(f"reviews/{batch}/ has exports but no capture batch {batch!r}: ignored")
+            continue
+        batch_files = {k: v for k, v in files.items() if k.split("/")[1] == batch}
+        digest = hashlib.sha1(json.dumps(batch_files, sort_keys=True).encode()).hexdigest()[:16]
+        requests.append(
+            RunRequest(
+                partition_key=batch,
+                run_key=f"review:{batch}:{digest}",
+                tags={"dataset_pipeline/batch": batch},
+            )
+        )
+    return SensorResult(run_requests=requests, cursor=json.dumps(files, sort_keys=True))
+
+
 @dataclass
 class StageOutcome:
     """What one stage's run produced, for the CLI to print."""
@@ -76,43 +132,57 @@ class StageOutcome:
     run_id: str
     figures: dict[str, object] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
-    checks: list[tuple[str, bool, str]] = field(default_factory=list)
+    checks: list[tuple[str, str, str]] = field(
+        default_factory=list
+    )  # name, passed/FAILED/flagged, description
     error: str = ""
 
     @property
     def passed(self) -> bool:
-        """The run succeeded and every check passed (a failed WARN check counts as passed)."""
-        return self.success and all(ok for _, ok, _ in self.checks)
+        """The run succeeded and no blocking check failed (a flagged non-blocking check is fine)."""
+        return self.success and all(status != "FAILED" for _, status, _ in self.checks)
 
 
-def iter_batch_stages(batch: str, instance: DagsterInstance | None = None) -> Iterator[StageOutcome]:
-    """Register ``batch`` and materialize each per-batch asset in order, one run per stage.
+def stage_plan(batch: str, *, reviews: bool) -> list[tuple[str, str, str | None]]:
+    """(job, asset, partition) of each stage the CLI runs, in order."""
+    plan = [(capture_batch_job.name, a.key.to_user_string(), batch) for a in PER_BATCH_ASSETS]
+    if reviews:
+        plan += [(review_job.name, a.key.to_user_string(), batch) for a in REVIEW_ASSETS]
+        plan += [(corpus_job.name, a.key.to_user_string(), None) for a in CORPUS_ASSETS]
+    return plan
 
-    Yields each stage's outcome as soon as its run ends. Runs are recorded in ``instance``
-    (default: the one of $DAGSTER_HOME, so ``dagster dev`` shows them); a stage whose run
-    fails or whose blocking check fails stops the ones after it.
+
+def iter_stages(
+    plan: list[tuple[str, str, str | None]], instance: DagsterInstance | None = None
+) -> Iterator[StageOutcome]:
+    """Materialize each planned asset in order, one run per stage; yield each outcome as its run ends.
+
+    Runs are recorded in ``instance`` (default: the one of $DAGSTER_HOME, so ``dagster dev``
+    shows them). A stage whose run fails or whose blocking check fails stops the ones after it.
     """
     if instance is None:
         with DagsterInstance.get() as home_instance:
-            yield from iter_batch_stages(batch, home_instance)
+            yield from iter_stages(plan, home_instance)
         return
     from dataset_pipeline.definitions import defs
 
-    if batch not in instance.get_dynamic_partitions(capture_batches.name):
-        instance.add_dynamic_partitions(capture_batches.name, [batch])
-    job = defs.resolve_job_def(capture_batch_job.name)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    for stage in PER_BATCH_ASSETS:
-        name = stage.key.to_user_string()
+    for job_name, asset_name, partition in plan:
+        if partition is not None and partition not in instance.get_dynamic_partitions(capture_batches.name):
+            instance.add_dynamic_partitions(capture_batches.name, [partition])
+        job = defs.resolve_job_def(job_name)
+        tags = {"dataset_pipeline/stage": asset_name} | (
+            {"dataset_pipeline/batch": partition} if partition else {}
+        )
         result = job.execute_in_process(
             run_config=quiet,
             instance=instance,
-            partition_key=batch,
-            asset_selection=[stage.key],
+            partition_key=partition,
+            asset_selection=[AssetKey(asset_name)],
             raise_on_error=False,
-            tags={"dataset_pipeline/stage": name, "dataset_pipeline/batch": batch},
+            tags=tags,
         )
-        outcome = StageOutcome(asset=name, success=result.success, run_id=result.run_id)
+        outcome = StageOutcome(asset=asset_name, success=result.success, run_id=result.run_id)
         for event in result.get_asset_materialization_events():
             for key, value in event.materialization.metadata.items():
                 if isinstance(value, PathMetadataValue):
@@ -123,8 +193,12 @@ def iter_batch_stages(batch: str, instance: DagsterInstance | None = None) -> It
                     outcome.figures[key] = value.value  # short labels (backend, device), not markdown
         blocking = {key.name: spec.blocking for key, spec in _check_specs().items()}
         for evaluation in result.get_asset_check_evaluations():
-            ok = evaluation.passed or not blocking.get(evaluation.check_name, True)
-            outcome.checks.append((evaluation.check_name, ok, evaluation.description or ""))
+            status = (
+                "passed"
+                if evaluation.passed
+                else ("FAILED" if blocking.get(evaluation.check_name, True) else "flagged")
+            )
+            outcome.checks.append((evaluation.check_name, status, evaluation.description or ""))
         if not result.success:
             failures = [e for e in result.all_events if e.is_step_failure]
             outcome.error = "; ".join(_failure_message(f) for f in failures) or "a blocking check failed"

@@ -31,11 +31,45 @@ def main(argv: list[str] | None = None) -> int:
     data = sub.add_parser("demo-data", help="only write a demo upload (and its ground truth) into the store")
     _demo_options(data)
 
+    review = sub.add_parser(
+        "import-review",
+        help="import one annotation export (CVAT XML/COCO, Label Studio JSON, COCO) to Parquet",
+    )
+    review.add_argument("path", help="the export file")
+    review.add_argument(
+        "--format", default="auto", choices=["auto", "cvat-xml", "cvat-coco", "label-studio", "coco"]
+    )
+    review.add_argument("--taxonomy", default=None, help="taxonomy YAML (default: the packaged one)")
+    review.add_argument(
+        "--label-map",
+        nargs="*",
+        default=[],
+        metavar="NAME=CLASS",
+        help="map a tool's label to a taxonomy class",
+    )
+    review.add_argument(
+        "--images",
+        default=None,
+        help="the batch's manifest.csv or image folder, to check image ids and sizes",
+    )
+    review.add_argument("--annotator", default="unknown", help="annotator of exports that name none")
+    review.add_argument(
+        "--review-status", default="unreviewed", choices=["unreviewed", "peer_reviewed", "expert_approved"]
+    )
+    review.add_argument("--out", required=True, help="the annotations table to write (.parquet)")
+
     args = parser.parse_args(argv)
+    from dataset_pipeline.importers import AnnotationImportError
+
     try:
         if args.command == "demo":
             return _run_demo(args)
+        if args.command == "import-review":
+            return _import_review(args)
         return _write_demo_data(args)
+    except AnnotationImportError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -92,22 +126,17 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"dataset store: {store.root_url}\ndagster home:  {home}")
     _ensure_demo_upload(store, batch, args.images, args.seed)
 
-    from dataset_pipeline.automation import PER_BATCH_ASSETS, iter_batch_stages
+    from dataset_pipeline.automation import iter_stages, stage_plan
 
     started = time.perf_counter()
-    total, ok, paths = len(PER_BATCH_ASSETS), True, {}
-    for index, outcome in enumerate(iter_batch_stages(batch), start=1):
-        status = "ok" if outcome.passed else "FAILED"
-        print(f"[{index}/{total}] {outcome.asset}: {status} (run {outcome.run_id[:8]})", flush=True)
-        if outcome.figures:
-            print("      " + ", ".join(f"{k}={v}" for k, v in outcome.figures.items() if len(str(v)) < 80))
-        for name, passed, description in outcome.checks:
-            first_line = description.splitlines()[0] if description else ""
-            print(f"      check {name}: {'passed' if passed else 'FAILED'} - {first_line}")
-        if outcome.error:
-            print(f"      error: {outcome.error}")
-        paths |= {f"{outcome.asset}: {k}": v for k, v in outcome.paths.items()}
-        ok = ok and outcome.passed
+    paths: dict[str, str] = {}
+    before_review, full = stage_plan(batch, reviews=False), stage_plan(batch, reviews=True)
+    ok = _run_plan(iter_stages, before_review, paths, first=1, total=len(full))
+    if ok:  # people review the tasks: here, the simulated annotators
+        _ensure_demo_review(store, batch, args.seed)
+        ok = _run_plan(
+            iter_stages, full[len(before_review) :], paths, first=len(before_review) + 1, total=len(full)
+        )
     print(
         f"\n{'done' if ok else 'stopped'} in {time.perf_counter() - started:.1f} s. Results in {store.root_url}:"
     )
@@ -119,6 +148,105 @@ def _run_demo(args: argparse.Namespace) -> int:
         f".venv/bin/dagster dev"
     )
     return 0 if ok else 1
+
+
+def _run_plan(iter_stages, plan, paths: dict[str, str], first: int, total: int) -> bool:
+    """Run ``plan`` and print each stage's figures, checks and errors as it ends."""
+    for index, outcome in enumerate(iter_stages(plan), start=first):
+        status = "ok" if outcome.passed else "FAILED"
+        print(f"[{index}/{total}] {outcome.asset}: {status} (run {outcome.run_id[:8]})", flush=True)
+        if outcome.figures:
+            print("      " + ", ".join(f"{k}={v}" for k, v in outcome.figures.items() if len(str(v)) < 80))
+        for name, check_status, description in outcome.checks:
+            first_line = description.splitlines()[0] if description else ""
+            print(f"      check {name}: {check_status} - {first_line}")
+        if outcome.error:
+            print(f"      error: {outcome.error}")
+        paths |= {f"{outcome.asset}: {k}": v for k, v in outcome.paths.items()}
+        if not outcome.passed:
+            return False
+    return True
+
+
+def _ensure_demo_review(store, batch: str, seed: int) -> None:
+    """The simulated annotators' exports, written once into reviews/<batch>/ (as people would)."""
+    from dataset_pipeline.reviewed_annotations import list_review_exports, review_prefix
+    from dataset_pipeline.simulated_review import simulate_review
+
+    if list_review_exports(store, batch):
+        print(f"review exports in {store.url(review_prefix(batch))} exist already: reusing them")
+        return
+    started = time.perf_counter()
+    review = simulate_review(store, batch, seed)
+    print(
+        f"simulated annotators reviewed {review.images} images ({review.gold_images} gold, "
+        f"{review.peer_reviewed} peer-reviewed, {review.annotations} masks) into "
+        f"{store.url(review_prefix(batch))} in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+
+
+def _import_review(args: argparse.Namespace) -> int:
+    from dataset_pipeline.importers import ImportOptions, import_export
+    from dataset_pipeline.store import DatasetStore
+    from dataset_pipeline.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy(args.taxonomy)
+    label_map = {}
+    for item in args.label_map:
+        name, sep, target = item.partition("=")
+        if not sep or not name or not target:
+            raise ValueError(f"--label-map wants NAME=CLASS, got {item!r}")
+        label_map[name] = target
+    path = Path(args.path)
+    options = ImportOptions(
+        taxonomy,
+        source_file=str(path),
+        label_map=label_map,
+        images=_image_index(Path(args.images)) if args.images else None,
+        default_annotator=args.annotator,
+        review_status=args.review_status,
+    )
+    result = import_export(path.read_bytes(), options, args.format)
+    out = Path(args.out).resolve()
+    DatasetStore(str(out.parent)).write_parquet(out.name, result.annotations)
+    print(result.summary(taxonomy))
+    print(f"wrote {len(result.annotations)} annotation(s) to {out}")
+    return 0
+
+
+def _image_index(source: Path):
+    """An ImageIndex from a manifest CSV (sizes read from the image headers beside it) or a folder."""
+    from PIL import Image
+
+    from dataset_pipeline.captures import image_id_for, read_manifest
+    from dataset_pipeline.importers import ImageIndex, ImageRef
+
+    if source.is_file():
+        manifest = read_manifest(source.read_bytes(), str(source))
+        folder, batch = source.parent, source.parent.name
+        files = [
+            (row.image_file, row.image_id or image_id_for(batch, row.image_file))
+            for row in manifest.itertuples()
+        ]
+    elif source.is_dir():
+        folder, batch = source, source.name
+        files = [
+            (str(p.relative_to(source)), image_id_for(batch, str(p.relative_to(source))))
+            for p in sorted(source.rglob("*"))
+            if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+        ]
+    else:
+        raise ValueError(f"--images {source}: no such manifest or folder")
+    refs = []
+    for relative, image_id in files:
+        try:
+            with Image.open(folder / relative) as image:
+                width, height = image.size
+        except OSError as exc:
+            raise ValueError(f"--images: cannot read {folder / relative} ({exc})") from None
+        refs.append((ImageRef(image_id, height, width), relative))
+    return ImageIndex(refs)
 
 
 def _prepare_dagster_home(home: Path) -> None:

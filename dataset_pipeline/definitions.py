@@ -19,12 +19,19 @@ import os
 from dagster import Definitions
 
 from assets import ALL_ASSETS, ALL_CHECKS
-from dataset_pipeline.automation import capture_batch_job, capture_upload_sensor
+from dataset_pipeline.automation import (
+    capture_batch_job,
+    capture_upload_sensor,
+    corpus_job,
+    review_export_sensor,
+    review_job,
+)
 from dataset_pipeline.sam2_premasks.sam2 import DEFAULT_MODEL_CONFIG
 from resources import (
     AnnotationToolsResource,
     CaptureRules,
     DatasetStoreResource,
+    QualityRules,
     Sam2Resource,
     TaxonomyResource,
 )
@@ -44,13 +51,14 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
             model_config_name=os.environ.get("DATASET_PIPELINE_SAM2_CONFIG") or DEFAULT_MODEL_CONFIG,
         ),
         "annotation_tools": AnnotationToolsResource(),
+        "quality_rules": QualityRules(),
     }
 
 
 defs = Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
-    jobs=[capture_batch_job],
-    sensors=[capture_upload_sensor],
+    jobs=[capture_batch_job, review_job, corpus_job],
+    sensors=[capture_upload_sensor, review_export_sensor],
     resources=build_resources(),
 )

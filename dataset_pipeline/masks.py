@@ -68,3 +68,144 @@ def rle_areas(heights: Iterable[int], widths: Iterable[int], rles: Iterable[str]
         np.asarray(mask_utils.area(objects[i : i + 255]), dtype=np.int64) for i in range(0, len(objects), 255)
     ]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def compressed_rle_counts(counts: str) -> list[int]:
+    """Decode a COCO compressed RLE counts string to its run lengths, validating it.
+
+    pycocotools decodes a string without checking it, and a string whose runs overrun the
+    image makes its C decoder write past the mask; so imported strings are read here first.
+    The format: each run is a little-endian base-32 number in characters 48..111, five bits
+    per character, 0x20 set on every character but the last, 0x10 the sign of the last;
+    runs after the second are stored as differences to the run two before.
+
+    >>> m = np.zeros((4, 5), dtype=bool); m[1:3, 2:4] = True
+    >>> compressed_rle_counts(encode_mask(m))
+    [9, 2, 2, 2, 5]
+    """
+    runs: list[int] = []
+    position = 0
+    while position < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(counts):
+                raise ValueError("compressed RLE ends inside a number")
+            code = ord(counts[position]) - 48
+            if not 0 <= code < 64:
+                raise ValueError(f"compressed RLE has an invalid character {counts[position]!r}")
+            value |= (code & 0x1F) << (5 * shift)
+            more = bool(code & 0x20)
+            position += 1
+            shift += 1
+            if not more and code & 0x10:
+                value |= -1 << (5 * shift)
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            raise ValueError(f"compressed RLE has a negative run ({value}) at run {len(runs)}")
+        runs.append(value)
+    return runs
+
+
+def rle_from_coco(segmentation: dict, height: int, width: int) -> str:
+    """A COCO RLE segmentation (compressed string or uncompressed list) as our counts string.
+
+    Raises ValueError when its size is not (height, width) or its runs do not cover
+    exactly height * width pixels.
+    """
+    from pycocotools import mask as mask_utils
+
+    size = segmentation.get("size")
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and [int(size[0]), int(size[1])] == [int(height), int(width)]
+    ):
+        raise ValueError(f"RLE size {size} is not the image's [height, width] = [{height}, {width}]")
+    counts = segmentation.get("counts")
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise ValueError("uncompressed RLE counts must be non-negative integers")
+        runs = counts
+    elif isinstance(counts, str):
+        runs = compressed_rle_counts(counts)
+    else:
+        raise ValueError(f"RLE counts must be a string or a list, got {type(counts).__name__}")
+    if sum(runs) != height * width:
+        raise ValueError(
+            f"RLE runs cover {sum(runs)} pixels; the {width}x{height} image has {height * width}"
+        )
+    if isinstance(counts, str):
+        return counts
+    compressed = mask_utils.frPyObjects(
+        {"size": [int(height), int(width)], "counts": counts}, int(height), int(width)
+    )
+    return compressed["counts"].decode("ascii")
+
+
+def polygons_to_rle(polygons: list[list[float]], height: int, width: int) -> str:
+    """Rasterize polygons (flat ``[x1, y1, x2, y2, ...]`` lists, pixel units) as COCO tools do.
+
+    Raises ValueError for a polygon of fewer than 3 points, non-finite coordinates, or
+    points more than one pixel outside the image.
+    """
+    from pycocotools import mask as mask_utils
+
+    clean = []
+    for number, polygon in enumerate(polygons):
+        values = np.asarray(polygon, dtype=np.float64)
+        if values.ndim != 1 or values.size % 2:
+            raise ValueError(f"polygon {number} has an odd number of coordinates")
+        if values.size < 6:
+            raise ValueError(f"polygon {number} has {values.size // 2} point(s); at least 3 are needed")
+        if not np.isfinite(values).all():
+            raise ValueError(f"polygon {number} has a NaN or infinite coordinate")
+        xs, ys = values[0::2], values[1::2]
+        if xs.min() < -1 or ys.min() < -1 or xs.max() > width + 1 or ys.max() > height + 1:
+            raise ValueError(
+                f"polygon {number} reaches ({xs.min():.1f}..{xs.max():.1f}, {ys.min():.1f}..{ys.max():.1f}), "
+                f"outside the {width}x{height} image"
+            )
+        clean.append(values.tolist())
+    rles = mask_utils.frPyObjects(clean, int(height), int(width))
+    merged = mask_utils.merge(rles)
+    return merged["counts"].decode("ascii")
+
+
+def rle_iou(rle: str, others: list[str], height: int, width: int) -> np.ndarray:
+    """IoU of one RLE mask with each of ``others`` (same size), in RLE space."""
+    from pycocotools import mask as mask_utils
+
+    if not others:
+        return np.zeros(0)
+    size = [int(height), int(width)]
+    a = [{"size": size, "counts": rle.encode("ascii")}]
+    b = [{"size": size, "counts": o.encode("ascii")} for o in others]
+    return np.asarray(mask_utils.iou(a, b, [0] * len(b)), dtype=np.float64).reshape(-1)
+
+
+def mask_to_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[float]]:
+    """Outer outlines of a mask's parts as flat ``[x1, y1, x2, y2, ...]`` polygons in pixel units.
+
+    The outline is traced on the mask upsampled 2x, so it runs a quarter pixel inside the
+    pixels' outer edges: every pixel centre of the mask lies inside it and every other one
+    outside, and COCO-style rasterization gives the mask back (holes aside: only outer
+    outlines are returned).
+
+    >>> m = np.zeros((6, 8), bool); m[1:4, 2:6] = True
+    >>> from dataset_pipeline.masks import polygons_to_rle, decode_mask
+    >>> bool((decode_mask(polygons_to_rle(mask_to_polygons(m), 6, 8), 6, 8) == m).all())
+    True
+    """
+    import cv2
+
+    big = cv2.resize(
+        mask.astype(np.uint8), (mask.shape[1] * 2, mask.shape[0] * 2), interpolation=cv2.INTER_NEAREST
+    )
+    contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polygons = []
+    for contour in contours:
+        points = (contour[:, 0, :].astype(np.float64) + 0.5) / 2.0
+        if len(points) >= min_points:
+            polygons.append(points.ravel().round(3).tolist())
+    return polygons

@@ -28,6 +28,12 @@ from pathlib import Path
 from typing import Any
 
 RAW_PREFIX = "incoming/"
+#: Folders of files that arrive from outside (uploads, annotation tools' exports): create-only.
+RAW_PREFIXES = (RAW_PREFIX, "reviews/")
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class StoreError(RuntimeError):
@@ -162,6 +168,22 @@ class DatasetStore:
             return []
         return sorted(self.key_of(p) for p in paths if not _is_temporary(p))
 
+    def signatures(self, prefix: str) -> dict[str, str]:
+        """Key -> a string that changes when the file changes (size and modification time / ETag)."""
+        try:
+            found = self.fs.find(self.path(prefix), detail=True)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for path, info in found.items():
+            if _is_temporary(path) or info.get("type") == "directory":
+                continue
+            stamp = (
+                info.get("ETag") or info.get("LastModified") or info.get("mtime") or info.get("created") or ""
+            )
+            out[self.key_of(path)] = f"{info.get('size')}:{stamp}"
+        return dict(sorted(out.items()))
+
     def glob(self, pattern: str) -> list[str]:
         """Keys matching a glob pattern relative to the root (``incoming/*/manifest.csv``)."""
         return sorted(self.key_of(p) for p in self.fs.glob(self.path(pattern)) if not _is_temporary(p))
@@ -176,18 +198,18 @@ class DatasetStore:
     def write_bytes(self, key: str, data: bytes) -> str:
         """Atomically create or replace ``key``; refused under ``incoming/`` (raw uploads)."""
         key = normalize_key(key)
-        if key.startswith(RAW_PREFIX):
+        if key.startswith(RAW_PREFIXES):
             raise RawUploadError(
-                f"{self.url(key)}: raw uploads under {RAW_PREFIX!r} are never modified by the pipeline"
+                f"{self.url(key)}: raw uploads under {RAW_PREFIXES} are never modified by the pipeline"
             )
         self._atomic_write(key, data)
         return key
 
     def put_upload(self, key: str, data: bytes) -> str:
-        """Write a new raw-upload file under ``incoming/``; an existing file is never replaced."""
+        """Write a new raw file under ``incoming/`` or ``reviews/``; an existing file is never replaced."""
         key = normalize_key(key)
-        if not key.startswith(RAW_PREFIX):
-            raise StoreKeyError(f"upload key {key!r} must be under {RAW_PREFIX!r}")
+        if not key.startswith(RAW_PREFIXES):
+            raise StoreKeyError(f"upload key {key!r} must be under one of {RAW_PREFIXES}")
         if self.exists(key):
             raise RawUploadError(f"{self.url(key)}: raw upload already exists and is never replaced")
         self._atomic_write(key, data)
@@ -201,7 +223,7 @@ class DatasetStore:
 
     def delete(self, key: str) -> None:
         key = normalize_key(key)
-        if key.startswith(RAW_PREFIX):
+        if key.startswith(RAW_PREFIXES):
             raise RawUploadError(f"{self.url(key)}: raw uploads are never deleted by the pipeline")
         if self.exists(key):
             self.fs.rm(self.path(key))
@@ -214,6 +236,9 @@ class DatasetStore:
                 os.makedirs(folder, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
                 try:
+                    os.fchmod(
+                        fd, 0o666 & ~_UMASK
+                    )  # mkstemp makes 0600; readers (tools, servers) need the usual mode
                     with os.fdopen(fd, "wb") as handle:
                         handle.write(data)
                         handle.flush()

@@ -1,13 +1,14 @@
 """Dagster ConfigurableResources: the thin layer that hands configured domain objects to assets."""
 
 from resources.sam2 import Sam2Resource
-from resources.settings import AnnotationToolsResource, CaptureRules, TaxonomyResource
+from resources.settings import AnnotationToolsResource, CaptureRules, QualityRules, TaxonomyResource
 from resources.store import DatasetStoreResource
 
 __all__ = [
     "AnnotationToolsResource",
     "CaptureRules",
     "DatasetStoreResource",
+    "QualityRules",
     "Sam2Resource",
     "TaxonomyResource",
 ]

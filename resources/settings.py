@@ -51,3 +51,18 @@ class AnnotationToolsResource(ConfigurableResource):
     cvat_image_names: str = Field(
         default="relative", description="relative (path inside the batch folder) or basename"
     )
+    label_map: dict[str, str] = Field(
+        default_factory=dict, description="Aliases: the tools' label names -> taxonomy class names"
+    )
+    default_annotator: str = Field(
+        default="unknown", description="Annotator of exports that name none (COCO, CVAT without assignee)"
+    )
+
+
+class QualityRules(ConfigurableResource):
+    """Thresholds of the corpus quality checks."""
+
+    min_area_px: int = Field(default=20, description="Smallest mask area")
+    overlap_tolerance: float = Field(
+        default=0.05, description="Same-z overlap allowed, as a share of the smaller instance"
+    )

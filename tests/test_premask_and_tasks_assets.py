@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from dagster import AssetKey, instance_for_test, materialize
 
-from assets import ALL_ASSETS, ALL_CHECKS, capture_batches
+from assets import ALL_CHECKS, PER_BATCH_ASSETS, capture_batches
 from dataset_pipeline.formats.cvat import CvatMask, cvat_to_mask
 from dataset_pipeline.formats.label_studio import brush_rle_to_mask
 from dataset_pipeline.masks import decode_mask
@@ -33,7 +33,7 @@ def _run(store, batch, sam2=None):
     with instance_for_test() as instance:
         instance.add_dynamic_partitions(capture_batches.name, [batch])
         result = materialize(
-            [*ALL_ASSETS, *ALL_CHECKS],
+            [*PER_BATCH_ASSETS, *(c for c in ALL_CHECKS if c.partitions_def is not None)],
             partition_key=batch,
             instance=instance,
             resources=resources,

@@ -55,7 +55,7 @@ def test_raw_uploads_are_never_modified(any_store: DatasetStore):
         any_store.write_bytes("incoming/b1/images/x.jpg", b"other bytes")
     with pytest.raises(RawUploadError, match="never deleted"):
         any_store.delete("incoming/b1/images/x.jpg")
-    with pytest.raises(StoreKeyError, match="must be under 'incoming/'"):
+    with pytest.raises(StoreKeyError, match="must be under one of"):
         any_store.put_upload("tables/x.jpg", b"x")
     assert any_store.read_bytes("incoming/b1/images/x.jpg") == b"raw bytes"
 

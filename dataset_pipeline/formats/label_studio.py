@@ -18,8 +18,8 @@ itself cannot live in this environment (it downgrades numpy and OpenCV).
 
 from __future__ import annotations
 
+import hashlib
 import json
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
@@ -182,10 +182,23 @@ class TaskMask:
     score: float
 
 
+def premask_result_id(premask_id: str) -> str:
+    """The short, stable id a pre-mask carries as a prediction result.
+
+    When an annotator starts from a prediction, Label Studio copies its results with their
+    ids and sets ``origin`` to ``prediction`` (or ``prediction-changed`` once edited), so
+    this id leads back to the pre-mask.
+
+    >>> premask_result_id("b1/images/f0#p3")
+    'pm-92a52c5cbf'
+    """
+    return "pm-" + hashlib.sha1(premask_id.encode("utf-8")).hexdigest()[:10]
+
+
 def brush_result(item: TaskMask, height: int, width: int) -> dict:
     """One ``brushlabels`` result of a prediction, as Label Studio stores it."""
     return {
-        "id": item.premask_id.replace("/", "_").replace("#", "_")[-40:] or uuid.uuid4().hex[:10],
+        "id": premask_result_id(item.premask_id),
         "type": "brushlabels",
         "from_name": BRUSH_FROM_NAME,
         "to_name": IMAGE_TO_NAME,

@@ -1,0 +1,73 @@
+"""annotation_corpus: every batch's reviewed annotations and captures, as one corpus.
+
+``is_gold`` marks the images that two or more annotators labelled independently (the
+agreement set). The semantic class map of an image derives from its instances: pixels of
+no instance are background (0); where instances overlap the higher ``z_order`` wins
+(ties: the later row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dataset_pipeline.captures import captures_key
+from dataset_pipeline.masks import decode_mask
+from dataset_pipeline.reviewed_annotations import annotations_key
+from dataset_pipeline.store import DatasetStore, join_key
+
+CORPUS_ANNOTATIONS_KEY = join_key("tables", "corpus", "annotations.parquet")
+CORPUS_IMAGES_KEY = join_key("tables", "corpus", "images.parquet")
+
+
+@dataclass
+class Corpus:
+    annotations: pd.DataFrame
+    images: pd.DataFrame
+    batches: list[str]
+
+
+def build_corpus(store: DatasetStore) -> Corpus:
+    """Concatenate every batch that has an annotations table, with its captures; mark gold images."""
+    keys = store.list("tables/annotations")
+    batches = [k.rsplit("/", 1)[1].removesuffix(".parquet") for k in keys if k.endswith(".parquet")]
+    annotations = (
+        pd.concat([store.read_parquet(annotations_key(b)) for b in batches], ignore_index=True)
+        if batches
+        else pd.DataFrame()
+    )
+    images = (
+        pd.concat([store.read_parquet(captures_key(b)) for b in batches], ignore_index=True)
+        if batches
+        else pd.DataFrame()
+    )
+    if len(annotations):
+        annotators = annotations.groupby("image_id").annotator_id.nunique()
+        gold = set(annotators.index[annotators >= 2])
+        annotations["is_gold"] = annotations.image_id.isin(gold)
+    return Corpus(annotations=annotations, images=images, batches=batches)
+
+
+def write_corpus(store: DatasetStore, corpus: Corpus) -> None:
+    store.write_parquet(CORPUS_ANNOTATIONS_KEY, corpus.annotations)
+    store.write_parquet(CORPUS_IMAGES_KEY, corpus.images)
+
+
+def semantic_class_map(instances: pd.DataFrame, height: int, width: int) -> np.ndarray:
+    """The (height, width) uint8 class map of one image's instances (one annotator's, or a chosen set).
+
+    >>> from dataset_pipeline.masks import encode_mask
+    >>> a = np.zeros((2, 3), bool); a[:, :2] = True
+    >>> b = np.zeros((2, 3), bool); b[:, 1:] = True
+    >>> rows = pd.DataFrame({"class_id": [1, 2], "z_order": [1, 0], "rle": [encode_mask(a), encode_mask(b)],
+    ...                      "height": [2, 2], "width": [3, 3]})
+    >>> semantic_class_map(rows, 2, 3).tolist()
+    [[1, 1, 2], [1, 1, 2]]
+    """
+    out = np.zeros((int(height), int(width)), dtype=np.uint8)
+    ordered = instances.assign(_row=np.arange(len(instances))).sort_values(["z_order", "_row"], kind="stable")
+    for row in ordered.itertuples():
+        out[decode_mask(row.rle, row.height, row.width)] = int(row.class_id)
+    return out

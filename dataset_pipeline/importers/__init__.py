@@ -1,0 +1,318 @@
+"""Importers: the annotation tools' export files → the annotations table.
+
+One module per format (``cvat_xml``, ``coco``, ``label_studio``), each with
+``import_<format>(data, options) -> ImportResult``. They share this module's pieces:
+the table's columns, the strict error type, image lookup, label mapping and the link
+back to pre-masks. A malformed file raises :class:`AnnotationImportError` naming the
+file, the record and the field; records that are valid but not masks (boxes, points,
+cancelled annotations) are skipped and listed.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from dataset_pipeline.formats.label_studio import premask_result_id
+from dataset_pipeline.masks import rle_areas, rle_iou
+from dataset_pipeline.taxonomy import Taxonomy
+
+ANNOTATION_COLUMNS: tuple[str, ...] = (
+    "annotation_id",
+    "image_id",
+    "annotator_id",
+    "class_id",
+    "height",
+    "width",
+    "rle",
+    "z_order",
+    "created_at",
+    "seconds_spent",
+    "tool",
+    "tool_version",
+    "assistance",
+    "premask_id",
+    "premask_iou",
+    "review_status",
+    "review_accepted",
+    "is_gold",
+    "source_file",
+)
+REVIEW_STATUSES = ("unreviewed", "peer_reviewed", "expert_approved")
+FORMATS = ("cvat-xml", "cvat-coco", "coco", "label-studio")
+#: A final mask this close to a pre-mask (IoU) derives from it.
+PREMASK_LINK_IOU = 0.5
+
+
+class AnnotationImportError(ValueError):
+    """An export file cannot be imported; nothing of it is used.
+
+    >>> str(AnnotationImportError("a.xml", "image 'x.jpg' mask 2", "label", "unknown label 'cup'"))
+    "a.xml: image 'x.jpg' mask 2, field 'label': unknown label 'cup'"
+    """
+
+    def __init__(self, file: str, record: str, field_name: str, message: str) -> None:
+        self.file, self.record, self.field = file, record, field_name
+        where = f"{record}, field {field_name!r}" if field_name else record
+        super().__init__(f"{file}: {where}: {message}")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image the annotations may refer to."""
+
+    image_id: str
+    height: int
+    width: int
+
+
+class ImageIndex:
+    """Finds an image by its id, by its path inside the batch, or by its file name (when unique)."""
+
+    def __init__(self, images: Iterable[tuple[ImageRef, str]]) -> None:
+        self._by_key: dict[str, ImageRef] = {}
+        names: dict[str, list[ImageRef]] = {}
+        for ref, path in images:
+            self._by_key[ref.image_id] = ref
+            self._by_key[path] = ref
+            self._by_key[posixpath.splitext(path)[0]] = ref
+            names.setdefault(posixpath.basename(path), []).append(ref)
+        self._by_name = {name: refs[0] for name, refs in names.items() if len(refs) == 1}
+
+    @classmethod
+    def from_captures(cls, captures: pd.DataFrame) -> ImageIndex:
+        """From a captures table (``uri`` is ``incoming/<batch>/<path>``)."""
+        return cls(
+            (
+                ImageRef(r.image_id, int(r.height), int(r.width)),
+                r.uri.split("/", 2)[2] if r.uri.count("/") >= 2 else r.uri,
+            )
+            for r in captures.itertuples()
+        )
+
+    def __len__(self) -> int:
+        return len({r.image_id for r in self._by_key.values()})
+
+    def find(self, name: str) -> ImageRef | None:
+        """The image that ``name`` (an id, a path, a URL ending in a path) refers to."""
+        name = name.split("?d=")[-1]  # Label Studio local-files URLs
+        candidates = [name, name.lstrip("/")]
+        parts = name.split("/")
+        candidates += ["/".join(parts[i:]) for i in range(1, len(parts))]
+        for candidate in candidates:
+            if candidate in self._by_key:
+                return self._by_key[candidate]
+        return self._by_name.get(posixpath.basename(name))
+
+
+@dataclass
+class ImportOptions:
+    """What an importer needs besides the file."""
+
+    taxonomy: Taxonomy
+    source_file: str = "<memory>"
+    label_map: dict[str, str] = field(default_factory=dict)
+    images: ImageIndex | None = None
+    premasks: pd.DataFrame | None = None
+    default_annotator: str = "unknown"
+    review_status: str = "unreviewed"
+    tool_version: str | None = None
+    boxes_as_masks: bool = False
+
+    def __post_init__(self) -> None:
+        if self.review_status not in REVIEW_STATUSES:
+            raise ValueError(f"review_status must be one of {REVIEW_STATUSES}, got {self.review_status!r}")
+        known = {c.name for c in self.taxonomy.foreground}
+        wrong = {alias: target for alias, target in self.label_map.items() if target not in known}
+        if wrong:
+            raise ValueError(
+                f"label map targets must be taxonomy classes ({', '.join(sorted(known))}); got {wrong}"
+            )
+        self._premasks_by_image = (
+            {k: g for k, g in self.premasks.groupby("image_id", sort=False)}
+            if self.premasks is not None
+            else {}
+        )
+
+    def class_id(self, label: object, record: str, field_name: str) -> int:
+        """The taxonomy id of a tool's label (after aliases); unknown labels list the known ones."""
+        if not isinstance(label, str) or not label.strip():
+            raise AnnotationImportError(self.source_file, record, field_name, f"missing label ({label!r})")
+        name = self.label_map.get(label.strip(), label.strip())
+        try:
+            cls = self.taxonomy.by_name(name)
+        except KeyError:
+            known = ", ".join(c.name for c in self.taxonomy.foreground)
+            aliases = f" (aliases: {self.label_map})" if self.label_map else ""
+            raise AnnotationImportError(
+                self.source_file,
+                record,
+                field_name,
+                f"unknown label {label!r}; known labels: {known}{aliases}",
+            ) from None
+        if cls.id == 0:
+            raise AnnotationImportError(
+                self.source_file, record, field_name, "background is not an annotation class"
+            )
+        return cls.id
+
+    def image(
+        self, name: str, height: int | None, width: int | None, record: str, field_name: str
+    ) -> ImageRef:
+        """The image an export record names, checked against the batch when an index is given."""
+        if self.images is not None:
+            ref = self.images.find(name)
+            if ref is None:
+                raise AnnotationImportError(
+                    self.source_file,
+                    record,
+                    field_name,
+                    f"image {name!r} is not in the batch ({len(self.images)} images)",
+                )
+            if (
+                height is not None
+                and width is not None
+                and (int(height), int(width)) != (ref.height, ref.width)
+            ):
+                raise AnnotationImportError(
+                    self.source_file,
+                    record,
+                    field_name,
+                    f"image {name!r} is {width}x{height} in the export but {ref.width}x{ref.height} in the batch",
+                )
+            return ref
+        if height is None or width is None or int(height) <= 0 or int(width) <= 0:
+            raise AnnotationImportError(
+                self.source_file, record, field_name, f"no valid size for image {name!r}"
+            )
+        return ImageRef(posixpath.splitext(name.split("?d=")[-1].lstrip("/"))[0], int(height), int(width))
+
+    def premask_for_result_id(self, image_id: str, result_id: str) -> str | None:
+        """The pre-mask whose Label Studio prediction result had this id (see premask_result_id)."""
+        candidates = self._premasks_by_image.get(image_id)
+        if candidates is None:
+            return None
+        for premask_id in candidates.premask_id:
+            if premask_result_id(premask_id) == result_id:
+                return str(premask_id)
+        return None
+
+    def link_premask(
+        self, image_id: str, rle: str, height: int, width: int, premask_id: str | None = None
+    ) -> tuple[str | None, float | None]:
+        """(premask_id, IoU) of the pre-mask this mask derives from: the named one, else the best match ≥ 0.5."""
+        candidates = self._premasks_by_image.get(image_id)
+        if candidates is None or candidates.empty:
+            return None, None
+        ious = rle_iou(rle, list(candidates.rle), height, width)
+        if premask_id is not None and premask_id in set(candidates.premask_id):
+            index = int(np.flatnonzero(candidates.premask_id.to_numpy() == premask_id)[0])
+            return premask_id, round(float(ious[index]), 4)
+        best = int(np.argmax(ious))
+        if ious[best] >= PREMASK_LINK_IOU:
+            return str(candidates.premask_id.iloc[best]), round(float(ious[best]), 4)
+        return None, None
+
+
+@dataclass
+class ImportResult:
+    """The annotations of one export, and the records skipped (with why)."""
+
+    annotations: pd.DataFrame
+    skipped: list[str] = field(default_factory=list)
+    format: str = ""
+
+    def summary(self, taxonomy: Taxonomy) -> str:
+        table = self.annotations
+        lines = [f"{len(table)} annotation(s) on {table.image_id.nunique()} image(s) ({self.format})"]
+        if len(table):
+            per_class = table.class_id.map(lambda c: taxonomy.by_id(int(c)).name).value_counts()
+            lines.append("per class:     " + ", ".join(f"{k}={v}" for k, v in per_class.items()))
+            per_annotator = table.annotator_id.value_counts()
+            lines.append("per annotator: " + ", ".join(f"{k}={v}" for k, v in per_annotator.items()))
+            lines.append(
+                "assistance:    " + ", ".join(f"{k}={v}" for k, v in table.assistance.value_counts().items())
+            )
+        lines.append(f"skipped:       {len(self.skipped)}")
+        lines += [f"  - {s}" for s in self.skipped[:20]]
+        return "\n".join(lines)
+
+
+def annotations_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
+    """The annotations table with its columns and dtypes, also when empty."""
+    frame = pd.DataFrame(rows, columns=list(ANNOTATION_COLUMNS))
+    frame = frame.astype(
+        {
+            "class_id": "int64",
+            "height": "int64",
+            "width": "int64",
+            "z_order": "int64",
+            "seconds_spent": "float64",
+            "premask_iou": "float64",
+            "review_accepted": "boolean",
+            "is_gold": "bool",
+        }
+    )
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601")
+    return frame
+
+
+def assistance_for(premask_iou: float | None, tool_hint: str | None) -> str:
+    """manual / sam2-assisted / auto from the tool's own hint and the pre-mask link."""
+    if tool_hint == "auto":
+        return "auto"
+    if premask_iou is not None or tool_hint == "assisted":
+        return "sam2-assisted"
+    return "manual"
+
+
+def check_not_empty(rle: str, height: int, width: int, file: str, record: str, field_name: str) -> None:
+    if rle_areas([height], [width], [rle])[0] == 0:
+        raise AnnotationImportError(file, record, field_name, "the mask is empty")
+
+
+def detect_format(data: bytes, name: str = "") -> str:
+    """Recognise an export from its content: cvat-xml, label-studio, cvat-coco or coco."""
+    head = data.lstrip()[:4096]
+    if head.startswith(b"<"):
+        if b"<annotations" in head:
+            return "cvat-xml"
+        raise ValueError(f"{name}: an XML file that is not a CVAT annotations export")
+    try:
+        document = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{name}: neither XML nor JSON ({exc})") from None
+    if isinstance(document, list):
+        return "label-studio"
+    if isinstance(document, dict) and "annotations" in document and "images" in document:
+        info = document.get("info") or {}
+        return "cvat-coco" if "cvat" in json.dumps(info).lower() else "coco"
+    raise ValueError(f"{name}: JSON that is neither a Label Studio export (a list of tasks) nor COCO")
+
+
+def import_export(data: bytes, options: ImportOptions, fmt: str = "auto") -> ImportResult:
+    """Import one export file's bytes in the given (or detected) format."""
+    from dataset_pipeline.importers import coco, cvat_xml, label_studio
+
+    if fmt == "auto":
+        try:
+            fmt = detect_format(data, options.source_file)
+        except ValueError as exc:
+            raise AnnotationImportError(
+                options.source_file, "file", "", str(exc).split(": ", 1)[-1]
+            ) from None
+    if fmt == "cvat-xml":
+        result = cvat_xml.import_cvat_xml(data, options)
+    elif fmt in ("cvat-coco", "coco"):
+        result = coco.import_coco(data, options, tool="cvat" if fmt == "cvat-coco" else "coco")
+    elif fmt == "label-studio":
+        result = label_studio.import_label_studio(data, options)
+    else:
+        raise ValueError(f"unknown format {fmt!r}; use auto or one of {FORMATS}")
+    result.format = fmt
+    return result

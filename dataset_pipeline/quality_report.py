@@ -1,0 +1,244 @@
+"""quality_report: the corpus's quality checks, in the validator shape statistics → report → summary.
+
+Each check yields :class:`QcIssue` rows naming the image and the annotation:
+
+* ``completeness``     every captured image has at least one annotation;
+* ``class_ids_valid``  class ids are foreground ids of the taxonomy;
+* ``min_area``         a mask has at least ``min_area_px`` pixels;
+* ``thin_width``       a mask is at least its class's ``min_width_px`` thick somewhere (its
+                       largest inscribed width, 2 x the distance transform's maximum - 1);
+* ``same_z_overlap``   two instances of one annotator on one image with the same z_order
+                       overlap by more than ``overlap_tolerance`` of the smaller one;
+* ``mask_size``        a mask's size is its image's size;
+* ``duplicate_images`` no two images have the same sha256.
+
+The non-blocking statistic is each annotator's *refinement rate*: the share of the
+pre-masks they started from that they edited (premask_iou < 0.9), flagged above 40%.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from dataset_pipeline.masks import decode_mask, mask_bbox, rle_areas, rle_iou
+from dataset_pipeline.taxonomy import Taxonomy
+
+BLOCKING_CHECKS: tuple[str, ...] = (
+    "completeness",
+    "class_ids_valid",
+    "min_area",
+    "thin_width",
+    "same_z_overlap",
+    "mask_size",
+    "duplicate_images",
+)
+REFINED_BELOW_IOU = 0.9
+REFINEMENT_FLAG = 0.40
+
+
+@dataclass(frozen=True)
+class QcIssue:
+    check: str
+    image_id: str
+    annotation_id: str | None
+    detail: str
+
+
+@dataclass
+class QualityReport:
+    issues: pd.DataFrame  # check, image_id, annotation_id, detail
+    checked: dict[str, int]  # check -> how many items it looked at
+    refinement: pd.DataFrame  # annotator_id, assisted, refined, refinement_rate, flagged
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def failed(self, check: str) -> pd.DataFrame:
+        return self.issues[self.issues.check == check]
+
+    def summary_table(self) -> pd.DataFrame:
+        """Per check: items looked at, failures, pass rate."""
+        rows = []
+        for check in BLOCKING_CHECKS:
+            failures = len(self.failed(check))
+            n = self.checked.get(check, 0)
+            rows.append(
+                {
+                    "check": check,
+                    "checked": n,
+                    "failed": failures,
+                    "pass_rate": round(1 - failures / n, 4) if n else 1.0,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def describe(self, check: str, limit: int = 15) -> str:
+        """The check's outcome with the offending image and annotation ids."""
+        failed = self.failed(check)
+        if failed.empty:
+            return f"{check}: all {self.checked.get(check, 0)} passed"
+        lines = [f"{check}: {len(failed)} of {self.checked.get(check, 0)} failed"]
+        for row in failed.head(limit).itertuples():
+            lines.append(
+                f"- image {row.image_id}"
+                + (f", annotation {row.annotation_id}" if row.annotation_id else "")
+                + f": {row.detail}"
+            )
+        if len(failed) > limit:
+            lines.append(f"- ... and {len(failed) - limit} more")
+        return "\n".join(lines)
+
+
+def max_inscribed_width(mask: np.ndarray) -> float:
+    """The mask's largest thickness in pixels (a 1-pixel line gives 1).
+
+    >>> m = np.zeros((9, 20), bool); m[4, 2:18] = True
+    >>> max_inscribed_width(m)
+    1.0
+    """
+    import cv2
+
+    box = mask_bbox(mask)
+    if box is None:
+        return 0.0
+    x0, y0, x1, y1 = box
+    padded = np.pad(mask[y0:y1, x0:x1].astype(np.uint8), 1)  # only the object's box: much less work
+    distance = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return float(2 * distance.max() - 1)
+
+
+def run_quality_checks(
+    annotations: pd.DataFrame,
+    images: pd.DataFrame,
+    taxonomy: Taxonomy,
+    *,
+    min_area_px: int = 20,
+    overlap_tolerance: float = 0.05,
+) -> QualityReport:
+    """Run every check on the corpus (annotations and captured images). Streams image by image."""
+    issues: list[QcIssue] = []
+    checked = {check: 0 for check in BLOCKING_CHECKS}
+    sizes = (
+        images.set_index("image_id")[["height", "width"]]
+        if len(images)
+        else pd.DataFrame(columns=["height", "width"])
+    )
+
+    annotated = set(annotations.image_id) if len(annotations) else set()
+    checked["completeness"] = len(images)
+    for image_id in images.image_id if len(images) else []:
+        if image_id not in annotated:
+            issues.append(QcIssue("completeness", image_id, None, "no annotation"))
+
+    checked["duplicate_images"] = len(images)
+    if len(images):
+        duplicated = images[images.sha256.duplicated(keep=False)]
+        for sha, group in duplicated.groupby("sha256"):
+            for image_id in group.image_id:
+                issues.append(
+                    QcIssue(
+                        "duplicate_images",
+                        image_id,
+                        None,
+                        f"same sha256 {sha[:12]} as {sorted(set(group.image_id) - {image_id})}",
+                    )
+                )
+
+    valid = {c.id for c in taxonomy.foreground}
+    min_width = {c.id: c.min_width_px for c in taxonomy.foreground}
+    names = {c.id: c.name for c in taxonomy.classes}
+    if len(annotations):
+        areas = rle_areas(annotations.height, annotations.width, annotations.rle)
+        annotations = annotations.assign(area_px=areas)
+    for image_id, group in annotations.groupby("image_id", sort=False) if len(annotations) else []:
+        expected = tuple(sizes.loc[image_id]) if image_id in sizes.index else None
+        for row in group.itertuples():
+            checked["class_ids_valid"] += 1
+            checked["mask_size"] += 1
+            checked["min_area"] += 1
+            if row.class_id not in valid:
+                issues.append(
+                    QcIssue(
+                        "class_ids_valid",
+                        image_id,
+                        row.annotation_id,
+                        f"class id {row.class_id} is not one of {sorted(valid)}",
+                    )
+                )
+            if expected is None or (row.height, row.width) != expected:
+                issues.append(
+                    QcIssue(
+                        "mask_size",
+                        image_id,
+                        row.annotation_id,
+                        f"mask {row.width}x{row.height}, image {'missing' if expected is None else f'{expected[1]}x{expected[0]}'}",
+                    )
+                )
+                continue
+            if row.area_px < min_area_px:
+                issues.append(
+                    QcIssue("min_area", image_id, row.annotation_id, f"{row.area_px} px < {min_area_px} px")
+                )
+            need = min_width.get(row.class_id, 1)
+            if need > 1 and row.area_px > 0:
+                checked["thin_width"] += 1
+                width = max_inscribed_width(decode_mask(row.rle, row.height, row.width))
+                if width < need:
+                    issues.append(
+                        QcIssue(
+                            "thin_width",
+                            image_id,
+                            row.annotation_id,
+                            f"{names.get(row.class_id, row.class_id)} is {width:.0f} px thick, min {need} px",
+                        )
+                    )
+        for (_, _), layer in group.groupby(["annotator_id", "z_order"]):
+            if len(layer) < 2:
+                continue
+            rows = list(layer.itertuples())
+            for i, a in enumerate(rows[:-1]):
+                others = rows[i + 1 :]
+                checked["same_z_overlap"] += len(others)
+                ious = rle_iou(a.rle, [b.rle for b in others], a.height, a.width)
+                for b, iou in zip(others, ious, strict=True):
+                    if iou <= 0:
+                        continue
+                    inter = iou * (a.area_px + b.area_px) / (1 + iou)
+                    share = inter / max(1, min(a.area_px, b.area_px))
+                    if share > overlap_tolerance:
+                        issues.append(
+                            QcIssue(
+                                "same_z_overlap",
+                                image_id,
+                                a.annotation_id,
+                                f"overlaps {b.annotation_id} by {share:.0%} of the smaller at z_order {a.z_order}",
+                            )
+                        )
+
+    frame = pd.DataFrame(
+        [i.__dict__ for i in issues], columns=["check", "image_id", "annotation_id", "detail"]
+    )
+    return QualityReport(issues=frame, checked=checked, refinement=refinement_rates(annotations))
+
+
+def refinement_rates(annotations: pd.DataFrame) -> pd.DataFrame:
+    """Per annotator: pre-masks started from, how many were edited (IoU < 0.9), the rate, the flag."""
+    columns = ["annotator_id", "assisted", "refined", "refinement_rate", "flagged"]
+    if annotations.empty:
+        return pd.DataFrame(columns=columns)
+    linked = annotations[annotations.premask_id.notna()]
+    rows = []
+    for annotator, group in linked.groupby("annotator_id"):
+        refined = int((group.premask_iou < REFINED_BELOW_IOU).sum())
+        rate = refined / len(group)
+        rows.append(
+            {
+                "annotator_id": annotator,
+                "assisted": len(group),
+                "refined": refined,
+                "refinement_rate": round(rate, 4),
+                "flagged": rate > REFINEMENT_FLAG,
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
