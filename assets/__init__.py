@@ -1,5 +1,6 @@
 """Dagster software-defined assets, one module per stage; each one calls dataset_pipeline."""
 
+from assets.agreement_report import AGREEMENT_CHECKS, agreement_report
 from assets.annotation_corpus import QUALITY_CHECKS, annotation_corpus, quality_report
 from assets.annotation_tasks import annotation_tasks
 from assets.partitions import capture_batches
@@ -12,11 +13,19 @@ PER_BATCH_ASSETS = [raw_captures, sam2_premasks, annotation_tasks]
 #: Materialized per batch when its review exports arrive.
 REVIEW_ASSETS = [reviewed_annotations]
 #: Over the whole corpus, in pipeline order.
-CORPUS_ASSETS = [annotation_corpus, quality_report]
+CORPUS_ASSETS = [annotation_corpus, quality_report, agreement_report]
 ALL_ASSETS = [*PER_BATCH_ASSETS, *REVIEW_ASSETS, *CORPUS_ASSETS]
-ALL_CHECKS = [captures_table_expectations, quarantine_share_under_limit, *PREMASK_CHECKS, *QUALITY_CHECKS]
+ALL_CHECKS = [
+    captures_table_expectations,
+    quarantine_share_under_limit,
+    *PREMASK_CHECKS,
+    *QUALITY_CHECKS,
+    *AGREEMENT_CHECKS,
+]
 
 __all__ = [
+    "AGREEMENT_CHECKS",
+    "agreement_report",
     "ALL_ASSETS",
     "ALL_CHECKS",
     "CORPUS_ASSETS",

@@ -28,6 +28,7 @@ from dataset_pipeline.automation import (
 )
 from dataset_pipeline.sam2_premasks.sam2 import DEFAULT_MODEL_CONFIG
 from resources import (
+    AgreementRules,
     AnnotationToolsResource,
     CaptureRules,
     DatasetStoreResource,
@@ -52,6 +53,7 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
         ),
         "annotation_tools": AnnotationToolsResource(),
         "quality_rules": QualityRules(),
+        "agreement_rules": AgreementRules(),
     }
 
 

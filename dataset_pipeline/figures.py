@@ -124,3 +124,43 @@ def distinct_colour(index: int) -> tuple[int, int, int]:
 
     r, g, b = colorsys.hsv_to_rgb((index * 0.618033988749895) % 1.0, 0.75, 1.0)
     return int(r * 255), int(g * 255), int(b * 255)
+
+
+def bar_chart(
+    labels: Sequence[str],
+    values: Sequence[float],
+    marks: Sequence[float] = (),
+    *,
+    title: str = "",
+    width: int = 640,
+    bar_height: int = 22,
+) -> np.ndarray:
+    """Horizontal bars in [0, 1] with an optional tick per bar (e.g. a threshold); RGB array.
+
+    Bars at or above their mark are green, below it red; without marks, blue.
+
+    >>> bar_chart(["a", "b"], [0.5, 0.9], [0.8, 0.8]).shape
+    (80, 640, 3)
+    """
+    from PIL import Image, ImageDraw
+
+    left, right, top = 170, 60, 28 if title else 8
+    height = top + len(labels) * (bar_height + 6) + 16
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    if title:
+        draw.text((8, 8), title, fill=(0, 0, 0))
+    span = width - left - right
+    for index, (label, value) in enumerate(zip(labels, values, strict=True)):
+        y = top + index * (bar_height + 6)
+        draw.text((8, y + 5), str(label)[:26], fill=(0, 0, 0))
+        mark = marks[index] if index < len(marks) else None
+        value = 0.0 if value is None or np.isnan(value) else float(np.clip(value, 0, 1))
+        colour = (70, 110, 200) if mark is None else ((60, 160, 80) if value >= mark else (210, 60, 50))
+        draw.rectangle([left, y, left + int(span * value), y + bar_height], fill=colour)
+        draw.text((left + int(span * value) + 4, y + 5), f"{value:.2f}", fill=(0, 0, 0))
+        if mark is not None:
+            x = left + int(span * float(mark))
+            draw.line([x, y - 2, x, y + bar_height + 2], fill=(0, 0, 0), width=2)
+    draw.line([left, height - 12, left + span, height - 12], fill=(120, 120, 120))
+    return np.asarray(image)

@@ -63,7 +63,7 @@ class AnnotatorSkill:
 ANNOTATORS: tuple[AnnotatorSkill, ...] = (
     AnnotatorSkill("ann_a@demo.example", "label_studio", 1, 0.10, 0.0, 0.0, 42.0, 0.97),
     AnnotatorSkill("ann_b@demo.example", "label_studio", 1, 0.20, 0.05, 0.01, 34.0, 0.92),
-    AnnotatorSkill("ann_c", "cvat", 3, 0.5, 0.5, 0.05, 22.0, 0.65),
+    AnnotatorSkill("ann_c", "cvat", 2, 0.45, 0.25, 0.03, 19.0, 0.65),
 )
 
 
@@ -78,7 +78,7 @@ class SimulatedReview:
     annotations: int
 
 
-def _jitter(mask: np.ndarray, rng: np.random.Generator, max_px: int) -> np.ndarray:
+def _jitter(mask: np.ndarray, rng: np.random.Generator, max_px: int, uneven: bool = True) -> np.ndarray:
     """The mask with its boundary moved by up to ``max_px`` pixels, unevenly (as a hand would)."""
     import cv2
 
@@ -92,7 +92,7 @@ def _jitter(mask: np.ndarray, rng: np.random.Generator, max_px: int) -> np.ndarr
     # uneven edges: flip a band of boundary pixels on one side
     edge = out.astype(bool) ^ cv2.erode(out, np.ones((3, 3), np.uint8)).astype(bool)
     ys, xs = np.nonzero(edge)
-    if ys.size:
+    if uneven and ys.size:
         side = xs > np.median(xs) if rng.random() < 0.5 else ys > np.median(ys)
         out[ys[side], xs[side]] = 0 if rng.random() < 0.5 else 1
     result = out.astype(bool)
@@ -134,7 +134,10 @@ def _work(
             seconds += skill.seconds_per_mask * 0.15 * rng.lognormal(0, 0.2)
         else:
             # small and thin objects get at most 1 px of jitter: a person zooms in on them
-            mask = _jitter(gt_mask, rng, 1 if gt.area < 3000 else skill.jitter_px)
+            small = gt.area < 3000  # zoomed in: at most 1 px off, and only some of the time
+            mask = _jitter(
+                gt_mask, rng, int(rng.random() < 0.4) if small else skill.jitter_px, uneven=not small
+            )
             if mask.sum() < 0.5 * gt.area:
                 mask = gt_mask
             accepted = False

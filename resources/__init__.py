@@ -1,10 +1,17 @@
 """Dagster ConfigurableResources: the thin layer that hands configured domain objects to assets."""
 
 from resources.sam2 import Sam2Resource
-from resources.settings import AnnotationToolsResource, CaptureRules, QualityRules, TaxonomyResource
+from resources.settings import (
+    AgreementRules,
+    AnnotationToolsResource,
+    CaptureRules,
+    QualityRules,
+    TaxonomyResource,
+)
 from resources.store import DatasetStoreResource
 
 __all__ = [
+    "AgreementRules",
     "AnnotationToolsResource",
     "CaptureRules",
     "DatasetStoreResource",

@@ -66,3 +66,29 @@ class QualityRules(ConfigurableResource):
     overlap_tolerance: float = Field(
         default=0.05, description="Same-z overlap allowed, as a share of the smaller instance"
     )
+
+
+class AgreementRules(ConfigurableResource):
+    """How agreement is measured and judged."""
+
+    boundary_px_at_640x480: float = Field(
+        default=2.0, description="Boundary IoU band, scaled with the image diagonal"
+    )
+    min_instances: int = Field(
+        default=20, description="Gold instances a class needs before its threshold is enforced"
+    )
+    threshold_overrides: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-class agreement thresholds (class name -> IoU), over the taxonomy's",
+    )
+    boundary: bool = Field(default=True, description="Compute Boundary IoU (dense bands: the costly part)")
+
+    def settings(self):  # -> dataset_pipeline.agreement_report.AgreementSettings
+        from dataset_pipeline.agreement_report import AgreementSettings
+
+        return AgreementSettings(
+            boundary_px_at_640x480=self.boundary_px_at_640x480,
+            min_instances=self.min_instances,
+            thresholds=dict(self.threshold_overrides),
+            boundary=self.boundary,
+        )

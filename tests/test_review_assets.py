@@ -16,7 +16,7 @@ from dagster import (
     materialize,
 )
 
-from assets import ALL_CHECKS, PER_BATCH_ASSETS, capture_batches, quality_report
+from assets import PER_BATCH_ASSETS, capture_batches, quality_report
 from dataset_pipeline.automation import review_export_sensor
 from dataset_pipeline.reviewed_annotations import annotations_key
 from dataset_pipeline.simulated_review import simulate_review
@@ -74,7 +74,7 @@ def _run_review_and_corpus(store, batch, instance):
         resources=_resources(store),
         raise_on_error=False,
     )
-    quality_checks = [c for c in ALL_CHECKS if c.partitions_def is None]
+    from assets.annotation_corpus import QUALITY_CHECKS as quality_checks
     second = materialize(
         [annotation_corpus, quality_report, *quality_checks, downstream_of_quality],
         instance=instance,
@@ -111,8 +111,7 @@ def test_a_planted_defect_blocks_downstream_naming_ids(store_with_reviews, tmp_p
         planted = table.iloc[:1].assign(annotation_id="planted-unknown-class", class_id=42, z_order=77)
         store.write_parquet(annotations_key(batch), pd.concat([table, planted], ignore_index=True))
         from assets import annotation_corpus
-
-        quality_checks = [c for c in ALL_CHECKS if c.partitions_def is None]
+        from assets.annotation_corpus import QUALITY_CHECKS as quality_checks
         result = materialize(
             [annotation_corpus, quality_report, *quality_checks, downstream_of_quality],
             instance=instance,
