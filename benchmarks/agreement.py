@@ -82,7 +82,9 @@ def dense_agreement(annotations: pd.DataFrame) -> dict[int, float]:
         annotators = sorted(rows.annotator_id.unique())
         by_class: dict[int, dict[str, np.ndarray]] = {}
         for row in rows.itertuples():
-            mask = mask_utils.decode({"size": [row.height, row.width], "counts": row.rle.encode()}).astype(bool)
+            mask = mask_utils.decode({"size": [row.height, row.width], "counts": row.rle.encode()}).astype(
+                bool
+            )
             slot = by_class.setdefault(int(row.class_id), {})
             slot[row.annotator_id] = slot[row.annotator_id] | mask if row.annotator_id in slot else mask
         for class_id, masks in by_class.items():
@@ -97,7 +99,9 @@ def dense_agreement(annotations: pd.DataFrame) -> dict[int, float]:
             for a in annotators:
                 union = np.count_nonzero(masks.get(a, empty) | consensus)
                 if union:
-                    consensus_ious.setdefault(class_id, []).append(np.count_nonzero(masks.get(a, empty) & consensus) / union)
+                    consensus_ious.setdefault(class_id, []).append(
+                        np.count_nonzero(masks.get(a, empty) & consensus) / union
+                    )
     return {c: float(np.mean(v)) for c, v in pair_ious.items()}
 
 
@@ -134,9 +138,13 @@ def run_part(part: str, images: int, boundary_images: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--dense-images", type=int, default=None, help="images for the dense run (default: --images)")
+    parser.add_argument(
+        "--dense-images", type=int, default=None, help="images for the dense run (default: --images)"
+    )
     parser.add_argument("--boundary-images", type=int, default=1_000)
-    parser.add_argument("--part", choices=["rle", "dense", "boundary"], default=None, help="run one part (child process)")
+    parser.add_argument(
+        "--part", choices=["rle", "dense", "boundary"], default=None, help="run one part (child process)"
+    )
     args = parser.parse_args()
     if args.part:
         images = args.dense_images or args.images if args.part == "dense" else args.images
@@ -145,7 +153,11 @@ def main() -> None:
 
     # Same process, same corpus: timing of both implementations.
     table = corpus(args.images)
-    dense_table = table if not args.dense_images else table[table.image_id.isin(table.image_id.unique()[: args.dense_images])]
+    dense_table = (
+        table
+        if not args.dense_images
+        else table[table.image_id.isin(table.image_id.unique()[: args.dense_images])]
+    )
     taxonomy = load_taxonomy()
     started = time.perf_counter()
     report = compute_agreement(table, taxonomy, AgreementSettings(boundary=False))
@@ -168,7 +180,16 @@ def main() -> None:
     print(json.dumps(summary))
     # Peak memory: each part alone in a child process.
     for part in ("rle", "dense", "boundary"):
-        command = [sys.executable, __file__, "--part", part, "--images", str(args.images), "--boundary-images", str(args.boundary_images)]
+        command = [
+            sys.executable,
+            __file__,
+            "--part",
+            part,
+            "--images",
+            str(args.images),
+            "--boundary-images",
+            str(args.boundary_images),
+        ]
         if args.dense_images:
             command += ["--dense-images", str(args.dense_images)]
         out = subprocess.run(command, capture_output=True, text=True, check=True)

@@ -158,8 +158,15 @@ def compute_agreement(
     annotator_ids = gold.annotator_id.to_numpy()
     class_ids = gold.class_id.to_numpy(dtype=np.int64)
     heights, widths = gold.height.to_numpy(dtype=np.int64), gold.width.to_numpy(dtype=np.int64)
-    rles = [{"size": [int(h), int(w)], "counts": r.encode("ascii")} for h, w, r in zip(heights, widths, gold.rle, strict=True)]
-    starts = np.r_[0, np.flatnonzero(image_ids[1:] != image_ids[:-1]) + 1, len(image_ids)] if len(image_ids) else [0]
+    rles = [
+        {"size": [int(h), int(w)], "counts": r.encode("ascii")}
+        for h, w, r in zip(heights, widths, gold.rle, strict=True)
+    ]
+    starts = (
+        np.r_[0, np.flatnonzero(image_ids[1:] != image_ids[:-1]) + 1, len(image_ids)]
+        if len(image_ids)
+        else [0]
+    )
     for start, stop in zip(starts[:-1], starts[1:], strict=True):
         image_id = image_ids[start]
         annotators = sorted(set(annotator_ids[start:stop]))
@@ -175,7 +182,9 @@ def compute_agreement(
             images_per_class[class_id].add(image_id)
             masks = {a: _union(v) for a, v in drawn.items()}
             present = [a for a in annotators if a in masks]
-            matrix = mask_utils.iou([masks[a] for a in present], [masks[a] for a in present], [0] * len(present))
+            matrix = mask_utils.iou(
+                [masks[a] for a in present], [masks[a] for a in present], [0] * len(present)
+            )
             matrix = np.asarray(matrix, dtype=np.float64).reshape(len(present), len(present))
             position = {a: i for i, a in enumerate(present)}
             for a, b in itertools.combinations(annotators, 2):
@@ -191,7 +200,9 @@ def compute_agreement(
                         pair_boundary[class_id].append(biou)
             consensus = majority([masks.get(a) for a in annotators], len(annotators))
             if consensus is not None:
-                against = np.asarray(mask_utils.iou([masks[a] for a in present], [consensus], [0] * 1), dtype=np.float64).reshape(-1)
+                against = np.asarray(
+                    mask_utils.iou([masks[a] for a in present], [consensus], [0] * 1), dtype=np.float64
+                ).reshape(-1)
             for annotator in annotators:
                 if consensus is None:
                     iou = 0.0 if annotator in position else None

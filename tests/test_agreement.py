@@ -70,7 +70,15 @@ def test_majority_of_three():
 
 
 def _annotations(rows):
-    base = {"height": H, "width": W, "z_order": 0, "seconds_spent": np.nan, "premask_id": None, "premask_iou": np.nan, "review_accepted": pd.NA}
+    base = {
+        "height": H,
+        "width": W,
+        "z_order": 0,
+        "seconds_spent": np.nan,
+        "premask_id": None,
+        "premask_iou": np.nan,
+        "review_accepted": pd.NA,
+    }
     return pd.DataFrame([base | r for r in rows])
 
 
@@ -82,7 +90,9 @@ def test_per_class_report_with_a_class_only_one_annotator_used():
             {"image_id": image, "annotator_id": "y", "class_id": 1, "rle": encode_mask(square(6, 5))},
             {"image_id": image, "annotator_id": "x", "class_id": 7, "rle": encode_mask(square(30, 20, 4))},
         ]
-    rows.append({"image_id": "b/single", "annotator_id": "x", "class_id": 3, "rle": encode_mask(square(1, 1))})  # not gold
+    rows.append(
+        {"image_id": "b/single", "annotator_id": "x", "class_id": 3, "rle": encode_mask(square(1, 1))}
+    )  # not gold
     report = compute_agreement(_annotations(rows), TAXONOMY, AgreementSettings(min_instances=1))
     per_class = report.per_class.set_index("class")
     assert per_class.loc["target_object", "mean_pairwise_iou"] == pytest.approx(9 / 11, abs=1e-4)
@@ -100,7 +110,9 @@ def test_threshold_overrides_and_minimum_instances():
         {"image_id": "b/i0", "annotator_id": a, "class_id": 1, "rle": encode_mask(square(5 + k, 5))}
         for a, k in (("x", 0), ("y", 1))
     ]
-    report = compute_agreement(_annotations(rows), TAXONOMY, AgreementSettings(min_instances=1, thresholds={"target_object": 0.8}))
+    report = compute_agreement(
+        _annotations(rows), TAXONOMY, AgreementSettings(min_instances=1, thresholds={"target_object": 0.8})
+    )
     assert report.per_class.set_index("class").loc["target_object", "passed"]
     strict = compute_agreement(_annotations(rows), TAXONOMY, AgreementSettings(min_instances=5))
     assert strict.failing_classes().empty  # 2 instances: too few to judge
@@ -121,7 +133,9 @@ def demo_corpus(tmp_path_factory):
     store = DatasetStore(str(tmp_path_factory.mktemp("agreement") / "store"))
     write_demo_upload(store, "b48", n_images=48, seed=0)
     store.write_parquet(captures_key("b48"), ingest_batch(store, "b48").captures)
-    store.write_parquet(premasks_key("b48"), premask_batch(store, "b48", ClassicalBackend(), taxonomy=TAXONOMY).table)
+    store.write_parquet(
+        premasks_key("b48"), premask_batch(store, "b48", ClassicalBackend(), taxonomy=TAXONOMY).table
+    )
     simulate_review(store, "b48", seed=0)
     store.write_parquet(annotations_key("b48"), import_batch_reviews(store, "b48", TAXONOMY).annotations)
     return store, build_corpus(store)
@@ -157,10 +171,17 @@ def test_class_below_threshold_blocks_downstream_in_a_dagster_run(demo_corpus):
     }
     with instance_for_test() as instance:
         result = materialize(
-            [agreement_report, *AGREEMENT_CHECKS, stands_for_dataset_splits], instance=instance, resources=resources, raise_on_error=False
+            [agreement_report, *AGREEMENT_CHECKS, stands_for_dataset_splits],
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
         )
-    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "agreement_meets_thresholds")
+    check = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "agreement_meets_thresholds"
+    )
     assert not check.passed
     assert "container IoU" in check.description and "< 0.99" in check.description
-    assert AssetKey("stands_for_dataset_splits") not in {e.asset_key for e in result.get_asset_materialization_events()}
+    assert AssetKey("stands_for_dataset_splits") not in {
+        e.asset_key for e in result.get_asset_materialization_events()
+    }
     assert AssetKey("agreement_report") in {e.asset_key for e in result.get_asset_materialization_events()}

@@ -75,6 +75,7 @@ def _run_review_and_corpus(store, batch, instance):
         raise_on_error=False,
     )
     from assets.annotation_corpus import QUALITY_CHECKS as quality_checks
+
     second = materialize(
         [annotation_corpus, quality_report, *quality_checks, downstream_of_quality],
         instance=instance,
@@ -112,6 +113,7 @@ def test_a_planted_defect_blocks_downstream_naming_ids(store_with_reviews, tmp_p
         store.write_parquet(annotations_key(batch), pd.concat([table, planted], ignore_index=True))
         from assets import annotation_corpus
         from assets.annotation_corpus import QUALITY_CHECKS as quality_checks
+
         result = materialize(
             [annotation_corpus, quality_report, *quality_checks, downstream_of_quality],
             instance=instance,

@@ -192,6 +192,48 @@ class ImportOptions:
             )
         return ImageRef(posixpath.splitext(name.split("?d=")[-1].lstrip("/"))[0], int(height), int(width))
 
+    def row(
+        self,
+        ref: ImageRef,
+        *,
+        annotation_id: str,
+        annotator_id: str,
+        class_id: int,
+        rle: str,
+        z_order: int,
+        created_at: object,
+        seconds_spent: float | None,
+        tool: str,
+        tool_version: str | None,
+        tool_hint: str | None = None,
+        premask_id: str | None = None,
+        review_status: str | None = None,
+        review_accepted: bool | None = None,
+    ) -> dict[str, object]:
+        """One row of the annotations table; links the pre-mask and derives the assistance."""
+        linked, premask_iou = self.link_premask(ref.image_id, rle, ref.height, ref.width, premask_id)
+        return {
+            "annotation_id": annotation_id,
+            "image_id": ref.image_id,
+            "annotator_id": annotator_id,
+            "class_id": class_id,
+            "height": ref.height,
+            "width": ref.width,
+            "rle": rle,
+            "z_order": z_order,
+            "created_at": created_at,
+            "seconds_spent": seconds_spent,
+            "tool": tool,
+            "tool_version": tool_version,
+            "assistance": assistance_for(premask_iou, tool_hint),
+            "premask_id": linked,
+            "premask_iou": premask_iou,
+            "review_status": review_status or self.review_status,
+            "review_accepted": review_accepted,
+            "is_gold": False,
+            "source_file": self.source_file,
+        }
+
     def premask_for_result_id(self, image_id: str, result_id: str) -> str | None:
         """The pre-mask whose Label Studio prediction result had this id (see premask_result_id)."""
         candidates = self._premasks_by_image.get(image_id)
@@ -269,6 +311,20 @@ def assistance_for(premask_iou: float | None, tool_hint: str | None) -> str:
     if premask_iou is not None or tool_hint == "assisted":
         return "sam2-assisted"
     return "manual"
+
+
+def load_json(data: bytes, file: str):
+    """Parse an export's JSON, or refuse it naming the line and column."""
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError as exc:
+        raise AnnotationImportError(
+            file, "document", "", f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise AnnotationImportError(
+            file, "document", "", f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
 
 
 def check_not_empty(rle: str, height: int, width: int, file: str, record: str, field_name: str) -> None:

@@ -9,31 +9,20 @@ configured default. ``attributes.occluded`` (CVAT) is accepted and not stored.
 
 from __future__ import annotations
 
-import json
-
 from dataset_pipeline.importers import (
     AnnotationImportError,
     ImportOptions,
     ImportResult,
     annotations_frame,
-    assistance_for,
     check_not_empty,
+    load_json,
 )
 from dataset_pipeline.masks import polygons_to_rle, rle_from_coco
 
 
 def import_coco(data: bytes, options: ImportOptions, tool: str = "coco") -> ImportResult:
     file = options.source_file
-    try:
-        document = json.loads(data)
-    except UnicodeDecodeError as exc:
-        raise AnnotationImportError(
-            file, "document", "", f"not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise AnnotationImportError(
-            file, "document", "", f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
+    document = load_json(data, file)
     if not isinstance(document, dict):
         raise AnnotationImportError(file, "document", "", "a COCO file is a JSON object")
     for key in ("images", "annotations", "categories"):
@@ -97,30 +86,20 @@ def import_coco(data: bytes, options: ImportOptions, tool: str = "coco") -> Impo
         except (ValueError, TypeError) as exc:
             raise AnnotationImportError(file, record, "segmentation", str(exc)) from None
         check_not_empty(rle, ref.height, ref.width, file, record, "segmentation")
-        premask_id, premask_iou = options.link_premask(ref.image_id, rle, ref.height, ref.width)
         index = per_image.get(ref.image_id, 0)
         per_image[ref.image_id] = index + 1
         rows.append(
-            {
-                "annotation_id": f"{ref.image_id}#{annotator}#{tool}{annotation.get('id', index)}",
-                "image_id": ref.image_id,
-                "annotator_id": annotator,
-                "class_id": class_id,
-                "height": ref.height,
-                "width": ref.width,
-                "rle": rle,
-                "z_order": int(annotation.get("z_order", 0) or 0),
-                "created_at": created_at,
-                "seconds_spent": None,
-                "tool": tool,
-                "tool_version": tool_version,
-                "assistance": assistance_for(premask_iou, None),
-                "premask_id": premask_id,
-                "premask_iou": premask_iou,
-                "review_status": options.review_status,
-                "review_accepted": None,
-                "is_gold": False,
-                "source_file": file,
-            }
+            options.row(
+                ref,
+                annotation_id=f"{ref.image_id}#{annotator}#{tool}{annotation.get('id', index)}",
+                annotator_id=annotator,
+                class_id=class_id,
+                rle=rle,
+                z_order=int(annotation.get("z_order", 0) or 0),
+                created_at=created_at,
+                seconds_spent=None,
+                tool=tool,
+                tool_version=tool_version,
+            )
         )
     return ImportResult(annotations_frame(rows), skipped)

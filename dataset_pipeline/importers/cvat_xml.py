@@ -20,7 +20,6 @@ from dataset_pipeline.importers import (
     ImportOptions,
     ImportResult,
     annotations_frame,
-    assistance_for,
     check_not_empty,
 )
 from dataset_pipeline.masks import encode_mask, polygons_to_rle
@@ -76,30 +75,21 @@ def import_cvat_xml(data: bytes, options: ImportOptions) -> ImportResult:
                 rle, ref.height, ref.width, file, shape_record, "rle" if shape.tag == "mask" else "points"
             )
             source = (shape.get("source") or "manual").strip()
-            premask_id, premask_iou = options.link_premask(ref.image_id, rle, ref.height, ref.width)
             hint = "auto" if source == "auto" else ("assisted" if source in ("semi-auto", "sam2") else None)
             rows.append(
-                {
-                    "annotation_id": f"{ref.image_id}#{annotator}#cvat{shape_number}",
-                    "image_id": ref.image_id,
-                    "annotator_id": annotator,
-                    "class_id": class_id,
-                    "height": ref.height,
-                    "width": ref.width,
-                    "rle": rle,
-                    "z_order": _int(shape, "z_order", shape_record, file, default=0),
-                    "created_at": created_at,
-                    "seconds_spent": None,
-                    "tool": "cvat",
-                    "tool_version": tool_version,
-                    "assistance": assistance_for(premask_iou, hint),
-                    "premask_id": premask_id,
-                    "premask_iou": premask_iou,
-                    "review_status": options.review_status,
-                    "review_accepted": None,
-                    "is_gold": False,
-                    "source_file": file,
-                }
+                options.row(
+                    ref,
+                    annotation_id=f"{ref.image_id}#{annotator}#cvat{shape_number}",
+                    annotator_id=annotator,
+                    class_id=class_id,
+                    rle=rle,
+                    z_order=_int(shape, "z_order", shape_record, file, default=0),
+                    created_at=created_at,
+                    seconds_spent=None,
+                    tool="cvat",
+                    tool_version=tool_version,
+                    tool_hint=hint,
+                )
             )
     return ImportResult(annotations_frame(rows), skipped)
 

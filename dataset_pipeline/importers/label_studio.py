@@ -15,8 +15,6 @@ pre-mask: its ``id`` is the prediction result's id, which names the pre-mask
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from dataset_pipeline.formats.label_studio import BrushRLEError, brush_rle_to_mask
@@ -25,24 +23,15 @@ from dataset_pipeline.importers import (
     ImportOptions,
     ImportResult,
     annotations_frame,
-    assistance_for,
     check_not_empty,
+    load_json,
 )
 from dataset_pipeline.masks import encode_mask, polygons_to_rle
 
 
 def import_label_studio(data: bytes, options: ImportOptions) -> ImportResult:
     file = options.source_file
-    try:
-        tasks = json.loads(data)
-    except UnicodeDecodeError as exc:
-        raise AnnotationImportError(
-            file, "document", "", f"not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise AnnotationImportError(
-            file, "document", "", f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
+    tasks = load_json(data, file)
     if not isinstance(tasks, list):
         raise AnnotationImportError(file, "document", "", "a Label Studio JSON export is a list of tasks")
 
@@ -109,32 +98,23 @@ def import_label_studio(data: bytes, options: ImportOptions) -> ImportResult:
                     if origin in ("prediction", "prediction-changed")
                     else None
                 )
-                premask_id, premask_iou = options.link_premask(
-                    ref.image_id, rle, ref.height, ref.width, named
-                )
-                hint = "assisted" if named else None
                 rows.append(
-                    {
-                        "annotation_id": f"{ref.image_id}#{annotator}#ls{annotation.get('id', annotation_number)}-{result_number}",
-                        "image_id": ref.image_id,
-                        "annotator_id": annotator,
-                        "class_id": class_id,
-                        "height": ref.height,
-                        "width": ref.width,
-                        "rle": rle,
-                        "z_order": result_number,  # Label Studio has no z-order: later regions are drawn over earlier ones
-                        "created_at": annotation.get("created_at"),
-                        "seconds_spent": seconds,
-                        "tool": "label_studio",
-                        "tool_version": options.tool_version,
-                        "assistance": assistance_for(premask_iou, hint),
-                        "premask_id": premask_id,
-                        "premask_iou": premask_iou,
-                        "review_status": status,
-                        "review_accepted": accepted,
-                        "is_gold": False,
-                        "source_file": file,
-                    }
+                    options.row(
+                        ref,
+                        annotation_id=f"{ref.image_id}#{annotator}#ls{annotation.get('id', annotation_number)}-{result_number}",
+                        annotator_id=annotator,
+                        class_id=class_id,
+                        rle=rle,
+                        z_order=result_number,  # no z-order in Label Studio: later regions are drawn over earlier ones
+                        created_at=annotation.get("created_at"),
+                        seconds_spent=seconds,
+                        tool="label_studio",
+                        tool_version=options.tool_version,
+                        tool_hint="assisted" if named else None,
+                        premask_id=named,
+                        review_status=status,
+                        review_accepted=accepted,
+                    )
                 )
     return ImportResult(annotations_frame(rows), skipped)
 
