@@ -3,6 +3,8 @@
 from assets.agreement_report import AGREEMENT_CHECKS, agreement_report
 from assets.annotation_corpus import QUALITY_CHECKS, annotation_corpus, quality_report
 from assets.annotation_tasks import annotation_tasks
+from assets.baseline_model import BASELINE_CHECKS, baseline_model
+from assets.dataset_splits import SPLIT_CHECKS, dataset_splits
 from assets.partitions import capture_batches
 from assets.raw_captures import captures_table_expectations, quarantine_share_under_limit, raw_captures
 from assets.reviewed_annotations import reviewed_annotations
@@ -13,7 +15,7 @@ PER_BATCH_ASSETS = [raw_captures, sam2_premasks, annotation_tasks]
 #: Materialized per batch when its review exports arrive.
 REVIEW_ASSETS = [reviewed_annotations]
 #: Over the whole corpus, in pipeline order.
-CORPUS_ASSETS = [annotation_corpus, quality_report, agreement_report]
+CORPUS_ASSETS = [annotation_corpus, quality_report, agreement_report, dataset_splits, baseline_model]
 ALL_ASSETS = [*PER_BATCH_ASSETS, *REVIEW_ASSETS, *CORPUS_ASSETS]
 ALL_CHECKS = [
     captures_table_expectations,
@@ -21,6 +23,8 @@ ALL_CHECKS = [
     *PREMASK_CHECKS,
     *QUALITY_CHECKS,
     *AGREEMENT_CHECKS,
+    *SPLIT_CHECKS,
+    *BASELINE_CHECKS,
 ]
 
 __all__ = [

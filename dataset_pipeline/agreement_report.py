@@ -190,8 +190,10 @@ def compute_agreement(
             for a, b in itertools.combinations(annotators, 2):
                 if a in position and b in position:
                     iou = float(matrix[position[a], position[b]])
-                else:
+                elif a in position or b in position:
                     iou = 0.0  # one of the pair did not draw the class
+                else:
+                    continue  # neither did (a third annotator drew it): no evidence for this pair
                 pair_ious[class_id].append(iou)
                 image_pair_ious.append(iou)
                 if settings.boundary:

@@ -30,10 +30,12 @@ from dataset_pipeline.sam2_premasks.sam2 import DEFAULT_MODEL_CONFIG
 from resources import (
     AgreementRules,
     AnnotationToolsResource,
+    BaselineSettings,
     CaptureRules,
     DatasetStoreResource,
     QualityRules,
     Sam2Resource,
+    SplitRules,
     TaxonomyResource,
 )
 
@@ -54,6 +56,8 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
         "annotation_tools": AnnotationToolsResource(),
         "quality_rules": QualityRules(),
         "agreement_rules": AgreementRules(),
+        "split_rules": SplitRules(),
+        "baseline": BaselineSettings(),
     }
 
 

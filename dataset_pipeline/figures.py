@@ -164,3 +164,36 @@ def bar_chart(
             draw.line([x, y - 2, x, y + bar_height + 2], fill=(0, 0, 0), width=2)
     draw.line([left, height - 12, left + span, height - 12], fill=(120, 120, 120))
     return np.asarray(image)
+
+
+def confusion_image(cm: np.ndarray, names: Sequence[str], cell: int = 40) -> np.ndarray:
+    """A row-normalised confusion matrix as a heat map (rows: truth, columns: prediction); RGB array.
+
+    >>> confusion_image(np.array([[5, 1], [0, 4]]), ["a", "b"]).shape[2]
+    3
+    """
+    from PIL import Image, ImageDraw
+
+    n = len(names)
+    label_w, top = 150, 150
+    image = Image.new("RGB", (label_w + n * cell + 10, top + n * cell + 10), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros_like(cm, dtype=np.float64), where=rows > 0)
+    for i in range(n):
+        draw.text((4, top + i * cell + cell // 3), str(names[i])[:22], fill=(0, 0, 0))
+        column = Image.new("RGB", (top, 14), (255, 255, 255))
+        ImageDraw.Draw(column).text((2, 1), str(names[i])[:22], fill=(0, 0, 0))
+        image.paste(column.rotate(90, expand=True), (label_w + i * cell + cell // 3, 0))
+        for j in range(n):
+            v = float(share[i, j])
+            colour = (
+                (int(255 * (1 - v)), int(255 * (1 - 0.6 * v)), 255)
+                if i == j
+                else (255, int(255 * (1 - v)), int(255 * (1 - v)))
+            )
+            x0, y0 = label_w + j * cell, top + i * cell
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=colour, outline=(220, 220, 220))
+            if v >= 0.01:
+                draw.text((x0 + 6, y0 + cell // 3), f"{v:.2f}", fill=(0, 0, 0))
+    return np.asarray(image)

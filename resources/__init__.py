@@ -4,8 +4,10 @@ from resources.sam2 import Sam2Resource
 from resources.settings import (
     AgreementRules,
     AnnotationToolsResource,
+    BaselineSettings,
     CaptureRules,
     QualityRules,
+    SplitRules,
     TaxonomyResource,
 )
 from resources.store import DatasetStoreResource
@@ -13,9 +15,11 @@ from resources.store import DatasetStoreResource
 __all__ = [
     "AgreementRules",
     "AnnotationToolsResource",
+    "BaselineSettings",
     "CaptureRules",
     "DatasetStoreResource",
     "QualityRules",
     "Sam2Resource",
+    "SplitRules",
     "TaxonomyResource",
 ]

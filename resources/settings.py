@@ -92,3 +92,47 @@ class AgreementRules(ConfigurableResource):
             thresholds=dict(self.threshold_overrides),
             boundary=self.boundary,
         )
+
+
+class SplitRules(ConfigurableResource):
+    """How the corpus is split."""
+
+    train_share: float = 0.70
+    val_share: float = 0.15
+    test_share: float = 0.15
+    seed: int = 0
+    held_out_scenes: list[str] = Field(default_factory=list, description="scene_ids kept entirely for test")
+    hash_distance: int = Field(
+        default=4, description="dHash bits within which two images are near-duplicates"
+    )
+    share_tolerance: float = Field(
+        default=0.05, description="Blocking check: allowed distance from the target share"
+    )
+
+    def shares(self) -> dict[str, float]:
+        return {"train": self.train_share, "val": self.val_share, "test": self.test_share}
+
+
+class BaselineSettings(ConfigurableResource):
+    """The baseline model and its training (segmentation-models-pytorch)."""
+
+    architecture: str = "DeepLabV3Plus"
+    encoder: str = "mobilenet_v2"
+    encoder_weights_path: str | None = Field(
+        default=None, description="Local encoder state dict; unset = random init"
+    )
+    image_size: int = Field(default=256, description="Training and evaluation size (square)")
+    epochs: int = 6
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    seed: int = 0
+    device: str = Field(default="auto", description="auto (CUDA when present), cuda, cpu")
+    bf16: bool = True
+    min_miou: float = Field(
+        default=0.70, description="Non-blocking check: the mIoU the baseline should reach"
+    )
+
+    def train_config(self):  # -> dataset_pipeline.baseline_model.TrainConfig
+        from dataset_pipeline.baseline_model import TrainConfig
+
+        return TrainConfig(**{k: getattr(self, k) for k in TrainConfig.__dataclass_fields__})

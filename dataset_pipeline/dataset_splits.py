@@ -1,0 +1,191 @@
+"""dataset_splits: train / val / test without leakage, stratified, deterministic by seed.
+
+Images are first joined into **groups** that must never be split: the same scene_id, the
+same episode_id, or near-duplicates (the same sha256, or a 64-bit difference hash within
+``hash_distance`` bits) - a union-find over those links. Groups listed as held-out
+environments (scene_ids) go to test whole. The rest are assigned greedily, largest first
+(ties broken by a seeded shuffle), each to the split where it lowers a cost: the squared
+distance of every split's share of images, of each lighting value and of each class's
+presence from its target share.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+DEFAULT_SHARES = {"train": 0.70, "val": 0.15, "test": 0.15}
+
+
+def difference_hash(data: bytes, size: int = 8) -> int:
+    """64-bit dHash of an image: brighter-than-right-neighbour bits of a 9x8 grey thumbnail."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("L", (size * 4, size * 4))  # JPEG: decode at reduced size
+        grey = np.asarray(
+            image.convert("L").resize((size + 1, size), Image.Resampling.BILINEAR), dtype=np.int16
+        )
+    bits = (grey[:, 1:] > grey[:, :-1]).ravel()
+    return (
+        int(np.packbits(bits).view(">u8")[0])
+        if size == 8
+        else int("".join("1" if b else "0" for b in bits), 2)
+    )
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def leakage_groups(
+    images: pd.DataFrame, hashes: np.ndarray | None = None, hash_distance: int = 4
+) -> np.ndarray:
+    """Group number per image: images sharing a scene, an episode, a sha256 or a near-equal hash.
+
+    >>> frame = pd.DataFrame({"scene_id": ["a", "a", "b", "c"], "episode_id": ["1", "2", "3", "3"], "sha256": ["x", "y", "z", "w"]})
+    >>> leakage_groups(frame).tolist()
+    [0, 0, 1, 1]
+    """
+    n = len(images)
+    groups = _UnionFind(n)
+    for column in ("scene_id", "episode_id", "sha256"):
+        if column not in images:
+            continue
+        first: dict[object, int] = {}
+        for index, value in enumerate(images[column].tolist()):
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                continue
+            if value in first:
+                groups.union(first[value], index)
+            else:
+                first[value] = index
+    if hashes is not None and n > 1:
+        values = np.asarray(hashes, dtype=np.uint64)
+        for start in range(0, n, 512):  # near-duplicates by Hamming distance, in blocks
+            block = values[start : start + 512, None] ^ values[None, :]
+            distance = np.unpackbits(block.view(np.uint8).reshape(block.shape[0], n, 8), axis=2).sum(axis=2)
+            for i, j in zip(*np.nonzero(distance <= hash_distance), strict=True):
+                if start + i != j:
+                    groups.union(start + int(i), int(j))
+    roots = [groups.find(i) for i in range(n)]
+    renumber = {root: k for k, root in enumerate(dict.fromkeys(roots))}
+    return np.array([renumber[r] for r in roots], dtype=np.int64)
+
+
+@dataclass
+class SplitPlan:
+    assignments: pd.DataFrame  # image_id, split, group
+    shares: dict[str, float]
+    targets: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+
+def assign_splits(
+    images: pd.DataFrame,
+    class_presence: pd.DataFrame,
+    *,
+    shares: dict[str, float] | None = None,
+    seed: int = 0,
+    held_out_scenes: list[str] | tuple[str, ...] = (),
+    hashes: np.ndarray | None = None,
+    hash_distance: int = 4,
+) -> SplitPlan:
+    """Assign every image to a split; ``class_presence`` is a 0/1 frame (index image_id, a column per class)."""
+    targets = dict(shares or DEFAULT_SHARES)
+    if set(targets) != set(SPLITS) or abs(sum(targets.values()) - 1.0) > 1e-6 or min(targets.values()) < 0:
+        raise ValueError(f"split shares must be non-negative for {SPLITS} and add up to 1, got {targets}")
+    images = images.reset_index(drop=True)
+    groups = leakage_groups(images, hashes, hash_distance)
+    presence = class_presence.reindex(images.image_id).fillna(0).to_numpy(dtype=np.float64)
+    lighting = (
+        pd.get_dummies(images.lighting).to_numpy(dtype=np.float64)
+        if "lighting" in images
+        else np.zeros((len(images), 0))
+    )
+    features = np.hstack(
+        [np.ones((len(images), 1)), lighting, presence]
+    )  # images, lighting values, class presence
+    n_groups = int(groups.max()) + 1 if len(groups) else 0
+    group_features = np.zeros((n_groups, features.shape[1]))
+    np.add.at(group_features, groups, features)
+    totals = group_features.sum(axis=0)
+    target = np.array([targets[s] for s in SPLITS])
+    weights = np.ones(features.shape[1])
+    weights[0] = 4.0  # the split sizes matter most
+
+    split_of_group = np.full(n_groups, -1)
+    held = set(held_out_scenes)
+    notes = []
+    if held:
+        for g in np.unique(groups[images.scene_id.isin(held).to_numpy()]):
+            split_of_group[g] = SPLITS.index("test")
+        notes.append(f"held out for test: scenes {sorted(held)}")
+    rng = np.random.default_rng(seed)
+    order = [g for g in rng.permutation(n_groups) if split_of_group[g] < 0]
+    order.sort(key=lambda g: -group_features[g, 0])  # stable: largest first, seeded ties
+    current = np.zeros((len(SPLITS), features.shape[1]))
+    for g in range(n_groups):
+        if split_of_group[g] >= 0:
+            current[split_of_group[g]] += group_features[g]
+    safe_totals = np.where(totals > 0, totals, 1.0)
+    for g in order:
+        best, best_cost = 0, np.inf
+        for s in range(len(SPLITS)):
+            trial = current.copy()
+            trial[s] += group_features[g]
+            share = trial / safe_totals
+            cost = float((weights * (share - target[:, None]) ** 2).sum())
+            if cost < best_cost:
+                best, best_cost = s, cost
+        split_of_group[g] = best
+        current[best] += group_features[g]
+    split = np.array(SPLITS)[split_of_group[groups]] if len(groups) else np.array([], dtype=str)
+    assignments = pd.DataFrame({"image_id": images.image_id, "split": split, "group": groups})
+    achieved = {s: float((split == s).mean()) if len(split) else 0.0 for s in SPLITS}
+    return SplitPlan(assignments=assignments, shares=achieved, targets=targets, notes=notes)
+
+
+def leaks(
+    assignments: pd.DataFrame, images: pd.DataFrame, hashes: np.ndarray | None = None, hash_distance: int = 4
+) -> list[str]:
+    """Every scene, episode, checksum or near-duplicate pair found in more than one split."""
+    frame = images.merge(assignments[["image_id", "split"]], on="image_id")
+    found = []
+    for column in ("scene_id", "episode_id", "sha256"):
+        spread = frame.groupby(column).split.nunique()
+        found += [
+            f"{column} {value!r} in {sorted(frame[frame[column] == value].split.unique())}"
+            for value in spread.index[spread > 1]
+        ]
+    if hashes is not None and len(frame) > 1:
+        by_image = dict(zip(images.image_id, np.asarray(hashes, dtype=np.uint64), strict=True))
+        values = np.array([by_image[i] for i in frame.image_id], dtype=np.uint64)
+        splits = frame.split.to_numpy()
+        for start in range(0, len(values), 512):
+            block = values[start : start + 512, None] ^ values[None, :]
+            distance = np.unpackbits(
+                block.view(np.uint8).reshape(block.shape[0], len(values), 8), axis=2
+            ).sum(axis=2)
+            for i, j in zip(*np.nonzero(distance <= hash_distance), strict=True):
+                if splits[start + i] != splits[j]:
+                    found.append(
+                        f"near-duplicates {frame.image_id.iloc[start + i]} ({splits[start + i]}) and {frame.image_id.iloc[j]} ({splits[j]})"
+                    )
+    return found

@@ -1,0 +1,126 @@
+"""Splits: no scene, episode, checksum or near-duplicate in two splits - ever; stratified; deterministic."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataset_pipeline.dataset_splits import SPLITS, assign_splits, difference_hash, leakage_groups, leaks
+
+
+@st.composite
+def corpora(draw):
+    n = draw(st.integers(1, 60))
+    scenes = draw(st.lists(st.integers(0, 8), min_size=n, max_size=n))
+    episodes = draw(st.lists(st.integers(0, 20), min_size=n, max_size=n))
+    shas = draw(st.lists(st.integers(0, 80), min_size=n, max_size=n))
+    hashes = draw(st.lists(st.integers(0, 2**64 - 1), min_size=n, max_size=n))
+    lighting = draw(st.lists(st.sampled_from(["dim", "warm", "daylight"]), min_size=n, max_size=n))
+    images = pd.DataFrame(
+        {
+            "image_id": [f"b/i{k}" for k in range(n)],
+            "scene_id": [f"s{v}" for v in scenes],
+            "episode_id": [f"e{v}" for v in episodes],
+            "sha256": [f"h{v}" for v in shas],
+            "lighting": lighting,
+        }
+    )
+    presence = pd.DataFrame(
+        draw(st.lists(st.lists(st.integers(0, 1), min_size=3, max_size=3), min_size=n, max_size=n)),
+        index=images.image_id,
+        columns=["a", "b", "c"],
+    )
+    return images, presence, np.array(hashes, dtype=np.uint64)
+
+
+@settings(max_examples=150, deadline=None)
+@given(corpora(), st.integers(0, 5))
+def test_no_leakage_for_any_group_structure(corpus, seed):
+    images, presence, hashes = corpus
+    plan = assign_splits(images, presence, seed=seed, hashes=hashes, hash_distance=3)
+    assert len(plan.assignments) == len(images)
+    assert set(plan.assignments.split) <= set(SPLITS)
+    assert leaks(plan.assignments, images, hashes, hash_distance=3) == []
+
+
+def test_groups_join_scenes_episodes_checksums_and_near_duplicates():
+    images = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "d", "e"],
+            "scene_id": ["s1", "s2", "s3", "s4", "s5"],
+            "episode_id": ["e1", "e1", "e2", "e3", "e4"],  # a-b share an episode
+            "sha256": ["x", "y", "z", "z", "w"],  # c-d share a checksum
+        }
+    )
+    hashes = np.array([1, 2, 0b1111_0000, 0b1111_0001, 0b1111_0011], dtype=np.uint64)  # d-e differ by 1 bit
+    assert leakage_groups(images, hashes, hash_distance=1).tolist() == [0, 0, 1, 1, 1]
+    assert leakage_groups(images, hashes, hash_distance=0).tolist() == [0, 0, 1, 1, 2]
+
+
+def _many_groups(n_scenes=40, per_scene=5):
+    rows = []
+    for s in range(n_scenes):
+        for k in range(per_scene):
+            rows.append(
+                {
+                    "image_id": f"s{s}/{k}",
+                    "scene_id": f"s{s}",
+                    "episode_id": f"s{s}-e",
+                    "sha256": f"s{s}-{k}",
+                    "lighting": ["dim", "warm"][s % 2],
+                }
+            )
+    images = pd.DataFrame(rows)
+    presence = pd.DataFrame(
+        {"cable": [int(s % 4 == 0) for s in range(n_scenes) for _ in range(per_scene)]}, index=images.image_id
+    )
+    return images, presence
+
+
+def test_shares_near_targets_stratified_and_deterministic():
+    images, presence = _many_groups()
+    plan = assign_splits(images, presence, seed=7)
+    for split, target in plan.targets.items():
+        assert abs(plan.shares[split] - target) <= 0.05
+    merged = images.merge(plan.assignments, on="image_id")
+    assert set(merged[merged.split == "test"].lighting) == {"dim", "warm"}  # both lightings everywhere
+    cable = merged.merge(presence.reset_index(), on="image_id")
+    assert cable.groupby("split").cable.sum().min() > 0  # the rare class in every split
+    again = assign_splits(images, presence, seed=7)
+    pd.testing.assert_frame_equal(plan.assignments, again.assignments)
+    other = assign_splits(images, presence, seed=8)
+    assert not other.assignments.split.equals(plan.assignments.split)
+
+
+def test_held_out_environments_go_to_test_whole():
+    images, presence = _many_groups()
+    plan = assign_splits(images, presence, held_out_scenes=["s3", "s11"])
+    held = plan.assignments[images.scene_id.isin(["s3", "s11"])]
+    assert set(held.split) == {"test"}
+
+
+def test_bad_shares_are_refused():
+    images, presence = _many_groups(3, 2)
+    with pytest.raises(ValueError, match="add up to 1"):
+        assign_splits(images, presence, shares={"train": 0.8, "val": 0.3, "test": 0.1})
+
+
+def test_difference_hash_sees_near_duplicates():
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    base = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    noisy = np.clip(base.astype(int) + rng.integers(-3, 4, base.shape), 0, 255).astype(np.uint8)
+    other = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+
+    def jpeg(a):
+        buffer = io.BytesIO()
+        Image.fromarray(a).save(buffer, format="JPEG", quality=95)
+        return buffer.getvalue()
+
+    h = [difference_hash(jpeg(a)) for a in (base, noisy, other)]
+    assert bin(h[0] ^ h[1]).count("1") <= 6
+    assert bin(h[0] ^ h[2]).count("1") > 16
