@@ -95,10 +95,10 @@ class TrainConfig:
     architecture: str = "DeepLabV3Plus"
     encoder: str = "mobilenet_v2"
     encoder_weights_path: str | None = None
-    image_size: int = 256
-    epochs: int = 6
+    image_size: int = 128
+    epochs: int = 20
     batch_size: int = 8
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     seed: int = 0
     device: str = "auto"
     bf16: bool = True
@@ -191,8 +191,12 @@ def train(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    import segmentation_models_pytorch as smp
+
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    # Dice next to cross-entropy: the table and background would otherwise drown the thin classes.
+    dice = smp.losses.DiceLoss(mode="multiclass")
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device.startswith("cuda") and config.bf16
@@ -211,7 +215,8 @@ def train(
                 continue  # batch norm needs two samples
             x, y = _to_tensors(train_samples, indices, device, flip=rng.random(len(indices)) < 0.5)
             with autocast:
-                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+                logits = model(x).float()
+                loss = torch.nn.functional.cross_entropy(logits, y) + dice(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

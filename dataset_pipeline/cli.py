@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = sub.add_parser("demo", help="render a demo upload and run the pipeline on it through Dagster")
     _demo_options(demo)
+    demo.add_argument("--epochs", type=int, default=None, help="baseline training epochs (default 20)")
     demo.add_argument(
         "--dagster-home",
         default=None,
@@ -121,8 +122,10 @@ def _run_demo(args: argparse.Namespace) -> int:
     home = Path(args.dagster_home or os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve()
     _prepare_dagster_home(home)
     store, batch = _store_and_batch(args)
-    # Step processes and `dagster dev` read the store root from the environment.
+    # Step processes and `dagster dev` read the store root (and the epochs) from the environment.
     os.environ["DATASET_PIPELINE_STORE"] = store.root_url
+    if args.epochs is not None:
+        os.environ["DATASET_PIPELINE_BASELINE_EPOCHS"] = str(args.epochs)
     print(f"dataset store: {store.root_url}\ndagster home:  {home}")
     _ensure_demo_upload(store, batch, args.images, args.seed)
 

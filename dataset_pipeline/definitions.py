@@ -10,6 +10,7 @@ Environment:
     DATASET_PIPELINE_TAXONOMY  taxonomy YAML (default: the packaged tabletop taxonomy)
     DATASET_PIPELINE_SAM2_CHECKPOINT  SAM 2 checkpoint file; unset = classical pre-mask backend
     DATASET_PIPELINE_SAM2_CONFIG  sam2 model config (default configs/sam2.1/sam2.1_hiera_t.yaml)
+    DATASET_PIPELINE_BASELINE_EPOCHS  baseline training epochs (default 20)
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
         "quality_rules": QualityRules(),
         "agreement_rules": AgreementRules(),
         "split_rules": SplitRules(),
-        "baseline": BaselineSettings(),
+        "baseline": BaselineSettings(epochs=int(os.environ.get("DATASET_PIPELINE_BASELINE_EPOCHS", "20"))),
     }
 
 

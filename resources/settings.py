@@ -121,10 +121,12 @@ class BaselineSettings(ConfigurableResource):
     encoder_weights_path: str | None = Field(
         default=None, description="Local encoder state dict; unset = random init"
     )
-    image_size: int = Field(default=256, description="Training and evaluation size (square)")
-    epochs: int = 6
+    image_size: int = Field(
+        default=128, description="Training and evaluation size (square); 128 keeps the CPU demo short"
+    )
+    epochs: int = 20
     batch_size: int = 8
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     seed: int = 0
     device: str = Field(default="auto", description="auto (CUDA when present), cuda, cpu")
     bf16: bool = True

@@ -193,8 +193,12 @@ def test_a_pair_where_neither_drew_the_class_does_not_count():
         {"image_id": "b/i0", "annotator_id": "y", "class_id": 1, "rle": encode_mask(square(30, 5))},
         {"image_id": "b/i0", "annotator_id": "z", "class_id": 1, "rle": encode_mask(square(30, 5))},
     ]
-    per_class = compute_agreement(_annotations(rows), TAXONOMY, AgreementSettings(min_instances=1)).per_class.set_index("class")
+    per_class = compute_agreement(
+        _annotations(rows), TAXONOMY, AgreementSettings(min_instances=1)
+    ).per_class.set_index("class")
     assert per_class.loc["human_hand", "pairs"] == 2  # x-y and x-z; y-z never drew a hand
     assert per_class.loc["human_hand", "mean_pairwise_iou"] == 0.0
     # x drew no target_object: x-y and x-z count 0, y-z agree fully
-    assert per_class.loc["target_object", "pairs"] == 3 and per_class.loc["target_object", "mean_pairwise_iou"] == pytest.approx(1 / 3, abs=1e-4)
+    assert per_class.loc["target_object", "pairs"] == 3 and per_class.loc[
+        "target_object", "mean_pairwise_iou"
+    ] == pytest.approx(1 / 3, abs=1e-4)

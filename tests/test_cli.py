@@ -28,14 +28,16 @@ def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
     out = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "[1/" in out.stdout and "raw_captures: ok" in out.stdout
-    assert "images=12" in out.stdout
+    assert "images=48" in out.stdout
+    assert "baseline_model: ok" in out.stdout and "miou=" in out.stdout
     assert "check captures_table_expectations: passed" in out.stdout
     assert str(store_dir) in out.stdout
 
     store = DatasetStore(str(store_dir))
-    assert len(store.read_parquet(captures_key("demo-s1-n12"))) == 12
+    assert len(store.read_parquet(captures_key("demo-s1-n48"))) == 48
     instance = DagsterInstance.from_config(str(home))
-    assert instance.get_materialized_partitions(AssetKey("raw_captures")) == {"demo-s1-n12"}
+    assert instance.get_materialized_partitions(AssetKey("raw_captures")) == {"demo-s1-n48"}
+    assert instance.get_latest_materialization_event(AssetKey("baseline_model")) is not None
     assert (home / "dagster.yaml").exists()
     instance.dispose()
 
