@@ -9,13 +9,22 @@ from assets.partitions import capture_batches
 from assets.raw_captures import captures_table_expectations, quarantine_share_under_limit, raw_captures
 from assets.reviewed_annotations import reviewed_annotations
 from assets.sam2_premasks import GPU_TAGS, PREMASK_CHECKS, sam2_premasks
+from assets.zero_shot_comparison import ZERO_SHOT_CHECKS, active_learning_queue, zero_shot_comparison
 
 #: Assets materialized per upload batch, in pipeline order, until the tasks go to people.
 PER_BATCH_ASSETS = [raw_captures, sam2_premasks, annotation_tasks]
 #: Materialized per batch when its review exports arrive.
 REVIEW_ASSETS = [reviewed_annotations]
 #: Over the whole corpus, in pipeline order.
-CORPUS_ASSETS = [annotation_corpus, quality_report, agreement_report, dataset_splits, baseline_model]
+CORPUS_ASSETS = [
+    annotation_corpus,
+    quality_report,
+    agreement_report,
+    dataset_splits,
+    baseline_model,
+    zero_shot_comparison,
+    active_learning_queue,
+]
 ALL_ASSETS = [*PER_BATCH_ASSETS, *REVIEW_ASSETS, *CORPUS_ASSETS]
 ALL_CHECKS = [
     captures_table_expectations,
@@ -25,6 +34,7 @@ ALL_CHECKS = [
     *AGREEMENT_CHECKS,
     *SPLIT_CHECKS,
     *BASELINE_CHECKS,
+    *ZERO_SHOT_CHECKS,
 ]
 
 __all__ = [

@@ -143,13 +143,17 @@ class StageOutcome:
         return self.success and all(status != "FAILED" for _, status, _ in self.checks)
 
 
-def stage_plan(batch: str, *, reviews: bool) -> list[tuple[str, str, str | None]]:
-    """(job, asset, partition) of each stage the CLI runs, in order."""
-    plan = [(capture_batch_job.name, a.key.to_user_string(), batch) for a in PER_BATCH_ASSETS]
-    if reviews:
-        plan += [(review_job.name, a.key.to_user_string(), batch) for a in REVIEW_ASSETS]
-        plan += [(corpus_job.name, a.key.to_user_string(), None) for a in CORPUS_ASSETS]
-    return plan
+def batch_stages(batch: str) -> list[tuple[str, str, str | None]]:
+    """(job, asset, partition) of the per-batch stages, up to the annotation tasks."""
+    return [(capture_batch_job.name, a.key.to_user_string(), batch) for a in PER_BATCH_ASSETS]
+
+
+def review_stages(batch: str) -> list[tuple[str, str, str | None]]:
+    return [(review_job.name, a.key.to_user_string(), batch) for a in REVIEW_ASSETS]
+
+
+def corpus_stages() -> list[tuple[str, str, str | None]]:
+    return [(corpus_job.name, a.key.to_user_string(), None) for a in CORPUS_ASSETS]
 
 
 def iter_stages(
@@ -182,7 +186,8 @@ def iter_stages(
             raise_on_error=False,
             tags=tags,
         )
-        outcome = StageOutcome(asset=asset_name, success=result.success, run_id=result.run_id)
+        label = f"{asset_name} [{partition}]" if partition else asset_name
+        outcome = StageOutcome(asset=label, success=result.success, run_id=result.run_id)
         for event in result.get_asset_materialization_events():
             for key, value in event.materialization.metadata.items():
                 if isinstance(value, PathMetadataValue):

@@ -129,17 +129,22 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"dataset store: {store.root_url}\ndagster home:  {home}")
     _ensure_demo_upload(store, batch, args.images, args.seed)
 
-    from dataset_pipeline.automation import iter_stages, stage_plan
+    from dataset_pipeline.automation import batch_stages, corpus_stages, iter_stages, review_stages
 
+    pool_batch = f"{batch}-pool"
+    plan = [batch_stages(batch), review_stages(batch), batch_stages(pool_batch), corpus_stages()]
+    total = sum(len(p) for p in plan)
     started = time.perf_counter()
     paths: dict[str, str] = {}
-    before_review, full = stage_plan(batch, reviews=False), stage_plan(batch, reviews=True)
-    ok = _run_plan(iter_stages, before_review, paths, first=1, total=len(full))
+    ok = _run_plan(iter_stages, plan[0], paths, first=1, total=total)
     if ok:  # people review the tasks: here, the simulated annotators
         _ensure_demo_review(store, batch, args.seed)
-        ok = _run_plan(
-            iter_stages, full[len(before_review) :], paths, first=len(before_review) + 1, total=len(full)
-        )
+        ok = _run_plan(iter_stages, plan[1], paths, first=len(plan[0]) + 1, total=total)
+    if ok:  # next week's upload, not reviewed yet: the active-learning pool
+        _ensure_demo_upload(store, pool_batch, max(6, args.images // 5), args.seed + 1)
+        ok = _run_plan(iter_stages, plan[2], paths, first=len(plan[0]) + len(plan[1]) + 1, total=total)
+    if ok:
+        ok = _run_plan(iter_stages, plan[3], paths, first=total - len(plan[3]) + 1, total=total)
     print(
         f"\n{'done' if ok else 'stopped'} in {time.perf_counter() - started:.1f} s. Results in {store.root_url}:"
     )

@@ -33,6 +33,7 @@ from resources import (
     AnnotationToolsResource,
     BaselineSettings,
     CaptureRules,
+    ComparisonRules,
     DatasetStoreResource,
     QualityRules,
     Sam2Resource,
@@ -58,6 +59,7 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
         "quality_rules": QualityRules(),
         "agreement_rules": AgreementRules(),
         "split_rules": SplitRules(),
+        "comparison_rules": ComparisonRules(),
         "baseline": BaselineSettings(epochs=int(os.environ.get("DATASET_PIPELINE_BASELINE_EPOCHS", "20"))),
     }
 

@@ -138,3 +138,15 @@ class BaselineSettings(ConfigurableResource):
         from dataset_pipeline.baseline_model import TrainConfig
 
         return TrainConfig(**{k: getattr(self, k) for k in TrainConfig.__dataclass_fields__})
+
+
+class ComparisonRules(ConfigurableResource):
+    """The bar the labels must clear over zero-shot, and how the active-learning pool is scored."""
+
+    min_annotation_value_points: float = Field(
+        default=15.0, description="15 for manipulation, 20 for outdoor navigation"
+    )
+    mc_dropout_passes: int = Field(
+        default=0, description="> 1 adds MC-dropout disagreement to the entropy score"
+    )
+    pool: str = Field(default="unreviewed", description="unreviewed (captured, no reviews yet) or all")

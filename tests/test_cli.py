@@ -13,12 +13,15 @@ from dataset_pipeline.store import DatasetStore
 def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
     cli = Path(sys.executable).with_name("dataset-pipeline")
     store_dir, home = tmp_path / "store", tmp_path / "home"
+    # the README's default demo (120 images, seed 0), with one training epoch to keep it short
     args = [
         str(cli),
         "demo",
         "--images",
-        "12",
+        "120",
         "--seed",
+        "0",
+        "--epochs",
         "1",
         "--out",
         str(store_dir),
@@ -27,24 +30,33 @@ def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
     ]
     out = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "[1/" in out.stdout and "raw_captures: ok" in out.stdout
-    assert "images=48" in out.stdout
+    assert "[1/" in out.stdout and "raw_captures [demo-s0-n120]: ok" in out.stdout
+    assert "images=120" in out.stdout
     assert "baseline_model: ok" in out.stdout and "miou=" in out.stdout
     assert "check captures_table_expectations: passed" in out.stdout
     assert str(store_dir) in out.stdout
 
     store = DatasetStore(str(store_dir))
-    assert len(store.read_parquet(captures_key("demo-s1-n48"))) == 48
+    assert len(store.read_parquet(captures_key("demo-s0-n120"))) == 120
     instance = DagsterInstance.from_config(str(home))
-    assert instance.get_materialized_partitions(AssetKey("raw_captures")) == {"demo-s1-n48"}
+    assert instance.get_materialized_partitions(AssetKey("raw_captures")) == {
+        "demo-s0-n120",
+        "demo-s0-n120-pool",
+    }
     assert instance.get_latest_materialization_event(AssetKey("baseline_model")) is not None
     assert (home / "dagster.yaml").exists()
     instance.dispose()
 
-    # A second run reuses the upload (raw files are never rewritten) and succeeds again.
-    again = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    # Writing the same demo upload again reuses it: raw files are never rewritten.
+    manifest = store.read_bytes("incoming/demo-s0-n120/manifest.csv")
+    again = subprocess.run(
+        [str(cli), "demo-data", "--images", "120", "--seed", "0", "--out", str(store_dir)],
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert "reusing it" in again.stdout
+    assert store.read_bytes("incoming/demo-s0-n120/manifest.csv") == manifest
 
 
 def test_bad_batch_name_is_a_clear_error(tmp_path):
