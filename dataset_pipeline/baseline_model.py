@@ -220,7 +220,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         score = float("nan")
         if len(val_samples.image_ids):
             pred, _, _ = predict(model, val_samples, device, config.bf16)
