@@ -20,7 +20,6 @@ so the arm and the hand occlude what lies under them. Everything is deterministi
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -469,14 +468,3 @@ def _detector_prompt(
         "point_y": int(py),
         "score": round(float(np.clip(rng.normal(0.9, 0.05), 0.5, 1.0)), 3),
     }
-
-
-def encode_png(array: np.ndarray) -> bytes:
-    """PNG bytes of an RGB uint8 or a uint8/uint16 single-channel array."""
-    import cv2
-
-    data = array[..., ::-1] if array.ndim == 3 else array
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(data))
-    if not ok:
-        raise ValueError(f"cannot encode array of shape {array.shape} as PNG")
-    return io.BytesIO(png.tobytes()).getvalue()

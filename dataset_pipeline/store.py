@@ -151,9 +151,6 @@ class DatasetStore:
         except OSError as exc:
             raise StoreError(f"{self.url(key)}: read failed ({exc})") from exc
 
-    def size(self, key: str) -> int:
-        return int(self.fs.size(self.path(key)))
-
     def list(self, prefix: str = "", *, recursive: bool = False) -> list[str]:
         """Keys below ``prefix`` (files only), sorted. Empty when the prefix does not exist."""
         base = self.path(prefix) if prefix else self.root
