@@ -109,6 +109,7 @@ def build_model(config: TrainConfig, num_classes: int):
     import segmentation_models_pytorch as smp
     import torch
 
+    torch.manual_seed(config.seed)  # the random initialisation is part of what the seed fixes
     model = smp.create_model(
         config.architecture, encoder_name=config.encoder, encoder_weights=None, classes=num_classes
     )
