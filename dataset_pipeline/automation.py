@@ -171,6 +171,7 @@ def iter_stages(
     from dataset_pipeline.definitions import defs
 
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    blocking = {key.name: spec.blocking for key, spec in _check_specs().items()}
     for job_name, asset_name, partition in plan:
         if partition is not None and partition not in instance.get_dynamic_partitions(capture_batches.name):
             instance.add_dynamic_partitions(capture_batches.name, [partition])
@@ -196,7 +197,6 @@ def iter_stages(
                     outcome.figures[key] = value.value
                 elif isinstance(value.value, str) and len(value.value) < 60 and "\n" not in value.value:
                     outcome.figures[key] = value.value  # short labels (backend, device), not markdown
-        blocking = {key.name: spec.blocking for key, spec in _check_specs().items()}
         for evaluation in result.get_asset_check_evaluations():
             status = (
                 "passed"

@@ -292,9 +292,7 @@ def ingest_batch(
                     "sha256": hashlib.sha256(data).hexdigest(),
                     "width": decoded.width,
                     "height": decoded.height,
-                    "capture_ts": pd.Timestamp(row["capture_ts"]).tz_convert("UTC")
-                    if pd.Timestamp(row["capture_ts"]).tzinfo
-                    else pd.Timestamp(row["capture_ts"]).tz_localize("UTC"),
+                    "capture_ts": _utc(row["capture_ts"]),
                     "camera_model": row["camera_model"],
                     "scene_id": row["scene_id"],
                     "lighting": row["lighting"],
@@ -354,6 +352,12 @@ def _row_problem(row: pd.Series) -> str | None:
     except (ValueError, TypeError):
         return f"manifest column 'capture_ts' is not an ISO 8601 timestamp: {row['capture_ts']!r}"
     return None
+
+
+def _utc(value: str) -> pd.Timestamp:
+    """A manifest timestamp in UTC (one without a zone is taken as UTC)."""
+    stamp = pd.Timestamp(value)
+    return stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
 
 
 def _thumbnail(rgb: np.ndarray, size: int) -> np.ndarray:
