@@ -66,8 +66,9 @@ def semantic_class_map(instances: pd.DataFrame, height: int, width: int) -> np.n
     >>> semantic_class_map(rows, 2, 3).tolist()
     [[1, 1, 2], [1, 1, 2]]
     """
-    out = np.zeros((int(height), int(width)), dtype=np.uint8)
+    # decode_mask is column-major; painting into a column-major map avoids a transpose per mask.
+    out = np.zeros((int(height), int(width)), dtype=np.uint8, order="F")
     ordered = instances.assign(_row=np.arange(len(instances))).sort_values(["z_order", "_row"], kind="stable")
-    for row in ordered.itertuples():
-        out[decode_mask(row.rle, row.height, row.width)] = int(row.class_id)
-    return out
+    for rle, class_id in zip(ordered.rle, ordered.class_id, strict=True):
+        np.copyto(out, np.uint8(class_id), where=decode_mask(rle, height, width))
+    return np.ascontiguousarray(out)

@@ -29,11 +29,14 @@ def encode_mask(mask: np.ndarray) -> str:
 
 
 def decode_mask(rle: str, height: int, width: int) -> np.ndarray:
-    """Decode a compressed RLE counts string to a (height, width) boolean array."""
+    """Decode a compressed RLE counts string to a (height, width) boolean array.
+
+    The array is column-major (Fortran order), as pycocotools decodes it: viewed, not copied.
+    """
     from pycocotools import mask as mask_utils
 
     decoded = mask_utils.decode({"size": [int(height), int(width)], "counts": rle.encode("ascii")})
-    return decoded.astype(bool)
+    return decoded.view(bool)
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -184,28 +187,57 @@ def rle_iou(rle: str, others: list[str], height: int, width: int) -> np.ndarray:
     return np.asarray(mask_utils.iou(a, b, [0] * len(b)), dtype=np.float64).reshape(-1)
 
 
-def mask_to_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[float]]:
-    """Outer outlines of a mask's parts as flat ``[x1, y1, x2, y2, ...]`` polygons in pixel units.
+def mask_to_polygons(mask: np.ndarray, min_points: int = 3, *, keep_holes: bool = False) -> list[list[float]]:
+    """Outlines of a mask's parts as flat ``[x1, y1, x2, y2, ...]`` polygons in pixel units.
 
     The outline is traced on the mask upsampled 2x, so it runs a quarter pixel inside the
     pixels' outer edges: every pixel centre of the mask lies inside it and every other one
-    outside, and COCO-style rasterization gives the mask back (holes aside: only outer
-    outlines are returned).
+    outside, and COCO-style rasterization gives the mask back. Each connected part is one
+    polygon. With ``keep_holes`` each hole is *bridged* into its part's outline: the outline
+    walks from its point nearest the hole along a zero-width cut, once round the hole and
+    back, so a single ring describes part and hole. Even-odd fillers (pycocotools,
+    ``cv2.fillPoly`` as ultralytics rasterizes) leave the hole empty because the cut's two
+    edges cancel. Without ``keep_holes`` holes are filled (outer outlines only).
 
     >>> m = np.zeros((6, 8), bool); m[1:4, 2:6] = True
     >>> from dataset_pipeline.masks import polygons_to_rle, decode_mask
     >>> bool((decode_mask(polygons_to_rle(mask_to_polygons(m), 6, 8), 6, 8) == m).all())
     True
+    >>> ring = np.zeros((9, 9), bool); ring[1:8, 1:8] = True; ring[3:6, 3:6] = False
+    >>> bool((decode_mask(polygons_to_rle(mask_to_polygons(ring, keep_holes=True), 9, 9), 9, 9) == ring).all())
+    True
     """
     import cv2
 
-    big = cv2.resize(
-        mask.astype(np.uint8), (mask.shape[1] * 2, mask.shape[0] * 2), interpolation=cv2.INTER_NEAREST
-    )
-    contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    box = mask_bbox(mask)
+    if box is None:
+        return []
+    x0, y0, x1, y1 = box
+    crop = mask[y0:y1, x0:x1].astype(np.uint8)  # trace only where the mask is
+    big = cv2.resize(crop, ((x1 - x0) * 2, (y1 - y0) * 2), interpolation=cv2.INTER_NEAREST)
+    mode = cv2.RETR_CCOMP if keep_holes else cv2.RETR_EXTERNAL
+    contours, hierarchy = cv2.findContours(big, mode, cv2.CHAIN_APPROX_SIMPLE)
+    offset = np.array([x0, y0], dtype=np.float64)
     polygons = []
-    for contour in contours:
-        points = (contour[:, 0, :].astype(np.float64) + 0.5) / 2.0
+    for index, contour in enumerate(contours):
+        if keep_holes and hierarchy[0][index][3] != -1:
+            continue  # a hole: bridged into its parent below
+        points = (contour[:, 0, :].astype(np.float64) + 0.5) / 2.0 + offset
+        if keep_holes:
+            child = hierarchy[0][index][2]
+            while child != -1:
+                hole = (contours[child][:, 0, :].astype(np.float64) + 0.5) / 2.0 + offset
+                if len(hole) >= min_points:
+                    points = _bridge_hole(points, hole)
+                child = hierarchy[0][child][0]
         if len(points) >= min_points:
             polygons.append(points.ravel().round(3).tolist())
     return polygons
+
+
+def _bridge_hole(outline: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """One ring: ``outline`` up to its point nearest the hole's first point, once round the hole,
+    and back along the same cut. The cut's two edges coincide, so even-odd filling ignores it
+    wherever it runs (also across another hole)."""
+    k = int(((outline - hole[0]) ** 2).sum(axis=1).argmin())
+    return np.concatenate([outline[: k + 1], hole, hole[:1], outline[k:]])

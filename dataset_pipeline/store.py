@@ -218,6 +218,36 @@ class DatasetStore:
         frame.to_parquet(buffer, index=False)
         return self.write_bytes(key, buffer.getvalue())
 
+    def put_file(self, key: str, local_path: str) -> str:
+        """Atomically copy a local file to ``key`` (large files that a library wrote to disk: HDF5)."""
+        key = normalize_key(key)
+        if key.startswith(RAW_PREFIXES):
+            raise RawUploadError(f"{self.url(key)}: raw uploads are never modified by the pipeline")
+        path = self.path(key)
+        try:
+            if self.is_local:
+                import shutil
+
+                folder = os.path.dirname(path)
+                os.makedirs(folder, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+                try:
+                    os.fchmod(fd, 0o666 & ~_UMASK)
+                    with os.fdopen(fd, "wb") as handle, open(local_path, "rb") as source:
+                        shutil.copyfileobj(source, handle, 1 << 20)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    os.replace(tmp, path)
+                except BaseException:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+                    raise
+            else:
+                self.fs.put_file(local_path, path)  # one PUT / multipart upload: visible when complete
+        except OSError as exc:
+            raise StoreError(f"{self.url(key)}: write failed ({exc})") from exc
+        return key
+
     def delete(self, key: str) -> None:
         key = normalize_key(key)
         if key.startswith(RAW_PREFIXES):
