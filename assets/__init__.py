@@ -4,6 +4,7 @@ from assets.agreement_report import AGREEMENT_CHECKS, agreement_report
 from assets.annotation_corpus import QUALITY_CHECKS, annotation_corpus, quality_report
 from assets.annotation_tasks import annotation_tasks
 from assets.baseline_model import BASELINE_CHECKS, baseline_model
+from assets.dataset_release import RELEASE_CHECKS, dataset_card, dataset_release
 from assets.dataset_splits import SPLIT_CHECKS, dataset_splits
 from assets.partitions import capture_batches
 from assets.raw_captures import captures_table_expectations, quarantine_share_under_limit, raw_captures
@@ -24,6 +25,8 @@ CORPUS_ASSETS = [
     baseline_model,
     zero_shot_comparison,
     active_learning_queue,
+    dataset_release,
+    dataset_card,
 ]
 ALL_ASSETS = [*PER_BATCH_ASSETS, *REVIEW_ASSETS, *CORPUS_ASSETS]
 ALL_CHECKS = [
@@ -35,6 +38,7 @@ ALL_CHECKS = [
     *SPLIT_CHECKS,
     *BASELINE_CHECKS,
     *ZERO_SHOT_CHECKS,
+    *RELEASE_CHECKS,
 ]
 
 __all__ = [

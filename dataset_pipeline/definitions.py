@@ -24,6 +24,7 @@ from dataset_pipeline.automation import (
     capture_batch_job,
     capture_upload_sensor,
     corpus_job,
+    nightly_release_schedule,
     review_export_sensor,
     review_job,
 )
@@ -36,6 +37,7 @@ from resources import (
     ComparisonRules,
     DatasetStoreResource,
     QualityRules,
+    ReleaseSettings,
     Sam2Resource,
     SplitRules,
     TaxonomyResource,
@@ -60,6 +62,7 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
         "agreement_rules": AgreementRules(),
         "split_rules": SplitRules(),
         "comparison_rules": ComparisonRules(),
+        "release_settings": ReleaseSettings(),
         "baseline": BaselineSettings(epochs=int(os.environ.get("DATASET_PIPELINE_BASELINE_EPOCHS", "20"))),
     }
 
@@ -69,5 +72,6 @@ defs = Definitions(
     asset_checks=ALL_CHECKS,
     jobs=[capture_batch_job, review_job, corpus_job],
     sensors=[capture_upload_sensor, review_export_sensor],
+    schedules=[nightly_release_schedule],
     resources=build_resources(),
 )

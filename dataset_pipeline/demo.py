@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 
 from dataset_pipeline.masks import encode_mask, mask_bbox
 from dataset_pipeline.store import DatasetStore, join_key
@@ -375,7 +376,6 @@ def write_demo_upload(
     sensor fires) once its manifest exists.
     """
     import cv2
-    import pandas as pd
 
     from dataset_pipeline.captures import image_id_for
 
@@ -468,3 +468,34 @@ def _detector_prompt(
         "point_y": int(py),
         "score": round(float(np.clip(rng.normal(0.9, 0.05), 0.5, 1.0)), 3),
     }
+
+
+def ground_truth_annotations(truth: pd.DataFrame, annotator_id: str = "demo_truth") -> pd.DataFrame:
+    """The demo's exact instances as an annotations table (one annotator, expert-approved).
+
+    For tests and benchmarks of the stages after review (splits, release) without simulating
+    review; ``assistance`` is ``auto`` because no person drew them.
+    """
+    return pd.DataFrame(
+        {
+            "annotation_id": truth.instance_id.astype(str),
+            "image_id": truth.image_id,
+            "annotator_id": annotator_id,
+            "class_id": truth.class_id.astype("int64"),
+            "rle": truth.rle,
+            "height": truth.height,
+            "width": truth.width,
+            "z_order": truth.z_order.astype("int64"),
+            "created_at": pd.Timestamp("2026-11-20T12:00:00Z"),
+            "seconds_spent": 0.0,
+            "tool": "demo",
+            "tool_version": "ground-truth",
+            "assistance": "auto",
+            "premask_id": None,
+            "premask_iou": np.nan,
+            "review_status": "expert_approved",
+            "review_accepted": True,
+            "source_file": "ground_truth",
+            "is_gold": False,
+        }
+    )

@@ -8,6 +8,7 @@ from resources.settings import (
     CaptureRules,
     ComparisonRules,
     QualityRules,
+    ReleaseSettings,
     SplitRules,
     TaxonomyResource,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "ComparisonRules",
     "DatasetStoreResource",
     "QualityRules",
+    "ReleaseSettings",
     "Sam2Resource",
     "SplitRules",
     "TaxonomyResource",

@@ -150,3 +150,41 @@ class ComparisonRules(ConfigurableResource):
         default=0, description="> 1 adds MC-dropout disagreement to the entropy score"
     )
     pool: str = Field(default="unreviewed", description="unreviewed (captured, no reviews yet) or all")
+
+
+class ReleaseSettings(ConfigurableResource):
+    """What a release holds and what its card says about terms and cost."""
+
+    formats: list[str] = Field(
+        default=["coco", "yolo_seg", "semantic_png", "hdf5", "lerobot", "episode_hdf5"],
+        description="Export formats: coco, yolo_seg, semantic_png, hdf5, lerobot, episode_hdf5",
+    )
+    name: str = Field(default="", description="Dataset name on the card; empty = the taxonomy's name")
+    description: str = "Robot camera captures with reviewed semantic segmentation masks."
+    purpose: str = "Semantic segmentation for robot manipulation: what to grasp, where, and what to avoid."
+    contributor: str = ""
+    url: str = ""
+    license: str = Field(default="CC-BY-4.0", description="Licence of images and labels")
+    license_url: str = "https://creativecommons.org/licenses/by/4.0/"
+    model_training_grant: str = Field(
+        default="not stated",
+        description="Explicit grant to train models on the data, e.g. 'granted, commercial use included'",
+    )
+    hourly_rate: float = Field(
+        default=0.0, description="Annotation labour rate per hour, for the card's cost"
+    )
+    currency: str = "USD"
+    preview_samples: int = Field(default=10, description="Random samples drawn as overlays in the UI")
+
+    def info(self, taxonomy_name: str) -> dict:
+        """The release info block (COCO ``info``, the card's header); part of the version digest."""
+        return {
+            "name": self.name or taxonomy_name,
+            "description": self.description,
+            "purpose": self.purpose,
+            "contributor": self.contributor,
+            "url": self.url,
+            "license": self.license,
+            "license_url": self.license_url,
+            "model_training_grant": self.model_training_grant,
+        }

@@ -7,9 +7,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from dataset_pipeline.demo import DemoUpload, write_demo_upload
+from dataset_pipeline.captures import ingest_batch
+from dataset_pipeline.demo import DemoUpload, ground_truth_annotations, write_demo_upload
 from dataset_pipeline.store import DatasetStore
 
 S3_ENV = {
@@ -81,3 +83,16 @@ def copy_upload(source: DatasetStore, batch: str, target: DatasetStore, new_batc
     for key in sorted(keys, key=lambda k: k.endswith("manifest.csv")):  # manifest last, as uploads do
         target.put_upload(f"incoming/{new_batch}/{key[len(prefix) :]}", source.read_bytes(key))
     return new_batch
+
+
+def demo_corpus(
+    store: DatasetStore, batch: str, n_images: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Captures, the demo's ground truth as annotations, and a scene-wise split of a fresh demo upload
+    (for the stages after review, without simulating review)."""
+    upload = write_demo_upload(store, batch, n_images=n_images, seed=3, frames_per_episode=4)
+    images = ingest_batch(store, batch).captures
+    annotations = ground_truth_annotations(store.read_parquet(upload.ground_truth_key))
+    scenes = sorted(images.scene_id.unique())
+    split_of = {scene: ("train", "val", "test")[i % 3] for i, scene in enumerate(scenes)}
+    return images, annotations, images[["image_id"]].assign(split=images.scene_id.map(split_of))

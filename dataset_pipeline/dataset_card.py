@@ -1,0 +1,335 @@
+"""dataset_card: a Datasheets-for-Datasets card, statistics and provenance tables for a release.
+
+The card (``DATASHEET.md``) follows Gebru et al.'s sections - motivation, composition,
+collection, annotation, quality, uses and limitations, licence - and quotes the pipeline's
+own measurements (agreement per class, QC pass rates, baseline and zero-shot mIoU) rather
+than prose. Provenance is one row per released image and one per released instance, as CSV
+and Parquet, so a buyer can filter (e.g. drop ``assistance == "auto"`` labels).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from dataset_pipeline.exporters import ReleaseContent
+from dataset_pipeline.masks import rle_areas
+
+IMAGE_PROVENANCE_COLUMNS = [
+    "image_id",
+    "split",
+    "file",
+    "capture_ts",
+    "camera_model",
+    "scene_id",
+    "episode_id",
+    "frame_index",
+    "lighting",
+    "post_processing",
+    "width",
+    "height",
+    "sha256",
+    "batch",
+]
+ANNOTATION_PROVENANCE_COLUMNS = [
+    "annotation_id",
+    "image_id",
+    "split",
+    "class_id",
+    "class_name",
+    "area_px",
+    "annotator_id",
+    "created_at",
+    "seconds_spent",
+    "tool",
+    "tool_version",
+    "assistance",
+    "premask_id",
+    "premask_iou",
+    "review_status",
+    "is_gold",
+    "source_file",
+]
+
+
+@dataclass
+class CardInputs:
+    """What the card quotes besides the release itself (each may be missing: the card says so)."""
+
+    release_info: dict
+    all_annotations: pd.DataFrame  # every annotator's instances (cost, QC overhead)
+    agreement_per_class: pd.DataFrame | None = None
+    quality_issues: pd.DataFrame | None = None
+    quality_checked: dict[str, int] = field(default_factory=dict)
+    baseline: dict | None = None
+    zero_shot: dict | None = None
+    hourly_rate: float = 0.0
+    currency: str = "USD"
+
+
+def image_provenance(content: ReleaseContent) -> pd.DataFrame:
+    frame = content.images.assign(file=[f"images/{content.image_file(r)}" for r in content.iter_rows()])
+    for column in IMAGE_PROVENANCE_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    return frame[IMAGE_PROVENANCE_COLUMNS].reset_index(drop=True)
+
+
+def annotation_provenance(content: ReleaseContent) -> pd.DataFrame:
+    names = dict(enumerate(content.taxonomy.names))
+    frame = content.annotations.merge(content.images[["image_id", "split"]], on="image_id", how="left")
+    frame["class_name"] = frame.class_id.map(names)
+    frame["area_px"] = rle_areas(frame.height, frame.width, frame.rle) if len(frame) else []
+    for column in ANNOTATION_PROVENANCE_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    return frame[ANNOTATION_PROVENANCE_COLUMNS].reset_index(drop=True)
+
+
+def statistics(content: ReleaseContent, annotations: pd.DataFrame) -> dict:
+    """Counts a buyer checks first: images, instances per class, areas, scenes, lighting, cameras."""
+    images = content.images
+    per_class = {c.name: int((annotations.class_id == c.id).sum()) for c in content.taxonomy.foreground}
+    areas = annotations.area_px.to_numpy(np.float64) if len(annotations) else np.zeros(0)
+    return {
+        "images": len(images),
+        "images_per_split": images.split.value_counts()
+        .reindex(content.splits)
+        .fillna(0)
+        .astype(int)
+        .to_dict(),
+        "instances": len(annotations),
+        "instances_per_class": per_class,
+        "mean_instances_per_image": round(len(annotations) / len(images), 2) if len(images) else 0.0,
+        "mask_area_px": {
+            q: float(np.percentile(areas, p)) if len(areas) else None
+            for q, p in (("p5", 5), ("median", 50), ("p95", 95))
+        },
+        "scenes": int(images.scene_id.nunique()),
+        "episodes": int(images.episode_id.nunique()),
+        "images_per_lighting": images.lighting.value_counts().sort_index().to_dict(),
+        "images_per_camera": images.camera_model.value_counts().sort_index().to_dict(),
+        "capture_dates": [
+            str(pd.to_datetime(images.capture_ts).min().date()),
+            str(pd.to_datetime(images.capture_ts).max().date()),
+        ]
+        if len(images)
+        else [],
+    }
+
+
+def area_histogram(annotations: pd.DataFrame, bins: int = 12) -> np.ndarray:
+    """Mask-area distribution (log-spaced bins of pixel counts) as an RGB bar chart."""
+    from dataset_pipeline.figures import bar_chart
+
+    areas = annotations.area_px.to_numpy(np.float64) if len(annotations) else np.ones(1)
+    edges = np.unique(np.geomspace(max(1.0, areas.min()), max(2.0, areas.max() + 1), bins + 1).round())
+    counts, edges = np.histogram(areas, bins=edges)
+    labels = [
+        f"{int(a):>7,}-{int(b):,} px: {n}" for a, b, n in zip(edges[:-1], edges[1:], counts, strict=True)
+    ]
+    return bar_chart(labels, list(counts / max(1, counts.max())), title="mask areas (instances per bin)")
+
+
+def cost_breakdown(all_annotations: pd.DataFrame, released: pd.DataFrame, hourly_rate: float) -> dict:
+    """Labour hours from ``seconds_spent``; QC overhead = time on labels that are not released
+    (the second and third annotations of gold images, which buy the agreement figures)."""
+    seconds = (
+        all_annotations.seconds_spent.fillna(0).astype(float)
+        if len(all_annotations)
+        else pd.Series([], dtype=float)
+    )
+    total_hours = float(seconds.sum()) / 3600
+    released_ids = set(released.annotation_id)
+    qc_hours = (
+        float(seconds[~all_annotations.annotation_id.isin(released_ids)].sum()) / 3600
+        if len(seconds)
+        else 0.0
+    )
+    by_assistance = (
+        all_annotations.assign(hours=seconds / 3600).groupby("assistance").hours.sum().round(2).to_dict()
+        if len(all_annotations)
+        else {}
+    )
+    by_annotator = (
+        all_annotations.assign(hours=seconds / 3600).groupby("annotator_id").hours.sum().round(2).to_dict()
+        if len(all_annotations)
+        else {}
+    )
+    return {
+        "labour_hours": round(total_hours, 2),
+        "hourly_rate": hourly_rate,
+        "labour_cost": round(total_hours * hourly_rate, 2),
+        "qc_overhead_hours": round(qc_hours, 2),
+        "qc_overhead_share": round(qc_hours / total_hours, 4) if total_hours else 0.0,
+        "hours_by_assistance": by_assistance,
+        "hours_by_annotator": by_annotator,
+    }
+
+
+def _table(frame: pd.DataFrame) -> str:
+    if frame is None or not len(frame):
+        return "_not available_\n"
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = [
+        "| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
+        for row in frame.itertuples(index=False)
+    ]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def render_card(content: ReleaseContent, version: str, inputs: CardInputs, stats: dict, cost: dict) -> str:
+    """The DATASHEET.md text."""
+    info, taxonomy = inputs.release_info, content.taxonomy
+    assistance = content.annotations.assistance.value_counts(normalize=True).round(3).to_dict()
+    review = content.annotations.review_status.value_counts(normalize=True).round(3).to_dict()
+    expert_share = (
+        float((content.annotations.review_status == "expert_approved").mean())
+        if len(content.annotations)
+        else 0.0
+    )
+    tools = sorted(
+        {
+            f"{t} {v}" if isinstance(v, str) and v else str(t)
+            for t, v in zip(content.annotations.tool, content.annotations.tool_version, strict=True)
+        }
+    )
+    classes = pd.DataFrame(
+        [
+            {
+                "id": c.id,
+                "name": c.name,
+                "category": c.category,
+                "colour": c.colour,
+                "agreement threshold": c.agreement_threshold,
+                "instances": stats["instances_per_class"].get(c.name, "-"),
+                "definition": c.definition,
+            }
+            for c in taxonomy.classes
+        ]
+    )
+    agreement = inputs.agreement_per_class
+    if agreement is not None and len(agreement):
+        agreement = agreement[
+            ["class", "mean_pairwise_iou", "boundary_iou", "threshold", "passed", "instances", "pairs"]
+        ]
+    below = [] if agreement is None else list(agreement[~agreement.passed.astype(bool)]["class"])
+    qc_rows = []
+    for check, checked in inputs.quality_checked.items():
+        failed = int((inputs.quality_issues.check == check).sum()) if inputs.quality_issues is not None else 0
+        qc_rows.append(
+            {
+                "check": check,
+                "checked": checked,
+                "failed": failed,
+                "pass rate": round(1 - failed / checked, 4) if checked else 1.0,
+            }
+        )
+    thin = [c.name for c in taxonomy.foreground if c.category == "thin"]
+    boundary = agreement.dropna(subset=["boundary_iou"]) if agreement is not None and len(agreement) else None
+    weakest_boundary = (
+        boundary.sort_values("boundary_iou").iloc[0] if boundary is not None and len(boundary) else None
+    )
+    baseline, zero_shot = inputs.baseline or {}, inputs.zero_shot or {}
+    per_class_baseline = pd.DataFrame(
+        [
+            {"class": k, "baseline IoU": v, "zero-shot IoU": (zero_shot.get("per_class_iou") or {}).get(k)}
+            for k, v in (baseline.get("per_class_iou") or {}).items()
+        ]
+    )
+    lines = [
+        f"# {info.get('name') or taxonomy.name} — release {version}",
+        "",
+        f"{info.get('description', '')}",
+        "",
+        "## Motivation",
+        f"- Purpose: {(info.get('purpose') or 'semantic segmentation for robot manipulation').rstrip('.')}.",
+        f"- Created by: {info.get('contributor') or 'not stated'}; contact: {info.get('url') or 'not stated'}.",
+        "",
+        "## Composition",
+        f"- {stats['images']} images ({', '.join(f'{k} {v}' for k, v in stats['images_per_split'].items())}), "
+        f"{stats['instances']} instances, {stats['mean_instances_per_image']} per image on average.",
+        f"- {stats['scenes']} scenes, {stats['episodes']} episodes; lighting: "
+        f"{', '.join(f'{k} {v}' for k, v in stats['images_per_lighting'].items())}.",
+        f"- Viewpoints / cameras: {', '.join(f'{k} {v}' for k, v in stats['images_per_camera'].items())}.",
+        f"- Mask area (pixels): p5 {stats['mask_area_px']['p5']}, median {stats['mask_area_px']['median']}, "
+        f"p95 {stats['mask_area_px']['p95']} (histogram: `stats/mask_area_histogram.png`).",
+        "- Splits are grouped: no scene, episode or near-duplicate image is in two splits.",
+        "",
+        "### Taxonomy " + f"`{taxonomy.tag}` (background = 0, classes 1..{len(taxonomy.classes) - 1})",
+        _table(classes),
+        "## Collection",
+        f"- Captured {' to '.join(stats['capture_dates'])} by robot-mounted cameras "
+        f"({', '.join(stats['images_per_camera'])}); per-image timestamp, camera, scene, episode, lighting and "
+        "post-processing are in `provenance/images.csv` / `.parquet`.",
+        "",
+        "## Annotation",
+        f"- Tools: {', '.join(tools) or 'not recorded'}. Pre-masks by SAM 2 or the classical fallback "
+        "(the backend is recorded per pre-mask); people reviewed and corrected them.",
+        f"- Assistance of released labels: {assistance}.",
+        f"- Review status of released labels: {review}; expert-audited share {expert_share:.1%}.",
+        "- Gold images are labelled independently by two or more annotators; the released label of an image is "
+        "one annotator's (expert-approved first, then accepted peer review, then the best agreement with consensus).",
+        "- Per-annotation provenance (annotator, time, tool version, assistance, review status): "
+        "`provenance/annotations.csv` / `.parquet`.",
+        "",
+        "## Quality",
+        "### Agreement per class (gold images, mean pairwise IoU)",
+        _table(agreement if agreement is not None else pd.DataFrame()),
+        "### QC checks (blocking in the pipeline)",
+        _table(pd.DataFrame(qc_rows)),
+        "## Baseline and zero-shot comparison",
+        f"- Baseline: {baseline.get('config', {}).get('architecture', '?')} / {baseline.get('config', {}).get('encoder', '?')}, "
+        f"test mIoU **{baseline.get('miou', 'n/a')}**, pixel accuracy {baseline.get('pixel_accuracy', 'n/a')}, "
+        f"{baseline.get('latency_ms_per_image', 'n/a')} ms/image on {baseline.get('device', '?')}, "
+        f"{baseline.get('config', {}).get('image_size', '?')} px, {baseline.get('config', {}).get('epochs', '?')} epochs, "
+        f"encoder weights: {baseline.get('config', {}).get('encoder_weights_path') or 'random initialisation'}.",
+        f"- Zero-shot ({zero_shot.get('backend', 'n/a')}, oracle class labels - favours zero-shot): mIoU "
+        f"{zero_shot.get('zero_shot_miou', 'n/a')}; annotation value {zero_shot.get('annotation_value_points', 'n/a')} points.",
+        _table(per_class_baseline),
+        "## Known limitations",
+        f"- Classes below their agreement threshold: {', '.join(below) or 'none'}.",
+        (
+            f"- Lowest boundary agreement: {weakest_boundary['class']} (Boundary IoU {weakest_boundary.boundary_iou}); "
+            if weakest_boundary is not None
+            else "- Boundary agreement not measured (no gold images); "
+        )
+        + f"thin classes ({', '.join(thin) or 'none'}) are the hardest to outline consistently. Transparent and "
+        "reflective objects are not modelled as classes of their own.",
+        "- The baseline is a smoke test of trainability at reduced size, not a tuned model.",
+        "",
+        "## Cost",
+        f"- Labour: {cost['labour_hours']} h"
+        + (
+            f" at {cost['hourly_rate']} {inputs.currency}/h = {cost['labour_cost']} {inputs.currency}"
+            if cost["hourly_rate"]
+            else " (no hourly rate configured: set ReleaseSettings.hourly_rate)"
+        )
+        + f"; QC overhead (gold duplicates) {cost['qc_overhead_hours']} h "
+        f"= {cost['qc_overhead_share']:.1%} of labour.",
+        f"- Hours by assistance: {cost['hours_by_assistance']}; by annotator: {cost['hours_by_annotator']}.",
+        "",
+        "## Licence",
+        f"- Licence: {info.get('license') or 'not stated'} {info.get('license_url') or ''}".rstrip(),
+        f"- Model-training grant: **{info.get('model_training_grant') or 'not stated'}**.",
+        "",
+        "## Files",
+        "COCO (`annotations/`), YOLO-seg (`labels/`, `data.yaml`), PNG masks (`masks/`), HDF5 (`hdf5/`), "
+        "LeRobot (`lerobot/`), episode HDF5 (`episodes/`) as configured; `release.json` lists every file with "
+        "its SHA-256.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def frame_bytes(frame: pd.DataFrame, kind: str) -> bytes:
+    buffer = io.BytesIO()
+    if kind == "csv":
+        frame.to_csv(buffer, index=False)
+    else:
+        frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()

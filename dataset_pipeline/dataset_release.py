@@ -1,0 +1,238 @@
+"""dataset_release: an immutable, versioned release of the corpus in every trainer's format.
+
+A release lives under ``releases/<version>/``. The version is content-addressed:
+``<taxonomy name>-v<taxonomy version>-<12 hex digits>``, the digits a SHA-256 over what the
+release holds (images with their sha256 and split, the reference instances, the taxonomy,
+the chosen formats, the release info) and over the report files its card quotes. The same
+inputs give the same version; a changed label, split, class or report gives a new one.
+
+Completeness is one file: ``release.json``, written last (by the card step) with every
+file's size and SHA-256. A folder without it is an unfinished release - a killed run, a
+failed check - and is never listed as a release; re-running finishes it. Once
+``release.json`` exists nothing under the folder is written again. ``exports.json``
+(written after the exports) records what the export step wrote, so a re-run after a
+failure in the card step does not rewrite the exports either.
+
+Layout (formats as configured; see each module of ``dataset_pipeline.exporters``)::
+
+    images/<split>/<stem>.<ext>        the captures, byte for byte (shared by all formats)
+    annotations/instances_<split>.json COCO        labels/<split>/*.txt, data.yaml   YOLO-seg
+    masks/<split>/<stem>.png           PNG         hdf5/<split>.h5                  HDF5
+    lerobot/...                        LeRobot     episodes/episode_<n>.hdf5        episode HDF5
+    DATASHEET.md, provenance/, stats/  the card    exports.json, release.json       manifests
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dataset_pipeline.baseline_model import reference_annotations
+from dataset_pipeline.exporters import ReleaseContent, ReleaseFolder, export_formats
+from dataset_pipeline.store import DatasetStore, join_key
+from dataset_pipeline.taxonomy import Taxonomy
+
+RELEASES_PREFIX = "releases"
+MANIFEST_FILE = "release.json"
+EXPORTS_FILE = "exports.json"
+LATEST_KEY = join_key(RELEASES_PREFIX, "latest.json")
+DEFAULT_FORMATS = ("coco", "yolo_seg", "semantic_png", "hdf5", "lerobot", "episode_hdf5")
+#: Bump when an exporter's output changes for the same inputs, so releases get new versions.
+EXPORT_LAYOUT_VERSION = 1
+
+
+class ReleaseError(ValueError):
+    """A release cannot be made as asked (unknown format, inputs missing)."""
+
+
+def release_folder(store: DatasetStore, version: str) -> ReleaseFolder:
+    return ReleaseFolder(store, join_key(RELEASES_PREFIX, version))
+
+
+def build_content(
+    store: DatasetStore,
+    taxonomy: Taxonomy,
+    images: pd.DataFrame,
+    annotations: pd.DataFrame,
+    splits: pd.DataFrame,
+    annotator_quality: dict[str, float] | None = None,
+    info: dict | None = None,
+) -> ReleaseContent:
+    """The released images (those with a split) and their reference instances (one annotator each,
+    chosen as the baseline chooses them)."""
+    released = images.merge(splits[["image_id", "split"]], on="image_id", how="inner")
+    reference = reference_annotations(annotations, annotator_quality) if len(annotations) else annotations
+    reference = reference[reference.image_id.isin(released.image_id)].reset_index(drop=True)
+    return ReleaseContent(
+        store=store, taxonomy=taxonomy, images=released, annotations=reference, info=info or {}
+    )
+
+
+def release_version(
+    content: ReleaseContent, formats: list[str], quoted: dict[str, bytes] | None = None
+) -> str:
+    """``<taxonomy>-v<N>-<digest>``: a digest of everything the release holds and quotes.
+
+    ``quoted`` maps a name to the bytes of a report the card quotes (baseline metrics,
+    agreement tables); their change makes a new version too.
+    """
+    digest = hashlib.sha256()
+    digest.update(f"layout={EXPORT_LAYOUT_VERSION};taxonomy={content.taxonomy.tag};".encode())
+    digest.update(
+        json.dumps([c.__dict__ for c in content.taxonomy.classes], sort_keys=True, default=str).encode()
+    )
+    digest.update(json.dumps(sorted(formats)).encode())
+    digest.update(json.dumps(content.info, sort_keys=True, default=str).encode())
+    image_columns = [
+        "image_id",
+        "sha256",
+        "split",
+        "width",
+        "height",
+        "scene_id",
+        "episode_id",
+        "frame_index",
+    ]
+    digest.update(
+        pd.util.hash_pandas_object(content.images[image_columns].astype(str), index=False).values.tobytes()
+    )
+    annotation_columns = [
+        "annotation_id",
+        "image_id",
+        "class_id",
+        "rle",
+        "z_order",
+        "annotator_id",
+        "assistance",
+        "review_status",
+    ]
+    ordered = content.annotations.sort_values("annotation_id", kind="stable")[annotation_columns].astype(str)
+    digest.update(pd.util.hash_pandas_object(ordered, index=False).values.tobytes())
+    for name in sorted(quoted or {}):
+        digest.update(name.encode() + hashlib.sha256(quoted[name]).digest())
+    return f"{content.taxonomy.name}-v{content.taxonomy.version}-{digest.hexdigest()[:12]}"
+
+
+def is_complete(store: DatasetStore, version: str) -> bool:
+    return release_folder(store, version).exists(MANIFEST_FILE)
+
+
+def list_releases(store: DatasetStore) -> list[str]:
+    """Versions of the complete releases (those with ``release.json``), oldest first by completion."""
+    found = []
+    for key in store.glob(f"{RELEASES_PREFIX}/*/{MANIFEST_FILE}"):
+        manifest = json.loads(store.read_bytes(key))
+        found.append((manifest.get("completed_at", ""), key.split("/")[1]))
+    return [version for _, version in sorted(found)]
+
+
+@dataclass
+class ExportOutcome:
+    version: str
+    written: dict[str, list[str]]  # format -> files (relative to the release folder)
+    reused: bool  # the exports already existed: nothing was written
+
+
+def write_exports(content: ReleaseContent, version: str, formats: list[str]) -> ExportOutcome:
+    """Write the images and each format into ``releases/<version>/``, then ``exports.json``.
+
+    Nothing is written when ``exports.json`` (or ``release.json``) already exists.
+    """
+    known = export_formats()
+    unknown = [f for f in formats if f not in known]
+    if unknown:
+        raise ReleaseError(f"unknown export formats {unknown}; known: {sorted(known)}")
+    out = release_folder(content.store, version)
+    if out.exists(EXPORTS_FILE):
+        previous = json.loads(out.read_bytes(EXPORTS_FILE))
+        return ExportOutcome(version, previous["files"], reused=True)
+    written = {
+        "images": [
+            out.write_bytes(f"images/{content.image_file(r)}", content.image_bytes(r))
+            for r in content.iter_rows()
+        ]
+    }
+    for name in formats:
+        written[name] = known[name].export(content, out)
+    out.write_text(
+        EXPORTS_FILE, json.dumps({"version": version, "formats": list(formats), "files": written}, indent=1)
+    )
+    return ExportOutcome(version, written, reused=False)
+
+
+def exported_formats(store: DatasetStore, version: str) -> list[str]:
+    out = release_folder(store, version)
+    return json.loads(out.read_bytes(EXPORTS_FILE))["formats"] if out.exists(EXPORTS_FILE) else []
+
+
+def validate_format(content: ReleaseContent, version: str, name: str) -> list[str]:
+    """Problems found by reading format ``name`` back from the release (empty = valid)."""
+    return export_formats()[name].validate(content, release_folder(content.store, version))
+
+
+def class_id_problems(content: ReleaseContent) -> list[str]:
+    """Taxonomy consistency: background is 0, classes are 1..N, every instance's class is one of them."""
+    problems = []
+    ids = content.taxonomy.ids
+    if ids != list(range(len(ids))) or content.taxonomy.classes[0].category != "background":
+        problems.append(f"taxonomy {content.taxonomy.tag}: ids {ids} are not background 0 then 1..N")
+    valid = set(ids[1:])
+    bad = content.annotations[~content.annotations.class_id.isin(valid)]
+    for row in bad.head(20).itertuples():
+        problems.append(
+            f"annotation {row.annotation_id} (image {row.image_id}, file {row.source_file}): class_id "
+            f"{row.class_id} is not in taxonomy {content.taxonomy.tag} (1..{len(ids) - 1})"
+        )
+    if len(bad) > 20:
+        problems.append(f"... and {len(bad) - 20} more annotations with a class outside the taxonomy")
+    return problems
+
+
+def sample_overlays(content: ReleaseContent, count: int = 10, seed: int = 0) -> np.ndarray:
+    """A contact sheet of ``count`` random released images with their class maps drawn over them."""
+    from dataset_pipeline.figures import contact_sheet, overlay
+
+    if not len(content.images):
+        return np.zeros((8, 8, 3), np.uint8)
+    picks = np.random.default_rng(seed).choice(
+        len(content.images), size=min(count, len(content.images)), replace=False
+    )
+    sheet, captions = [], []
+    for index in sorted(picks):
+        row = content.images.iloc[int(index)]
+        class_map = content.class_map(row)
+        present = [c for c in content.taxonomy.foreground if (class_map == c.id).any()]
+        sheet.append(
+            overlay(content.rgb(row), [class_map == c.id for c in present], [c.rgb for c in present])
+        )
+        captions.append(f"{row.split} {row.image_id.rsplit('/', 1)[-1]}")
+    return contact_sheet(sheet, captions, columns=5)
+
+
+def file_digests(out: ReleaseFolder) -> dict[str, dict]:
+    """Size and SHA-256 of every file under the release folder (manifests excluded)."""
+    digests = {}
+    for relative in out.list():
+        if relative in (MANIFEST_FILE,):
+            continue
+        data = out.read_bytes(relative)
+        digests[relative] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return digests
+
+
+def complete_release(store: DatasetStore, version: str, summary: dict, completed_at: str) -> dict:
+    """Write ``release.json`` (the completeness marker) and point ``releases/latest.json`` at it."""
+    out = release_folder(store, version)
+    manifest = {
+        "version": version,
+        "completed_at": completed_at,
+        "summary": summary,
+        "files": file_digests(out),
+    }
+    out.write_text(MANIFEST_FILE, json.dumps(manifest, indent=1, default=str))
+    store.write_bytes(LATEST_KEY, json.dumps({"version": version, "completed_at": completed_at}).encode())
+    return manifest

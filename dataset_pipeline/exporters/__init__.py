@@ -1,0 +1,183 @@
+"""Release exporters: one module per format, each behind the same two functions.
+
+Every format module has::
+
+    NAME: str                                   # the name used in configuration
+    def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]   # keys written
+    def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str] # problems found
+
+``validate`` reads back what ``export`` wrote, with the format's own reader where one is
+installed (pycocotools for COCO, h5py for HDF5, PIL for PNG, pyarrow for LeRobot's
+Parquet) and compares it with the corpus, so a problem names the file, the record and
+the field. The shared model is :class:`ReleaseContent`: the released images (captures rows
+plus their split) and the reference instances of each, under one taxonomy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from dataset_pipeline.annotation_corpus import semantic_class_map
+from dataset_pipeline.captures import decode_image
+from dataset_pipeline.store import DatasetStore, join_key
+from dataset_pipeline.taxonomy import Taxonomy
+
+
+class ExportError(ValueError):
+    """The content cannot be written in a format (the message names the image and the field)."""
+
+
+def file_stem(image_id: str) -> str:
+    """A flat, filesystem-safe file name stem for an image id (``/`` becomes ``__``).
+
+    >>> file_stem("2026-11-24-kitchen/images/frame_0001")
+    '2026-11-24-kitchen__images__frame_0001'
+    """
+    return image_id.replace("/", "__")
+
+
+@dataclass
+class ReleaseContent:
+    """What a release holds: images with their split, and the instances that label them.
+
+    ``images`` is the captures table plus a ``split`` column; ``annotations`` holds one
+    annotator's instances per image (the reference labels), with the corpus columns.
+    """
+
+    store: DatasetStore
+    taxonomy: Taxonomy
+    images: pd.DataFrame
+    annotations: pd.DataFrame
+    info: dict = field(default_factory=dict)
+    _by_image: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.images = self.images.sort_values(["split", "image_id"], kind="stable").reset_index(drop=True)
+        self._by_image = dict(tuple(self.annotations.groupby("image_id", sort=False)))
+        stems = self.images.image_id.map(file_stem)
+        duplicated = stems[stems.duplicated()]
+        if len(duplicated):
+            raise ExportError(f"image ids {sorted(set(duplicated))} map to the same release file name")
+
+    @property
+    def splits(self) -> list[str]:
+        order = {"train": 0, "val": 1, "test": 2}
+        return sorted(self.images.split.unique(), key=lambda s: (order.get(s, 9), s))
+
+    def split_images(self, split: str) -> pd.DataFrame:
+        return self.images[self.images.split == split]
+
+    def instances(self, image_id: str) -> pd.DataFrame:
+        """The instances of one image (empty frame when it has none), in z_order then row order."""
+        rows = self._by_image.get(image_id)
+        return rows if rows is not None else self.annotations.iloc[0:0]
+
+    def class_map(self, row) -> np.ndarray:
+        """The (H, W) uint8 semantic map of a captures row (foreground z_order wins)."""
+        return semantic_class_map(self.instances(row.image_id), row.height, row.width)
+
+    def image_bytes(self, row) -> bytes:
+        return self.store.read_bytes(row.uri)
+
+    def rgb(self, row) -> np.ndarray:
+        return decode_image(self.image_bytes(row), row.uri).rgb
+
+    def image_file(self, row) -> str:
+        """``<split>/<stem><ext>``: where the image sits under the release's ``images/``."""
+        ext = posixpath.splitext(row.uri)[1].lower() or ".png"
+        return f"{row.split}/{file_stem(row.image_id)}{ext}"
+
+    def iter_rows(self, split: str | None = None) -> Iterator:
+        frame = self.images if split is None else self.split_images(split)
+        return frame.itertuples(index=False)
+
+
+@dataclass
+class ReleaseFolder:
+    """The release's folder in the store: ``releases/<version>/``; keys are relative to it."""
+
+    store: DatasetStore
+    prefix: str
+
+    def key(self, relative: str) -> str:
+        return join_key(self.prefix, relative)
+
+    def write_bytes(self, relative: str, data: bytes) -> str:
+        self.store.write_bytes(self.key(relative), data)
+        return relative
+
+    def write_text(self, relative: str, text: str) -> str:
+        return self.write_bytes(relative, text.encode("utf-8"))
+
+    def write_parquet(self, relative: str, frame: pd.DataFrame) -> str:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        return self.write_bytes(relative, buffer.getvalue())
+
+    def put_file(self, relative: str, local_path: str) -> str:
+        self.store.put_file(self.key(relative), local_path)
+        return relative
+
+    def read_bytes(self, relative: str) -> bytes:
+        return self.store.read_bytes(self.key(relative))
+
+    def exists(self, relative: str) -> bool:
+        return self.store.exists(self.key(relative))
+
+    def list(self, relative: str = "") -> list[str]:
+        base = self.key(relative) if relative else self.prefix
+        return [k[len(self.prefix) + 1 :] for k in self.store.list(base, recursive=True)]
+
+    @contextlib.contextmanager
+    def local_copy(self, relative: str) -> Iterator[str]:
+        """A local path to read the file with a library that wants one (h5py, pycocotools):
+        the file itself on a local store, else a temporary download removed afterwards."""
+        if self.store.is_local:
+            yield self.store.path(self.key(relative))
+            return
+        import tempfile
+
+        handle = tempfile.NamedTemporaryFile(suffix=posixpath.splitext(relative)[1], delete=False)
+        try:
+            with handle:
+                handle.write(self.read_bytes(relative))
+            yield handle.name
+        finally:
+            os.unlink(handle.name)
+
+
+def episodes(content: ReleaseContent) -> list[pd.DataFrame]:
+    """The released frames of each episode (frames without an episode_id are in no trajectory),
+    in frame order; episodes ordered by split, then episode_id."""
+    frames = content.images[content.images.episode_id.notna()]
+    groups = [
+        group.sort_values(["frame_index", "capture_ts"], kind="stable")
+        for _, group in frames.groupby("episode_id", sort=True)
+    ]
+    order = {"train": 0, "val": 1, "test": 2}
+    return sorted(groups, key=lambda g: (order.get(g.split.iloc[0], 9), str(g.episode_id.iloc[0])))
+
+
+def camera_key(camera_model: object) -> str:
+    """A camera name usable as a dataset / feature key.
+
+    >>> camera_key("RealSense D435i")
+    'realsense_d435i'
+    """
+    text = "".join(ch if ch.isalnum() else "_" for ch in str(camera_model or "camera").lower())
+    return "_".join(part for part in text.split("_") if part) or "camera"
+
+
+def export_formats() -> dict[str, object]:
+    """Format name -> module, in the order they are written."""
+    from dataset_pipeline.exporters import coco, episode_hdf5, hdf5, lerobot, semantic_png, yolo_seg
+
+    return {m.NAME: m for m in (coco, yolo_seg, semantic_png, hdf5, lerobot, episode_hdf5)}
