@@ -68,7 +68,8 @@ def semantic_class_map(instances: pd.DataFrame, height: int, width: int) -> np.n
     """
     # decode_mask is column-major; painting into a column-major map avoids a transpose per mask.
     out = np.zeros((int(height), int(width)), dtype=np.uint8, order="F")
-    ordered = instances.assign(_row=np.arange(len(instances))).sort_values(["z_order", "_row"], kind="stable")
-    for rle, class_id in zip(ordered.rle, ordered.class_id, strict=True):
-        np.copyto(out, np.uint8(class_id), where=decode_mask(rle, height, width))
+    order = np.argsort(instances.z_order.to_numpy(), kind="stable")  # ties keep row order
+    rles, class_ids = instances.rle.to_numpy(), instances.class_id.to_numpy()
+    for index in order:
+        np.copyto(out, np.uint8(class_ids[index]), where=decode_mask(rles[index], height, width))
     return np.ascontiguousarray(out)

@@ -158,9 +158,9 @@ def write_exports(content: ReleaseContent, version: str, formats: list[str]) -> 
     }
     for name in formats:
         written[name] = known[name].export(content, out)
-    out.write_text(
-        EXPORTS_FILE, json.dumps({"version": version, "formats": list(formats), "files": written}, indent=1)
-    )
+    content.store.sync()  # every file is on disk before the manifest vouches for it
+    manifest = json.dumps({"version": version, "formats": list(formats), "files": written}, indent=1)
+    content.store.write_bytes(out.key(EXPORTS_FILE), manifest.encode())
     return ExportOutcome(version, written, reused=False)
 
 
@@ -233,6 +233,7 @@ def complete_release(store: DatasetStore, version: str, summary: dict, completed
         "summary": summary,
         "files": file_digests(out),
     }
-    out.write_text(MANIFEST_FILE, json.dumps(manifest, indent=1, default=str))
+    store.sync()
+    store.write_bytes(out.key(MANIFEST_FILE), json.dumps(manifest, indent=1, default=str).encode())
     store.write_bytes(LATEST_KEY, json.dumps({"version": version, "completed_at": completed_at}).encode())
     return manifest

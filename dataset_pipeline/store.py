@@ -192,15 +192,24 @@ class DatasetStore:
 
     # -- writing -------------------------------------------------------------------------
 
-    def write_bytes(self, key: str, data: bytes) -> str:
-        """Atomically create or replace ``key``; refused under ``incoming/`` (raw uploads)."""
+    def write_bytes(self, key: str, data: bytes, *, durable: bool = True) -> str:
+        """Atomically create or replace ``key``; refused under ``incoming/`` (raw uploads).
+
+        ``durable=False`` skips the per-file fsync (the rename stays atomic): for many files
+        that a later marker file vouches for, after :meth:`sync` (as a release does).
+        """
         key = normalize_key(key)
         if key.startswith(RAW_PREFIXES):
             raise RawUploadError(
                 f"{self.url(key)}: raw uploads under {RAW_PREFIXES} are never modified by the pipeline"
             )
-        self._atomic_write(key, data)
+        self._atomic_write(key, data, durable=durable)
         return key
+
+    def sync(self) -> None:
+        """Flush every write made with ``durable=False`` to disk (local stores; S3 PUTs are durable)."""
+        if self.is_local:
+            os.sync()
 
     def put_upload(self, key: str, data: bytes) -> str:
         """Write a new raw file under ``incoming/`` or ``reviews/``; an existing file is never replaced."""
@@ -255,7 +264,7 @@ class DatasetStore:
         if self.exists(key):
             self.fs.rm(self.path(key))
 
-    def _atomic_write(self, key: str, data: bytes) -> None:
+    def _atomic_write(self, key: str, data: bytes, durable: bool = True) -> None:
         path = self.path(key)
         try:
             if self.is_local:
@@ -269,7 +278,8 @@ class DatasetStore:
                     with os.fdopen(fd, "wb") as handle:
                         handle.write(data)
                         handle.flush()
-                        os.fsync(handle.fileno())
+                        if durable:
+                            os.fsync(handle.fileno())
                     os.replace(tmp, path)
                 except BaseException:
                     if os.path.exists(tmp):

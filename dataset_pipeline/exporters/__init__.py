@@ -57,11 +57,16 @@ class ReleaseContent:
     images: pd.DataFrame
     annotations: pd.DataFrame
     info: dict = field(default_factory=dict)
-    _by_image: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    _ranges: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.images = self.images.sort_values(["split", "image_id"], kind="stable").reset_index(drop=True)
-        self._by_image = dict(tuple(self.annotations.groupby("image_id", sort=False)))
+        # Instances sorted by image: one image's rows are a contiguous slice (no frame per image kept).
+        self.annotations = self.annotations.sort_values("image_id", kind="stable").reset_index(drop=True)
+        ids = self.annotations.image_id.to_numpy()
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, int)
+        ends = np.r_[starts[1:], len(ids)]
+        self._ranges = {ids[s]: (int(s), int(e)) for s, e in zip(starts, ends, strict=True)}
         stems = self.images.image_id.map(file_stem)
         duplicated = stems[stems.duplicated()]
         if len(duplicated):
@@ -77,8 +82,8 @@ class ReleaseContent:
 
     def instances(self, image_id: str) -> pd.DataFrame:
         """The instances of one image (empty frame when it has none), in z_order then row order."""
-        rows = self._by_image.get(image_id)
-        return rows if rows is not None else self.annotations.iloc[0:0]
+        start, end = self._ranges.get(image_id, (0, 0))
+        return self.annotations.iloc[start:end]
 
     def class_map(self, row) -> np.ndarray:
         """The (H, W) uint8 semantic map of a captures row (foreground z_order wins)."""
@@ -111,7 +116,8 @@ class ReleaseFolder:
         return join_key(self.prefix, relative)
 
     def write_bytes(self, relative: str, data: bytes) -> str:
-        self.store.write_bytes(self.key(relative), data)
+        """Atomic, without a per-file fsync: the release's manifests are written after ``store.sync()``."""
+        self.store.write_bytes(self.key(relative), data, durable=False)
         return relative
 
     def write_text(self, relative: str, text: str) -> str:

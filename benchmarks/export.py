@@ -1,0 +1,195 @@
+"""Release export speed and memory: this project's exporters against Datumaro, same data, same session.
+
+Data: ``--images`` demo images at 640x480 (``dataset_pipeline.demo``, ~9 instances each), the
+demo's ground truth as the labels, split scene-wise. Prepared once, before timing, into
+``--work`` (kept between runs): the upload, the Parquet corpus tables, and a COCO copy of
+the corpus (images + ``annotations/instances_<split>.json``) for Datumaro to import.
+
+Timed, each in its own child process (wall seconds; peak RSS = the child's VmHWM), ``--repeats``
+times, medians reported:
+
+* ``ours``: read the corpus tables, write COCO (RLE) + YOLO-seg + semantic PNG masks + the
+  images into a new release folder (``dataset_release.write_exports``);
+* ``datumaro``: ``Dataset.import_from(<coco copy>, "coco_instances")`` then export the same
+  three formats with media: ``coco_instances`` (segmentation_mode="mask"), ``yolo_ultralytics`` and
+  ``voc_segmentation`` (palette class PNGs, plus instance PNGs). Datumaro 1.13 has no YOLO
+  *segmentation* exporter: its ``yolo_ultralytics`` writes boxes only, so that leg does less work
+  than ours (no contour tracing) - the comparison favours Datumaro there. Datumaro runs in its
+  own virtual environment (``--datumaro-python``): it pins other versions than this project.
+
+Also: random access to one (image, class map) pair of the HDF5 export (``hdf5.read_pair``),
+median over 200 random indices, file opened per read as a data loader worker would.
+
+    python -m venv /tmp/dmvenv && /tmp/dmvenv/bin/pip install datumaro==1.13.12
+    .venv/bin/python benchmarks/export.py --images 1000 --datumaro-python /tmp/dmvenv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DATUMARO_CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import datumaro as dm
+source, target = sys.argv[1], sys.argv[2]
+dataset = dm.Dataset.import_from(source, "coco_instances")
+dataset.export(f"{target}/coco", "coco_instances", save_media=True, segmentation_mode="mask")
+dataset.export(f"{target}/yolo", "yolo_ultralytics", save_media=True)
+dataset.export(f"{target}/png", "voc_segmentation", save_media=True)
+seconds = time.perf_counter() - t0
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"seconds": seconds, "peak_rss_mib": int(hwm) / 1024, "items": len(dataset)}))
+"""
+
+
+def _peak_mib() -> float:
+    with open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith("VmHWM")).split()[1]) / 1024
+
+
+def prepare(work: Path, n_images: int) -> None:
+    """Upload, corpus tables and the COCO copy, once."""
+    from dataset_pipeline import dataset_release as release
+    from dataset_pipeline.captures import ingest_batch
+    from dataset_pipeline.demo import ground_truth_annotations, write_demo_upload
+    from dataset_pipeline.store import DatasetStore
+    from dataset_pipeline.taxonomy import load_taxonomy
+
+    marker = work / "prepared.json"
+    if marker.exists() and json.loads(marker.read_text())["images"] == n_images:
+        return
+    shutil.rmtree(work, ignore_errors=True)
+    store = DatasetStore(str(work / "store"))
+    upload = write_demo_upload(store, "bench", n_images=n_images, seed=0)
+    images = ingest_batch(store, "bench").captures
+    annotations = ground_truth_annotations(store.read_parquet(upload.ground_truth_key))
+    scenes = sorted(images.scene_id.unique())
+    split_of = {s: ("train", "val", "test")[i % 3] for i, s in enumerate(scenes)}
+    splits = images[["image_id"]].assign(split=images.scene_id.map(split_of))
+    store.write_parquet("tables/bench/images.parquet", images)
+    store.write_parquet("tables/bench/annotations.parquet", annotations)
+    store.write_parquet("tables/bench/splits.parquet", splits)
+    content = release.build_content(store, load_taxonomy(), images, annotations, splits)
+    release.write_exports(content, "coco-source", ["coco", "hdf5"])
+    marker.write_text(json.dumps({"images": n_images, "instances": len(annotations)}))
+
+
+def run_ours(work: Path, version: str) -> dict:
+    t0 = time.perf_counter()
+    from dataset_pipeline import dataset_release as release
+    from dataset_pipeline.store import DatasetStore
+    from dataset_pipeline.taxonomy import load_taxonomy
+
+    store = DatasetStore(str(work / "store"))
+    content = release.build_content(
+        store,
+        load_taxonomy(),
+        store.read_parquet("tables/bench/images.parquet"),
+        store.read_parquet("tables/bench/annotations.parquet"),
+        store.read_parquet("tables/bench/splits.parquet"),
+    )
+    outcome = release.write_exports(content, version, ["coco", "yolo_seg", "semantic_png"])
+    return {
+        "seconds": time.perf_counter() - t0,
+        "peak_rss_mib": _peak_mib(),
+        "files": sum(len(v) for v in outcome.written.values()),
+    }
+
+
+def hdf5_access(work: Path, reads: int = 200) -> float:
+    import numpy as np
+
+    from dataset_pipeline.exporters import hdf5
+
+    path = str(work / "store" / "releases" / "coco-source" / "hdf5" / "train.h5")
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        n = len(handle["image_ids"])
+    rng = np.random.default_rng(0)
+    times = []
+    for index in rng.integers(0, n, reads):
+        t0 = time.perf_counter()
+        hdf5.read_pair(path, int(index))
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--work", default="/tmp/dataset_pipeline_export_bench")
+    parser.add_argument("--datumaro-python", default=None, help="python of a venv with datumaro installed")
+    parser.add_argument("--child", choices=["ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--version", default="bench", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    work = Path(args.work)
+    if args.child == "ours":
+        print(json.dumps(run_ours(work, args.version)))
+        return
+    t0 = time.perf_counter()
+    prepare(work, args.images)
+    print(f"prepared {args.images} images in {time.perf_counter() - t0:.1f} s", flush=True)
+    results: dict[str, list[dict]] = {"ours": [], "datumaro": []}
+    for repeat in range(args.repeats):
+        version = f"bench-{repeat}"
+        shutil.rmtree(work / "store" / "releases" / version, ignore_errors=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--work", str(work), "--child", "ours", "--version", version],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        results["ours"].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        shutil.rmtree(work / "store" / "releases" / version, ignore_errors=True)
+        if args.datumaro_python:
+            target = work / f"datumaro-{repeat}"
+            shutil.rmtree(target, ignore_errors=True)
+            out = subprocess.run(
+                [
+                    args.datumaro_python,
+                    "-c",
+                    DATUMARO_CHILD,
+                    str(work / "store" / "releases" / "coco-source"),
+                    str(target),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            results["datumaro"].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            shutil.rmtree(target, ignore_errors=True)
+        print(f"repeat {repeat}: " + json.dumps({k: v[-1] for k, v in results.items() if v}), flush=True)
+    summary = {
+        name: {
+            "seconds": round(statistics.median(r["seconds"] for r in runs), 2),
+            "peak_rss_mib": round(statistics.median(r["peak_rss_mib"] for r in runs), 1),
+        }
+        for name, runs in results.items()
+        if runs
+    }
+    if "datumaro" in summary:
+        summary["speedup"] = round(summary["datumaro"]["seconds"] / summary["ours"]["seconds"], 2)
+        summary["memory_ratio"] = round(
+            summary["datumaro"]["peak_rss_mib"] / summary["ours"]["peak_rss_mib"], 2
+        )
+    summary["hdf5_pair_read_ms"] = round(hdf5_access(work), 2)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
