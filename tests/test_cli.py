@@ -7,6 +7,7 @@ from pathlib import Path
 from dagster import AssetKey, DagsterInstance
 
 from dataset_pipeline.captures import captures_key
+from dataset_pipeline.dataset_release import list_releases
 from dataset_pipeline.store import DatasetStore
 
 
@@ -45,6 +46,13 @@ def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
     }
     assert instance.get_latest_materialization_event(AssetKey("baseline_model")) is not None
     assert (home / "dagster.yaml").exists()
+    # The reviewed demo corpus ends in one complete release whose every format read back equal.
+    assert "dataset_card: ok" in out.stdout and "_reloads: FAILED" not in out.stdout
+    for fmt in ("coco", "yolo_seg", "semantic_png", "hdf5", "lerobot", "episode_hdf5"):
+        assert f"check {fmt}_reloads: passed" in out.stdout
+    (version,) = list_releases(store)
+    card = store.read_bytes(f"releases/{version}/DATASHEET.md").decode()
+    assert "ann_a" in card and "sam2-assisted" in card  # the simulated annotators' provenance
     instance.dispose()
 
     # Writing the same demo upload again reuses it: raw files are never rewritten.

@@ -287,6 +287,7 @@ class ImportResult:
 
 def annotations_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
     """The annotations table with its columns and dtypes, also when empty."""
+    rows = [_typed(row) for row in rows]
     frame = pd.DataFrame(rows, columns=list(ANNOTATION_COLUMNS))
     frame = frame.astype(
         {
@@ -300,8 +301,38 @@ def annotations_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
             "is_gold": "bool",
         }
     )
-    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601")
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
     return frame
+
+
+def _typed(row: dict[str, object]) -> dict[str, object]:
+    """The row with its provenance values checked: a timestamp that does not parse, a negative or
+    non-numeric time spent is refused naming the annotation (exports come from outside)."""
+    file, record = str(row.get("source_file") or "export"), f"annotation {row.get('annotation_id')!r}"
+    created = row.get("created_at")
+    if created is None or (isinstance(created, str) and not created.strip()):
+        created = None
+    elif isinstance(created, str):
+        try:
+            created = pd.to_datetime(created, utc=True, format="ISO8601")
+        except (ValueError, OverflowError):
+            raise AnnotationImportError(
+                file, record, "created_at", f"{created[:40]!r} is not an ISO 8601 time"
+            ) from None
+    elif not isinstance(created, pd.Timestamp):
+        raise AnnotationImportError(file, record, "created_at", f"{created!r} is not an ISO 8601 time string")
+    seconds = row.get("seconds_spent")
+    if seconds is not None:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not np.isfinite(seconds)
+            or seconds < 0
+        ):
+            raise AnnotationImportError(
+                file, record, "seconds_spent", f"{seconds!r} is not a time in seconds >= 0"
+            )
+    return {**row, "created_at": created, "seconds_spent": None if seconds is None else float(seconds)}
 
 
 def assistance_for(premask_iou: float | None, tool_hint: str | None) -> str:
@@ -362,13 +393,32 @@ def import_export(data: bytes, options: ImportOptions, fmt: str = "auto") -> Imp
             raise AnnotationImportError(
                 options.source_file, "file", "", str(exc).split(": ", 1)[-1]
             ) from None
-    if fmt == "cvat-xml":
-        result = cvat_xml.import_cvat_xml(data, options)
-    elif fmt in ("cvat-coco", "coco"):
-        result = coco.import_coco(data, options, tool="cvat" if fmt == "cvat-coco" else "coco")
-    elif fmt == "label-studio":
-        result = label_studio.import_label_studio(data, options)
-    else:
+    importers = {
+        "cvat-xml": lambda: cvat_xml.import_cvat_xml(data, options),
+        "cvat-coco": lambda: coco.import_coco(data, options, tool="cvat"),
+        "coco": lambda: coco.import_coco(data, options, tool="coco"),
+        "label-studio": lambda: label_studio.import_label_studio(data, options),
+    }
+    if fmt not in importers:
         raise ValueError(f"unknown format {fmt!r}; use auto or one of {FORMATS}")
+    try:
+        result = importers[fmt]()
+    except AnnotationImportError:
+        raise
+    except (
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        ValueError,
+        OverflowError,
+        LookupError,
+        RecursionError,
+    ) as exc:
+        # The importers check what they use, field by field; this net turns a shape they did not
+        # foresee (fuzzing finds them) into the same typed error, never a library traceback.
+        raise AnnotationImportError(
+            options.source_file, "document", "", f"malformed {fmt} export ({type(exc).__name__}: {exc})"
+        ) from None
     result.format = fmt
     return result

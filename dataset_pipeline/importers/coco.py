@@ -40,7 +40,7 @@ def import_coco(data: bytes, options: ImportOptions, tool: str = "coco") -> Impo
         record = f"categories[{number}]"
         if not isinstance(category, dict) or "id" not in category:
             raise AnnotationImportError(file, record, "id", "missing")
-        categories[category["id"]] = (category.get("name"), record)
+        categories[_id(category["id"], file, record, "id")] = (category.get("name"), record)
     images = {}
     for number, image in enumerate(document["images"]):
         record = f"images[{number}]"
@@ -51,7 +51,7 @@ def import_coco(data: bytes, options: ImportOptions, tool: str = "coco") -> Impo
                 raise AnnotationImportError(file, record, key, "missing")
         if not all(isinstance(image[k], int) and not isinstance(image[k], bool) for k in ("width", "height")):
             raise AnnotationImportError(file, record, "width", "width and height must be integers")
-        images[image["id"]] = options.image(
+        images[_id(image["id"], file, record, "id")] = options.image(
             str(image["file_name"]), image["height"], image["width"], record, "file_name"
         )
 
@@ -62,11 +62,11 @@ def import_coco(data: bytes, options: ImportOptions, tool: str = "coco") -> Impo
         record = f"annotations[{number}] (id {annotation.get('id') if isinstance(annotation, dict) else '?'})"
         if not isinstance(annotation, dict):
             raise AnnotationImportError(file, record, "", "not an object")
-        if annotation.get("image_id") not in images:
+        if not _is_id(annotation.get("image_id")) or annotation.get("image_id") not in images:
             raise AnnotationImportError(
                 file, record, "image_id", f"{annotation.get('image_id')!r} is not in images"
             )
-        if annotation.get("category_id") not in categories:
+        if not _is_id(annotation.get("category_id")) or annotation.get("category_id") not in categories:
             raise AnnotationImportError(
                 file, record, "category_id", f"{annotation.get('category_id')!r} is not in categories"
             )
@@ -83,8 +83,8 @@ def import_coco(data: bytes, options: ImportOptions, tool: str = "coco") -> Impo
                 rle = rle_from_coco(segmentation, ref.height, ref.width)
             else:
                 raise ValueError("missing (a list of polygons or an RLE object is needed)")
-        except (ValueError, TypeError) as exc:
-            raise AnnotationImportError(file, record, "segmentation", str(exc)) from None
+        except (ValueError, TypeError, OverflowError, IndexError) as exc:
+            raise AnnotationImportError(file, record, "segmentation", str(exc) or type(exc).__name__) from None
         check_not_empty(rle, ref.height, ref.width, file, record, "segmentation")
         index = per_image.get(ref.image_id, 0)
         per_image[ref.image_id] = index + 1
@@ -95,7 +95,7 @@ def import_coco(data: bytes, options: ImportOptions, tool: str = "coco") -> Impo
                 annotator_id=annotator,
                 class_id=class_id,
                 rle=rle,
-                z_order=int(annotation.get("z_order", 0) or 0),
+                z_order=_z_order(annotation.get("z_order"), file, record),
                 created_at=created_at,
                 seconds_spent=None,
                 tool=tool,
@@ -103,3 +103,22 @@ def import_coco(data: bytes, options: ImportOptions, tool: str = "coco") -> Impo
             )
         )
     return ImportResult(annotations_frame(rows), skipped)
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _id(value: object, file: str, record: str, field_name: str) -> int | str:
+    """A COCO id: an integer or a string (JSON lets anything through)."""
+    if not _is_id(value):
+        raise AnnotationImportError(file, record, field_name, f"{value!r} is not an integer or string id")
+    return value
+
+
+def _z_order(value: object, file: str, record: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**31:
+        raise AnnotationImportError(file, record, "z_order", f"{value!r} is not an integer")
+    return value

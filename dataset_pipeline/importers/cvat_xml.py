@@ -40,6 +40,8 @@ def import_cvat_xml(data: bytes, options: ImportOptions) -> ImportResult:
         ) from None
     except SafeET.ParseError as exc:
         raise AnnotationImportError(file, "document", "", f"not well-formed XML ({exc})") from None
+    except LookupError as exc:  # <?xml encoding="..."?> names a codec Python does not have
+        raise AnnotationImportError(file, "document", "encoding", f"unknown XML encoding ({exc})") from None
     if root.tag != "annotations":
         raise AnnotationImportError(file, "document", "", f"root element is <{root.tag}>, not <annotations>")
     version = (root.findtext("version") or "").strip()
