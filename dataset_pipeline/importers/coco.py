@@ -84,7 +84,9 @@ def import_coco(data: bytes, options: ImportOptions, tool: str = "coco") -> Impo
             else:
                 raise ValueError("missing (a list of polygons or an RLE object is needed)")
         except (ValueError, TypeError, OverflowError, IndexError) as exc:
-            raise AnnotationImportError(file, record, "segmentation", str(exc) or type(exc).__name__) from None
+            raise AnnotationImportError(
+                file, record, "segmentation", str(exc) or type(exc).__name__
+            ) from None
         check_not_empty(rle, ref.height, ref.width, file, record, "segmentation")
         index = per_image.get(ref.image_id, 0)
         per_image[ref.image_id] = index + 1

@@ -133,7 +133,10 @@ def _review_status(annotation: dict, default: str) -> tuple[str, bool | None]:
     """(review_status, accepted) from ``ground_truth`` and Label Studio's ``reviews``."""
     if annotation.get("ground_truth"):
         return "expert_approved", True
-    reviews = [r for r in annotation.get("reviews") or [] if isinstance(r, dict) and "accepted" in r]
+    listed = annotation.get("reviews") or []
+    reviews = [
+        r for r in (listed if isinstance(listed, list) else []) if isinstance(r, dict) and "accepted" in r
+    ]
     if reviews:
         return "peer_reviewed", bool(reviews[0]["accepted"])  # the first review is the first pass
     return default, None
