@@ -184,6 +184,9 @@ def decode_image(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS)
     """
     from PIL import Image, UnidentifiedImageError
 
+    # ``max_pixels`` is checked from the header below, before any pixel is decoded; PIL's own fixed
+    # bomb limit (which would answer first for huge images, without the configured figure) is off.
+    Image.MAX_IMAGE_PIXELS = None
     if not data:
         raise ValueError(f"{source}: empty file (0 bytes)")
     try:

@@ -1,7 +1,8 @@
 """reviewed_annotations: a batch's review exports (the review drop folder) → its annotations table.
 
 The drop folder ``reviews/<batch>/`` holds the annotation tools' export files as they
-come (CVAT XML, CVAT COCO, COCO, Label Studio JSON; any sub-folders), and optionally
+come (CVAT XML, CVAT COCO, COCO, Label Studio JSON, bare or zipped as the tools export them
+(read by :mod:`dataset_pipeline.archives`); any sub-folders), and optionally
 ``peer_review.csv`` (image_file, annotator_id, reviewer_id, accepted[, reviewed_at]): a
 peer's verdict on an annotator's work on an image. Every export is imported strictly; if
 any one is malformed the batch's table is not written, so what was imported before stays
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from dataset_pipeline.archives import ArchiveError, read_members
 from dataset_pipeline.captures import captures_key, check_batch_name
 from dataset_pipeline.importers import (
     AnnotationImportError,
@@ -28,7 +30,10 @@ from dataset_pipeline.store import DatasetStore, join_key
 from dataset_pipeline.taxonomy import Taxonomy
 
 PEER_REVIEW_FILE = "peer_review.csv"
-EXPORT_SUFFIXES = (".xml", ".json")
+EXPORT_SUFFIXES = (".xml", ".json", ".zip")
+#: Files inside a zip export that are imported (CVAT's annotations.xml, COCO's instances_*.json,
+#: Label Studio's JSON); images and other members are ignored, but their names are checked.
+ARCHIVE_MEMBER_SUFFIXES = (".xml", ".json")
 
 
 def review_prefix(batch: str) -> str:
@@ -67,24 +72,27 @@ def import_batch_reviews(
     """Import every export of ``reviews/<batch>/`` against the batch's captures and pre-masks."""
     exports = list_review_exports(store, batch)
     if not exports:
-        raise FileNotFoundError(f"{store.url(review_prefix(batch))}: no review exports (.xml, .json) yet")
+        raise FileNotFoundError(
+            f"{store.url(review_prefix(batch))}: no review exports (.xml, .json, .zip) yet"
+        )
     captures = store.read_parquet(captures_key(batch))
     premasks = store.read_parquet(premasks_key(batch)) if store.exists(premasks_key(batch)) else None
     images = ImageIndex.from_captures(captures)
     frames, result = [], BatchReviews(annotations=annotations_frame([]))
     for key in exports:
-        options = ImportOptions(
-            taxonomy,
-            source_file=store.url(key),
-            label_map=dict(label_map or {}),
-            images=images,
-            premasks=premasks,
-            default_annotator=default_annotator,
-        )
-        imported = import_export(store.read_bytes(key), options)
-        frames.append(imported.annotations)
-        result.files[key] = len(imported.annotations)
-        result.skipped += [f"{key}: {s}" for s in imported.skipped]
+        for source, data in _export_files(store, key):
+            options = ImportOptions(
+                taxonomy,
+                source_file=source,
+                label_map=dict(label_map or {}),
+                images=images,
+                premasks=premasks,
+                default_annotator=default_annotator,
+            )
+            imported = import_export(data, options)
+            frames.append(imported.annotations)
+            result.files[key] = result.files.get(key, 0) + len(imported.annotations)
+            result.skipped += [f"{source}: {s}" for s in imported.skipped]
     table = pd.concat(frames, ignore_index=True) if frames else annotations_frame([])
     table = table.drop_duplicates("annotation_id", keep="last").reset_index(drop=True)
     review_key = join_key(review_prefix(batch), PEER_REVIEW_FILE)
@@ -94,6 +102,22 @@ def import_batch_reviews(
         )
     result.annotations = table
     return result
+
+
+def _export_files(store: DatasetStore, key: str) -> list[tuple[str, bytes]]:
+    """(source name, bytes) of the export files in ``key``: the file itself, or a zip's export members
+    (named ``<archive>!/<member>``). A refused archive is an AnnotationImportError like any bad export."""
+    data = store.read_bytes(key)
+    if not key.lower().endswith(".zip"):
+        return [(store.url(key), data)]
+    try:
+        members = read_members(data, store.url(key), ARCHIVE_MEMBER_SUFFIXES)
+    except ArchiveError as exc:
+        record = f"member {exc.member!r}" if exc.member is not None else "archive"
+        raise AnnotationImportError(exc.archive, record, "", exc.reason) from None
+    if not members:
+        raise AnnotationImportError(store.url(key), "archive", "", "holds no .xml or .json export")
+    return [(f"{store.url(key)}!/{name}", content) for name, content in members.items()]
 
 
 def apply_peer_reviews(
