@@ -14,6 +14,7 @@ from dagster import (
 )
 
 from assets.annotation_corpus import annotation_corpus
+from assets.raw_captures import STORE_RETRY
 from assets.reporting import picture_metadata, table_metadata
 from dataset_pipeline.agreement_report import compute_agreement
 from dataset_pipeline.annotation_corpus import CORPUS_ANNOTATIONS_KEY, CORPUS_IMAGES_KEY
@@ -30,6 +31,7 @@ AGREEMENT_TABLES = {
 
 
 @asset(
+    retry_policy=STORE_RETRY,
     deps=[annotation_corpus],
     group_name="quality",
     kinds={"parquet"},

@@ -15,6 +15,7 @@ from dagster import (
     asset_check,
 )
 
+from assets.raw_captures import STORE_RETRY
 from assets.reporting import picture_metadata, table_metadata
 from assets.reviewed_annotations import reviewed_annotations
 from dataset_pipeline.annotation_corpus import (
@@ -36,6 +37,7 @@ REFINEMENT_KEY = join_key("tables", "quality", "refinement.parquet")
 
 
 @asset(
+    retry_policy=STORE_RETRY,
     deps=[reviewed_annotations],
     group_name="quality",
     kinds={"parquet"},
@@ -63,6 +65,7 @@ def annotation_corpus(
 
 
 @asset(
+    retry_policy=STORE_RETRY,
     deps=[annotation_corpus],
     group_name="quality",
     kinds={"parquet"},

@@ -18,6 +18,7 @@ from dagster import (
 
 from assets.agreement_report import AGREEMENT_TABLES
 from assets.dataset_splits import SPLITS_KEY, dataset_splits
+from assets.raw_captures import STORE_RETRY
 from assets.reporting import picture_metadata, table_metadata
 from assets.sam2_premasks import GPU_TAGS
 from dataset_pipeline.annotation_corpus import CORPUS_ANNOTATIONS_KEY, CORPUS_IMAGES_KEY
@@ -38,6 +39,7 @@ BASELINE_METRICS_KEY = join_key("models", "baseline", "latest.json")
 
 
 @asset(
+    retry_policy=STORE_RETRY,
     deps=[dataset_splits],
     group_name="training",
     kinds={"pytorch"},

@@ -18,6 +18,7 @@ from dagster import (
 
 from assets.agreement_report import agreement_report
 from assets.annotation_corpus import quality_report
+from assets.raw_captures import STORE_RETRY
 from assets.reporting import table_metadata
 from dataset_pipeline.annotation_corpus import CORPUS_ANNOTATIONS_KEY, CORPUS_IMAGES_KEY
 from dataset_pipeline.dataset_splits import SPLITS, assign_splits, difference_hash, leaks
@@ -37,6 +38,7 @@ def class_presence(annotations: pd.DataFrame, classes) -> pd.DataFrame:
 
 
 @asset(
+    retry_policy=STORE_RETRY,
     deps=[agreement_report, quality_report],
     group_name="training",
     kinds={"parquet"},

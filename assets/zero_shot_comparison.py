@@ -19,6 +19,7 @@ from dagster import (
 
 from assets.baseline_model import BASELINE_METRICS_KEY, baseline_model
 from assets.dataset_splits import SPLITS_KEY, dataset_splits
+from assets.raw_captures import STORE_RETRY
 from assets.reporting import picture_metadata, table_metadata
 from assets.sam2_premasks import GPU_TAGS
 from dataset_pipeline.active_learning_queue import mc_dropout, rank
@@ -42,6 +43,7 @@ QUEUE_KEY = join_key("tables", "active_learning", "queue.parquet")
 
 
 @asset(
+    retry_policy=STORE_RETRY,
     deps=[baseline_model, dataset_splits],
     group_name="training",
     kinds={"pytorch"},
@@ -141,6 +143,7 @@ def annotation_value_clears_bar(
 
 
 @asset(
+    retry_policy=STORE_RETRY,
     deps=[baseline_model],
     group_name="training",
     kinds={"parquet"},

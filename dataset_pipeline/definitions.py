@@ -7,6 +7,8 @@ functions that use them.
 Environment:
     DATASET_PIPELINE_STORE     store root, a folder or s3://bucket/prefix (default ./data)
     DATASET_PIPELINE_S3_ENDPOINT  S3-compatible endpoint (else botocore's AWS_ENDPOINT_URL)
+    DATASET_PIPELINE_S3_ACCESS_KEY_ID, DATASET_PIPELINE_S3_SECRET_ACCESS_KEY
+                               the store's S3 credentials, as dagster EnvVars (else botocore's own chain)
     DATASET_PIPELINE_TAXONOMY  taxonomy YAML (default: the packaged tabletop taxonomy)
     DATASET_PIPELINE_SAM2_CHECKPOINT  SAM 2 checkpoint file; unset = classical pre-mask backend
     DATASET_PIPELINE_SAM2_CONFIG  sam2 model config (default configs/sam2.1/sam2.1_hiera_t.yaml)
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from dagster import Definitions
+from dagster import Definitions, EnvVar
 
 from assets import ALL_ASSETS, ALL_CHECKS
 from dataset_pipeline.automation import (
@@ -50,6 +52,8 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
         "dataset_store": DatasetStoreResource(
             root_url=store_url or os.environ.get("DATASET_PIPELINE_STORE", "data"),
             endpoint_url=os.environ.get("DATASET_PIPELINE_S3_ENDPOINT") or None,
+            aws_access_key_id=_secret("DATASET_PIPELINE_S3_ACCESS_KEY_ID"),
+            aws_secret_access_key=_secret("DATASET_PIPELINE_S3_SECRET_ACCESS_KEY"),
         ),
         "capture_rules": CaptureRules(),
         "taxonomy": TaxonomyResource(path=os.environ.get("DATASET_PIPELINE_TAXONOMY") or None),
@@ -65,6 +69,12 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
         "release_settings": ReleaseSettings(),
         "baseline": BaselineSettings(epochs=int(os.environ.get("DATASET_PIPELINE_BASELINE_EPOCHS", "20"))),
     }
+
+
+def _secret(name: str) -> EnvVar | None:
+    """A secret as ``dagster.EnvVar`` (read when the resource starts, never shown in the UI's
+    configuration or written to the run's config), or None when the variable is unset."""
+    return EnvVar(name) if os.environ.get(name) else None
 
 
 defs = Definitions(

@@ -110,6 +110,13 @@ class DatasetStore:
             raise StoreError(f"cannot open store {self.root_url!r}: {exc}") from exc
         if protocol == "file":
             os.makedirs(self.root, exist_ok=True)
+        #: What a storage backend raises when the store is unreachable or refuses a call: OSError,
+        #: and for S3 botocore's own errors (EndpointConnectionError is not an OSError).
+        self._errors: tuple[type[BaseException], ...] = (OSError,)
+        if protocol == "s3":
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            self._errors = (OSError, BotoCoreError, ClientError)
 
     @property
     def is_local(self) -> bool:
@@ -140,7 +147,10 @@ class DatasetStore:
     # -- reading -------------------------------------------------------------------------
 
     def exists(self, key: str) -> bool:
-        return bool(self.fs.exists(self.path(key)))
+        try:
+            return bool(self.fs.exists(self.path(key)))
+        except self._errors as exc:
+            raise StoreError(f"{self.url(key)}: cannot reach the store ({exc})") from exc
 
     def read_bytes(self, key: str) -> bytes:
         path = self.path(key)
@@ -148,7 +158,7 @@ class DatasetStore:
             return self.fs.cat_file(path)
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.url(key)}: no such file in the store") from None
-        except OSError as exc:
+        except self._errors as exc:
             raise StoreError(f"{self.url(key)}: read failed ({exc})") from exc
 
     def list(self, prefix: str = "", *, recursive: bool = False) -> list[str]:
@@ -163,6 +173,8 @@ class DatasetStore:
                 ]
         except FileNotFoundError:
             return []
+        except self._errors as exc:
+            raise StoreError(f"{self.url(prefix) if prefix else self.root_url}: listing failed ({exc})") from exc
         return sorted(self.key_of(p) for p in paths if not _is_temporary(p))
 
     def signatures(self, prefix: str) -> dict[str, str]:
@@ -171,6 +183,8 @@ class DatasetStore:
             found = self.fs.find(self.path(prefix), detail=True)
         except FileNotFoundError:
             return {}
+        except self._errors as exc:
+            raise StoreError(f"{self.url(prefix)}: listing failed ({exc})") from exc
         out = {}
         for path, info in found.items():
             if _is_temporary(path) or info.get("type") == "directory":
@@ -183,7 +197,11 @@ class DatasetStore:
 
     def glob(self, pattern: str) -> list[str]:
         """Keys matching a glob pattern relative to the root (``incoming/*/manifest.csv``)."""
-        return sorted(self.key_of(p) for p in self.fs.glob(self.path(pattern)) if not _is_temporary(p))
+        try:
+            found = self.fs.glob(self.path(pattern))
+        except self._errors as exc:
+            raise StoreError(f"{self.url(pattern)}: listing failed ({exc})") from exc
+        return sorted(self.key_of(p) for p in found if not _is_temporary(p))
 
     def read_parquet(self, key: str):  # -> pandas.DataFrame
         import pandas as pd
@@ -253,7 +271,7 @@ class DatasetStore:
                     raise
             else:
                 self.fs.put_file(local_path, path)  # one PUT / multipart upload: visible when complete
-        except OSError as exc:
+        except self._errors as exc:
             raise StoreError(f"{self.url(key)}: write failed ({exc})") from exc
         return key
 
@@ -288,7 +306,7 @@ class DatasetStore:
             else:
                 # An S3 PUT is atomic: readers see the old object or the whole new one.
                 self.fs.pipe_file(path, data)
-        except OSError as exc:
+        except self._errors as exc:
             raise StoreError(f"{self.url(key)}: write failed ({exc})") from exc
 
 

@@ -24,6 +24,14 @@ class DatasetStoreResource(ConfigurableResource):
     aws_access_key_id: str | None = Field(default=None, description="Use dagster.EnvVar")
     aws_secret_access_key: str | None = Field(default=None, description="Use dagster.EnvVar")
     region_name: str | None = None
+    connect_timeout_s: float | None = Field(
+        default=None, description="S3 connect timeout; unset = botocore's 60 s"
+    )
+    max_attempts: int | None = Field(
+        default=None,
+        description="botocore attempts per S3 call; unset = its default. Outages longer than that are "
+        "the assets' RetryPolicy's to ride out",
+    )
 
     _store: DatasetStore | None = PrivateAttr(default=None)
 
@@ -39,6 +47,13 @@ class DatasetStoreResource(ConfigurableResource):
             options["secret"] = self.aws_secret_access_key
         if self.region_name:
             options["client_kwargs"] = {"region_name": self.region_name}
+        config: dict[str, Any] = {}
+        if self.connect_timeout_s is not None:
+            config["connect_timeout"] = self.connect_timeout_s
+        if self.max_attempts is not None:
+            config["retries"] = {"max_attempts": self.max_attempts}
+        if config:
+            options["config_kwargs"] = config
         return options
 
     def get_store(self) -> DatasetStore:

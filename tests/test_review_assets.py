@@ -103,6 +103,24 @@ def test_review_and_corpus_materialize_with_checks_passing(store_with_reviews):
     assert quality["worst images"].value.startswith("![worst images](data:image/png;base64,")
 
 
+def test_rematerializing_the_same_reviews_is_idempotent(store_with_reviews):
+    """Importing the same exports twice and rebuilding the corpus gives the same tables, byte for
+    byte in content, with no annotation twice (exactly-once at the level of the data)."""
+    from dataset_pipeline.annotation_corpus import CORPUS_ANNOTATIONS_KEY
+    from dataset_pipeline.reviewed_annotations import annotations_key
+
+    store, batch = store_with_reviews
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions(capture_batches.name, [batch])
+        _run_review_and_corpus(store, batch, instance)
+        table, corpus = store.read_parquet(annotations_key(batch)), store.read_parquet(CORPUS_ANNOTATIONS_KEY)
+        first, second = _run_review_and_corpus(store, batch, instance)
+    assert first.success and second.success
+    assert store.read_parquet(annotations_key(batch)).equals(table)
+    again = store.read_parquet(CORPUS_ANNOTATIONS_KEY)
+    assert again.equals(corpus) and again.annotation_id.is_unique
+
+
 def test_a_planted_defect_blocks_downstream_naming_ids(store_with_reviews, tmp_path):
     store, batch = store_with_reviews
     with instance_for_test() as instance:
