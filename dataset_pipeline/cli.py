@@ -195,7 +195,7 @@ def _ensure_demo_review(store, batch: str, seed: int) -> None:
 
 
 def _import_review(args: argparse.Namespace) -> int:
-    from dataset_pipeline.importers import ImportOptions, import_export
+    from dataset_pipeline.importers import ImportOptions, import_any
     from dataset_pipeline.store import DatasetStore
     from dataset_pipeline.taxonomy import load_taxonomy
 
@@ -215,7 +215,7 @@ def _import_review(args: argparse.Namespace) -> int:
         default_annotator=args.annotator,
         review_status=args.review_status,
     )
-    result = import_export(path.read_bytes(), options, args.format)
+    result = import_any(path.read_bytes(), options, args.format)
     out = Path(args.out).resolve()
     DatasetStore(str(out.parent)).write_parquet(out.name, result.annotations)
     print(result.summary(taxonomy))

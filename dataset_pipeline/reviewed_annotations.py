@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from dataset_pipeline.archives import ArchiveError, read_members
 from dataset_pipeline.captures import captures_key, check_batch_name
 from dataset_pipeline.importers import (
     AnnotationImportError,
     ImageIndex,
     ImportOptions,
     annotations_frame,
-    import_export,
+    import_any,
 )
 from dataset_pipeline.sam2_premasks import premasks_key
 from dataset_pipeline.store import DatasetStore, join_key
@@ -31,9 +30,6 @@ from dataset_pipeline.taxonomy import Taxonomy
 
 PEER_REVIEW_FILE = "peer_review.csv"
 EXPORT_SUFFIXES = (".xml", ".json", ".zip")
-#: Files inside a zip export that are imported (CVAT's annotations.xml, COCO's instances_*.json,
-#: Label Studio's JSON); images and other members are ignored, but their names are checked.
-ARCHIVE_MEMBER_SUFFIXES = (".xml", ".json")
 
 
 def review_prefix(batch: str) -> str:
@@ -80,19 +76,18 @@ def import_batch_reviews(
     images = ImageIndex.from_captures(captures)
     frames, result = [], BatchReviews(annotations=annotations_frame([]))
     for key in exports:
-        for source, data in _export_files(store, key):
-            options = ImportOptions(
-                taxonomy,
-                source_file=source,
-                label_map=dict(label_map or {}),
-                images=images,
-                premasks=premasks,
-                default_annotator=default_annotator,
-            )
-            imported = import_export(data, options)
-            frames.append(imported.annotations)
-            result.files[key] = result.files.get(key, 0) + len(imported.annotations)
-            result.skipped += [f"{source}: {s}" for s in imported.skipped]
+        options = ImportOptions(
+            taxonomy,
+            source_file=store.url(key),
+            label_map=dict(label_map or {}),
+            images=images,
+            premasks=premasks,
+            default_annotator=default_annotator,
+        )
+        imported = import_any(store.read_bytes(key), options)
+        frames.append(imported.annotations)
+        result.files[key] = len(imported.annotations)
+        result.skipped += [f"{key}: {s}" for s in imported.skipped]
     table = pd.concat(frames, ignore_index=True) if frames else annotations_frame([])
     table = table.drop_duplicates("annotation_id", keep="last").reset_index(drop=True)
     review_key = join_key(review_prefix(batch), PEER_REVIEW_FILE)
@@ -102,22 +97,6 @@ def import_batch_reviews(
         )
     result.annotations = table
     return result
-
-
-def _export_files(store: DatasetStore, key: str) -> list[tuple[str, bytes]]:
-    """(source name, bytes) of the export files in ``key``: the file itself, or a zip's export members
-    (named ``<archive>!/<member>``). A refused archive is an AnnotationImportError like any bad export."""
-    data = store.read_bytes(key)
-    if not key.lower().endswith(".zip"):
-        return [(store.url(key), data)]
-    try:
-        members = read_members(data, store.url(key), ARCHIVE_MEMBER_SUFFIXES)
-    except ArchiveError as exc:
-        record = f"member {exc.member!r}" if exc.member is not None else "archive"
-        raise AnnotationImportError(exc.archive, record, "", exc.reason) from None
-    if not members:
-        raise AnnotationImportError(store.url(key), "archive", "", "holds no .xml or .json export")
-    return [(f"{store.url(key)}!/{name}", content) for name, content in members.items()]
 
 
 def apply_peer_reviews(

@@ -174,7 +174,9 @@ class DatasetStore:
         except FileNotFoundError:
             return []
         except self._errors as exc:
-            raise StoreError(f"{self.url(prefix) if prefix else self.root_url}: listing failed ({exc})") from exc
+            raise StoreError(
+                f"{self.url(prefix) if prefix else self.root_url}: listing failed ({exc})"
+            ) from exc
         return sorted(self.key_of(p) for p in paths if not _is_temporary(p))
 
     def signatures(self, prefix: str) -> dict[str, str]:

@@ -422,3 +422,37 @@ def import_export(data: bytes, options: ImportOptions, fmt: str = "auto") -> Imp
         ) from None
     result.format = fmt
     return result
+
+
+#: Members of a zip export that are imported (CVAT's annotations.xml, COCO's instances_*.json, Label
+#: Studio's JSON); images and other members are skipped, but every member's name is checked.
+ARCHIVE_MEMBER_SUFFIXES = (".xml", ".json")
+
+
+def import_any(data: bytes, options: ImportOptions, fmt: str = "auto") -> ImportResult:
+    """A bare export file, or a zip of them as the tools export it (each member imported; results joined,
+    each annotation's ``source_file`` naming ``<archive>!/<member>``)."""
+    import dataclasses
+
+    from dataset_pipeline.archives import ArchiveError, is_zip, read_members
+
+    if not is_zip(data):
+        return import_export(data, options, fmt)
+    try:
+        members = read_members(data, options.source_file, ARCHIVE_MEMBER_SUFFIXES)
+    except ArchiveError as exc:
+        record = f"member {exc.member!r}" if exc.member is not None else "archive"
+        raise AnnotationImportError(exc.archive, record, "", exc.reason) from None
+    if not members:
+        raise AnnotationImportError(options.source_file, "archive", "", "holds no .xml or .json export")
+    results = [
+        import_export(
+            content, dataclasses.replace(options, source_file=f"{options.source_file}!/{name}"), fmt
+        )
+        for name, content in members.items()
+    ]
+    return ImportResult(
+        annotations=pd.concat([r.annotations for r in results], ignore_index=True),
+        skipped=[s for r in results for s in r.skipped],
+        format="zip of " + ", ".join(sorted({r.format for r in results})),
+    )
