@@ -9,7 +9,8 @@ from assets.dataset_splits import SPLIT_CHECKS, dataset_splits
 from assets.partitions import capture_batches
 from assets.raw_captures import captures_table_expectations, quarantine_share_under_limit, raw_captures
 from assets.reviewed_annotations import reviewed_annotations
-from assets.sam2_premasks import GPU_TAGS, PREMASK_CHECKS, sam2_premasks
+from assets.sam2_premasks import PREMASK_CHECKS, sam2_premasks
+from assets.tags import CPU_TAGS, GPU_TAGS
 from assets.zero_shot_comparison import ZERO_SHOT_CHECKS, active_learning_queue, zero_shot_comparison
 
 #: Assets materialized per upload batch, in pipeline order, until the tasks go to people.
@@ -47,6 +48,7 @@ __all__ = [
     "ALL_ASSETS",
     "ALL_CHECKS",
     "CORPUS_ASSETS",
+    "CPU_TAGS",
     "GPU_TAGS",
     "PER_BATCH_ASSETS",
     "REVIEW_ASSETS",

@@ -16,6 +16,7 @@ from dagster import (
 from assets.annotation_corpus import annotation_corpus
 from assets.raw_captures import STORE_RETRY
 from assets.reporting import picture_metadata, table_metadata
+from assets.tags import CPU_TAGS
 from dataset_pipeline.agreement_report import compute_agreement
 from dataset_pipeline.annotation_corpus import CORPUS_ANNOTATIONS_KEY, CORPUS_IMAGES_KEY
 from dataset_pipeline.figures import bar_chart, contact_sheet, distinct_colour, overlay, png_bytes
@@ -31,6 +32,7 @@ AGREEMENT_TABLES = {
 
 
 @asset(
+    op_tags=CPU_TAGS,
     retry_policy=STORE_RETRY,
     deps=[annotation_corpus],
     group_name="quality",

@@ -18,6 +18,7 @@ from dagster import (
 from assets.raw_captures import STORE_RETRY
 from assets.reporting import picture_metadata, table_metadata
 from assets.reviewed_annotations import reviewed_annotations
+from assets.tags import CPU_TAGS
 from dataset_pipeline.annotation_corpus import (
     CORPUS_ANNOTATIONS_KEY,
     CORPUS_IMAGES_KEY,
@@ -37,6 +38,7 @@ REFINEMENT_KEY = join_key("tables", "quality", "refinement.parquet")
 
 
 @asset(
+    op_tags=CPU_TAGS,
     retry_policy=STORE_RETRY,
     deps=[reviewed_annotations],
     group_name="quality",
@@ -65,6 +67,7 @@ def annotation_corpus(
 
 
 @asset(
+    op_tags=CPU_TAGS,
     retry_policy=STORE_RETRY,
     deps=[annotation_corpus],
     group_name="quality",

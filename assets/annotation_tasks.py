@@ -5,11 +5,13 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 from assets.partitions import capture_batches
 from assets.raw_captures import STORE_RETRY
 from assets.sam2_premasks import sam2_premasks
+from assets.tags import CPU_TAGS
 from dataset_pipeline.annotation_tasks import image_url_builder, write_annotation_tasks
 from resources import AnnotationToolsResource, DatasetStoreResource, TaxonomyResource
 
 
 @asset(
+    op_tags=CPU_TAGS,
     partitions_def=capture_batches,
     deps=[sam2_premasks],
     group_name="annotation",

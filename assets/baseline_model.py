@@ -20,7 +20,7 @@ from assets.agreement_report import AGREEMENT_TABLES
 from assets.dataset_splits import SPLITS_KEY, dataset_splits
 from assets.raw_captures import STORE_RETRY
 from assets.reporting import picture_metadata, table_metadata
-from assets.sam2_premasks import GPU_TAGS
+from assets.tags import GPU_TAGS
 from dataset_pipeline.annotation_corpus import CORPUS_ANNOTATIONS_KEY, CORPUS_IMAGES_KEY
 from dataset_pipeline.baseline_model import (
     build_model,

@@ -19,6 +19,7 @@ from assets.baseline_model import BASELINE_METRICS_KEY, baseline_model
 from assets.dataset_splits import SPLITS_KEY, dataset_splits
 from assets.raw_captures import STORE_RETRY
 from assets.reporting import picture_metadata, table_metadata
+from assets.tags import CPU_TAGS
 from assets.zero_shot_comparison import ZERO_SHOT_KEY, zero_shot_comparison
 from dataset_pipeline import dataset_card as card
 from dataset_pipeline import dataset_release as release
@@ -65,6 +66,7 @@ def load_release(store: DatasetStore, taxonomy: TaxonomyResource, settings: Rele
 
 
 @asset(
+    op_tags=CPU_TAGS,
     deps=[dataset_splits, quality_report, agreement_report, baseline_model, zero_shot_comparison],
     group_name="release",
     kinds={"json", "hdf5", "parquet"},
@@ -164,6 +166,7 @@ def class_ids_consistent(
 
 
 @asset(
+    op_tags=CPU_TAGS,
     deps=[dataset_release],
     group_name="release",
     kinds={"markdown", "parquet"},

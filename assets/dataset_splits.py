@@ -20,6 +20,7 @@ from assets.agreement_report import agreement_report
 from assets.annotation_corpus import quality_report
 from assets.raw_captures import STORE_RETRY
 from assets.reporting import table_metadata
+from assets.tags import CPU_TAGS
 from dataset_pipeline.annotation_corpus import CORPUS_ANNOTATIONS_KEY, CORPUS_IMAGES_KEY
 from dataset_pipeline.dataset_splits import SPLITS, assign_splits, difference_hash, leaks
 from dataset_pipeline.store import join_key
@@ -38,6 +39,7 @@ def class_presence(annotations: pd.DataFrame, classes) -> pd.DataFrame:
 
 
 @asset(
+    op_tags=CPU_TAGS,
     retry_policy=STORE_RETRY,
     deps=[agreement_report, quality_report],
     group_name="training",

@@ -17,6 +17,7 @@ from dagster import (
 
 from assets.partitions import capture_batches
 from assets.reporting import picture_metadata, table_metadata
+from assets.tags import CPU_TAGS
 from dataset_pipeline.captures import (
     ManifestError,
     captures_key,
@@ -33,6 +34,7 @@ STORE_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL)
 
 
 @asset(
+    op_tags=CPU_TAGS,
     partitions_def=capture_batches,
     group_name="ingestion",
     kinds={"parquet"},

@@ -6,12 +6,14 @@ from assets.annotation_tasks import annotation_tasks
 from assets.partitions import capture_batches
 from assets.raw_captures import STORE_RETRY
 from assets.reporting import table_metadata
+from assets.tags import CPU_TAGS
 from dataset_pipeline.importers import AnnotationImportError
 from dataset_pipeline.reviewed_annotations import annotations_key, import_batch_reviews, review_prefix
 from resources import AnnotationToolsResource, DatasetStoreResource, TaxonomyResource
 
 
 @asset(
+    op_tags=CPU_TAGS,
     partitions_def=capture_batches,
     deps=[annotation_tasks],
     group_name="annotation",

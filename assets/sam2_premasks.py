@@ -16,6 +16,7 @@ from dagster import (
 from assets.partitions import capture_batches
 from assets.raw_captures import STORE_RETRY, raw_captures
 from assets.reporting import picture_metadata, table_metadata
+from assets.tags import GPU_TAGS
 from dataset_pipeline.captures import captures_key
 from dataset_pipeline.figures import contact_sheet, distinct_colour, overlay, png_bytes
 from dataset_pipeline.masks import rle_areas
@@ -30,7 +31,6 @@ from dataset_pipeline.store import join_key
 from resources import DatasetStoreResource, Sam2Resource, TaxonomyResource
 
 #: Op tags of every asset that wants a GPU (see docs/deploy.md for how executors use them).
-GPU_TAGS = {"dataset_pipeline/device": "gpu"}
 REJECTED_SHARE_FLAG = 0.40
 
 

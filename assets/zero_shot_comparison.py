@@ -21,7 +21,7 @@ from assets.baseline_model import BASELINE_METRICS_KEY, baseline_model
 from assets.dataset_splits import SPLITS_KEY, dataset_splits
 from assets.raw_captures import STORE_RETRY
 from assets.reporting import picture_metadata, table_metadata
-from assets.sam2_premasks import GPU_TAGS
+from assets.tags import GPU_TAGS
 from dataset_pipeline.active_learning_queue import mc_dropout, rank
 from dataset_pipeline.annotation_corpus import CORPUS_ANNOTATIONS_KEY, CORPUS_IMAGES_KEY, semantic_class_map
 from dataset_pipeline.baseline_model import (

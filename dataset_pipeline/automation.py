@@ -26,6 +26,7 @@ from dagster import (
 )
 
 from assets import CORPUS_ASSETS, PER_BATCH_ASSETS, REVIEW_ASSETS, capture_batches
+from assets.tags import GPU_RUN_TAGS
 from dataset_pipeline.captures import find_ready_batches
 from dataset_pipeline.reviewed_annotations import EXPORT_SUFFIXES, PEER_REVIEW_FILE
 from resources import DatasetStoreResource
@@ -34,6 +35,7 @@ capture_batch_job = define_asset_job(
     "capture_batch_job",
     selection=AssetSelection.assets(*PER_BATCH_ASSETS),
     partitions_def=capture_batches,
+    tags=GPU_RUN_TAGS,
     description="Everything that runs for one upload batch, with its gating checks.",
 )
 
@@ -48,6 +50,7 @@ review_job = define_asset_job(
 corpus_job = define_asset_job(
     "corpus_job",
     selection=AssetSelection.assets(*CORPUS_ASSETS),
+    tags=GPU_RUN_TAGS,
     description="The whole-corpus stages: corpus, quality report and what follows.",
 )
 

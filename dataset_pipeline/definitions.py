@@ -13,6 +13,8 @@ Environment:
     DATASET_PIPELINE_SAM2_CHECKPOINT  SAM 2 checkpoint file; unset = classical pre-mask backend
     DATASET_PIPELINE_SAM2_CONFIG  sam2 model config (default configs/sam2.1/sam2.1_hiera_t.yaml)
     DATASET_PIPELINE_BASELINE_EPOCHS  baseline training epochs (default 20)
+    DATASET_PIPELINE_EXECUTOR  ``celery`` = steps run on Celery workers (queues gpu / cpu)
+    DATASET_PIPELINE_CELERY_BROKER, DATASET_PIPELINE_CELERY_BACKEND  Celery URLs (default local RabbitMQ, rpc://)
 """
 
 from __future__ import annotations
@@ -77,6 +79,23 @@ def _secret(name: str) -> EnvVar | None:
     return EnvVar(name) if os.environ.get(name) else None
 
 
+def build_executor():
+    """The step executor: Dagster's default (multiprocess) unless DATASET_PIPELINE_EXECUTOR=celery,
+    which sends each step to Celery workers through DATASET_PIPELINE_CELERY_BROKER (RabbitMQ or
+    Redis URL; default the local RabbitMQ) - GPU steps to the queue ``gpu``, the others to ``cpu``
+    (assets/tags.py). Imported only when chosen: the code location stays light."""
+    if os.environ.get("DATASET_PIPELINE_EXECUTOR", "").lower() != "celery":
+        return None
+    from dagster_celery import celery_executor
+
+    return celery_executor.configured(
+        {
+            "broker": os.environ.get("DATASET_PIPELINE_CELERY_BROKER", "pyamqp://guest@127.0.0.1:5672//"),
+            "backend": os.environ.get("DATASET_PIPELINE_CELERY_BACKEND", "rpc://"),
+        }
+    )
+
+
 defs = Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
@@ -84,4 +103,5 @@ defs = Definitions(
     sensors=[capture_upload_sensor, review_export_sensor],
     schedules=[nightly_release_schedule],
     resources=build_resources(),
+    executor=build_executor(),
 )

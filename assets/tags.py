@@ -1,0 +1,25 @@
+"""Op and run tags that route work: GPU steps to GPU workers, everything else to CPU workers.
+
+* ``dataset_pipeline/device``: what the step needs (``gpu`` / ``cpu``), for people and for tests;
+* ``dagster-celery/queue``: the Celery queue the step is sent to by ``dagster_celery``'s executor
+  (GPU workers consume ``gpu``; CPU workers ``cpu`` and ``dagster``, the queue of the asset checks);
+* ``dagster-k8s/config``: with ``dagster_k8s``' executor or run launcher, GPU step pods request and
+  are limited to one ``nvidia.com/gpu`` (and tolerate the usual GPU node taint);
+* the run tag ``dataset_pipeline/uses-gpu`` on the jobs that contain GPU assets, for the run
+  queue's tag concurrency limit (dagster.prod.yaml).
+"""
+
+GPU_TAGS: dict[str, object] = {
+    "dataset_pipeline/device": "gpu",
+    "dagster-celery/queue": "gpu",
+    "dagster-k8s/config": {
+        "container_config": {
+            "resources": {"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}
+        },
+        "pod_spec_config": {
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        },
+    },
+}
+CPU_TAGS: dict[str, object] = {"dataset_pipeline/device": "cpu", "dagster-celery/queue": "cpu"}
+GPU_RUN_TAGS: dict[str, str] = {"dataset_pipeline/uses-gpu": "true"}

@@ -1,0 +1,274 @@
+"""The production profile against the real services of this machine kind: PostgreSQL on
+127.0.0.1:5432 (dagster-postgres), S3 compute logs (moto), Celery workers on the local RabbitMQ.
+
+These tests need the services; when one is absent they fail saying which (never skip): `.ci/run`
+checks them before the suite starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import copy_upload
+from dagster import AssetCheckKey, AssetKey, DagsterInstance
+
+from dataset_pipeline.definitions import defs
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+GPU_ASSETS = {"sam2_premasks", "baseline_model", "zero_shot_comparison", "active_learning_queue"}
+
+
+def _reachable(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def postgres_db():
+    """A fresh database in the local PostgreSQL (trust auth), dropped afterwards."""
+    import psycopg2
+
+    if not _reachable(5432):
+        pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 (this machine kind runs one; start it)")
+    name = f"dp_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield name
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture
+def production_env(tmp_path, postgres_db, s3_endpoint, monkeypatch):
+    """DAGSTER_HOME with dagster.prod.yaml as its dagster.yaml, and the environment it reads."""
+    import boto3
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.prod.yaml", home / "dagster.yaml")
+    bucket = f"logs-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    env = {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": "5432",
+        "DAGSTER_PG_USERNAME": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_DB": postgres_db,
+        "DAGSTER_COMPUTE_LOGS_BUCKET": bucket,
+        "DAGSTER_COMPUTE_LOGS_PREFIX": "compute-logs",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "DATASET_PIPELINE_STORE": str(tmp_path / "store"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return {**os.environ, **env}, bucket
+
+
+def _add_partitions(*batches: str) -> None:
+    with DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("capture_batches", list(batches))
+
+
+def _materialize_batch(env: dict, batch: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "dataset_pipeline.definitions",
+            "--select",
+            "raw_captures,sam2_premasks,annotation_tasks",
+            "--partition",
+            batch,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_the_demo_graph_runs_on_postgres_beside_a_concurrent_batch(production_env, demo_batch, s3_endpoint):
+    """The README demo (all 16 stages) with its instance on PostgreSQL and compute logs on S3, while a
+    second process materializes another batch: both complete, and everything reads back from Postgres."""
+    import boto3
+    import psycopg2
+
+    env, bucket = production_env
+    store_dir = Path(env["DATASET_PIPELINE_STORE"])
+    from dataset_pipeline.store import DatasetStore
+
+    source, upload = demo_batch
+    copy_upload(source, upload.batch, DatasetStore(str(store_dir)), "pg-b2")
+    _add_partitions("pg-b2")
+    demo = subprocess.Popen(
+        [
+            str(BIN / "dataset-pipeline"),
+            "demo",
+            "--images",
+            "120",
+            "--seed",
+            "0",
+            "--epochs",
+            "1",
+            "--out",
+            str(store_dir),
+            "--dagster-home",
+            env["DAGSTER_HOME"],
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(5)  # the second batch starts while the demo's first stages run
+    second = _materialize_batch(env, "pg-b2")
+    second_out, _ = second.communicate(timeout=600)
+    demo_out, _ = demo.communicate(timeout=900)
+    assert second.returncode == 0, second_out[-3000:]
+    assert demo.returncode == 0, demo_out[-3000:]
+    assert "dataset_card: ok" in demo_out
+
+    with DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.compute_log_manager).__name__ == "S3ComputeLogManager"
+        runs = instance.get_runs()
+        assert runs and all(r.is_success for r in runs), [
+            (r.run_id, r.status) for r in runs if not r.is_success
+        ]
+        assert {"demo-s0-n120", "pg-b2"} <= instance.get_materialized_partitions(AssetKey("raw_captures"))
+        for asset in (
+            "annotation_corpus",
+            "dataset_splits",
+            "baseline_model",
+            "dataset_release",
+            "dataset_card",
+        ):
+            assert instance.get_latest_materialization_event(AssetKey(asset)) is not None, asset
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(AssetKey("dataset_release"), "coco_reloads"), limit=5
+        )
+        assert history and history[0].status.value == "SUCCEEDED"
+    with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=env["DAGSTER_PG_DB"]) as connection:
+        cursor = connection.cursor()
+        cursor.execute("SELECT count(*) FROM runs")
+        assert cursor.fetchone()[0] == len(runs)
+        cursor.execute("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
+        assert cursor.fetchone()[0] >= 16
+    logs = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="compute-logs")
+    assert logs.get("KeyCount", 0) > 0
+
+
+def _start_worker(env: dict, queues: str, name: str, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            str(BIN / "celery"),
+            "-A",
+            "dagster_celery.app",
+            "worker",
+            "-Q",
+            queues,
+            "--pool",
+            "solo",
+            "-n",
+            f"{name}@%h",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_celery_workers_run_gpu_steps_on_the_gpu_queue_and_the_rest_on_cpu(
+    production_env, demo_batch, tmp_path
+):
+    if not _reachable(5672):
+        pytest.fail("RabbitMQ is not reachable on 127.0.0.1:5672 (this machine kind runs one; start it)")
+    env, _ = production_env
+    env = {**env, "DATASET_PIPELINE_EXECUTOR": "celery"}
+    from dataset_pipeline.store import DatasetStore
+
+    source, upload = demo_batch
+    copy_upload(source, upload.batch, DatasetStore(env["DATASET_PIPELINE_STORE"]), "cel-b1")
+    _add_partitions("cel-b1")
+    subprocess.run(
+        [str(BIN / "celery"), "-A", "dagster_celery.app", "purge", "-f", "-Q", "gpu,cpu,dagster"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    gpu = _start_worker(env, "gpu", "gpu", tmp_path / "gpu.log")
+    cpu = _start_worker(env, "cpu,dagster", "cpu", tmp_path / "cpu.log")
+    try:
+        run = _materialize_batch(env, "cel-b1")
+        out, _ = run.communicate(timeout=600)
+        assert run.returncode == 0, out[-3000:]
+        assert 'Submitting celery task for step "sam2_premasks" to queue "gpu"' in out
+        assert 'Submitting celery task for step "raw_captures" to queue "cpu"' in out
+        with DagsterInstance.get() as instance:
+            (record,) = instance.get_runs(limit=1)
+            started = {
+                r.step_key: r.dagster_event.pid
+                for r in instance.all_logs(record.run_id)
+                if r.dagster_event and r.dagster_event.event_type_value == "STEP_START"
+            }
+        assert started["sam2_premasks"] == gpu.pid  # ran inside the GPU worker (solo pool)
+        assert {pid for step, pid in started.items() if step != "sam2_premasks"} == {cpu.pid}
+    finally:
+        _stop(gpu)
+        _stop(cpu)
+    assert gpu.poll() is not None and cpu.poll() is not None
+
+
+def test_every_gpu_asset_requests_a_gpu_and_no_cpu_asset_does():
+    """The op tags that Kubernetes (dagster-k8s), Celery and the run queue read, checked on the code location."""
+    from assets import ALL_ASSETS
+
+    tags = {asset.key.to_user_string(): asset.op.tags for asset in ALL_ASSETS}
+    assert len(tags) == len(defs.resolve_asset_graph().get_all_asset_keys())  # every asset of the location
+    gpu = {name for name, t in tags.items() if t.get("dataset_pipeline/device") == "gpu"}
+    assert gpu == GPU_ASSETS
+    for name, t in tags.items():
+        k8s = json.loads(t["dagster-k8s/config"]) if "dagster-k8s/config" in t else {}  # tags hold JSON
+        limits = k8s.get("container_config", {}).get("resources", {}).get("limits", {}) if k8s else {}
+        if name in GPU_ASSETS:
+            assert limits.get("nvidia.com/gpu") == "1" and t["dagster-celery/queue"] == "gpu", name
+        else:
+            assert "nvidia.com/gpu" not in str(t) and t.get("dagster-celery/queue") == "cpu", name
+    for job in ("capture_batch_job", "corpus_job"):
+        assert defs.resolve_job_def(job).tags.get("dataset_pipeline/uses-gpu") == "true"
+    assert "dataset_pipeline/uses-gpu" not in defs.resolve_job_def("review_job").tags
