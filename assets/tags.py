@@ -5,6 +5,8 @@
   (GPU workers consume ``gpu``; CPU workers ``cpu`` and ``dagster``, the queue of the asset checks);
 * ``dagster-k8s/config``: with ``dagster_k8s``' executor or run launcher, GPU step pods request and
   are limited to one ``nvidia.com/gpu`` (and tolerate the usual GPU node taint);
+* ``ecs/container_overrides``: with ``dagster_aws``' ECS executor, a GPU step's container asks ECS
+  for one GPU (``resourceRequirements``; the cluster needs a GPU capacity provider);
 * the run tag ``dataset_pipeline/uses-gpu`` on the jobs that contain GPU assets, for the run
   queue's tag concurrency limit (dagster.prod.yaml).
 """
@@ -20,6 +22,7 @@ GPU_TAGS: dict[str, object] = {
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
         },
     },
+    "ecs/container_overrides": {"resourceRequirements": [{"type": "GPU", "value": "1"}]},
 }
 CPU_TAGS: dict[str, object] = {"dataset_pipeline/device": "cpu", "dagster-celery/queue": "cpu"}
 GPU_RUN_TAGS: dict[str, str] = {"dataset_pipeline/uses-gpu": "true"}

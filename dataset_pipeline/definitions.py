@@ -13,7 +13,8 @@ Environment:
     DATASET_PIPELINE_SAM2_CHECKPOINT  SAM 2 checkpoint file; unset = classical pre-mask backend
     DATASET_PIPELINE_SAM2_CONFIG  sam2 model config (default configs/sam2.1/sam2.1_hiera_t.yaml)
     DATASET_PIPELINE_BASELINE_EPOCHS  baseline training epochs (default 20)
-    DATASET_PIPELINE_EXECUTOR  ``celery`` = steps run on Celery workers (queues gpu / cpu)
+    DATASET_PIPELINE_EXECUTOR  ``celery`` = steps run on Celery workers (queues gpu / cpu); ``k8s`` = one
+                               Kubernetes job per step (dagster-k8s in the image); unset = multiprocess
     DATASET_PIPELINE_CELERY_BROKER, DATASET_PIPELINE_CELERY_BACKEND  Celery URLs (default local RabbitMQ, rpc://)
 """
 
@@ -84,7 +85,16 @@ def build_executor():
     which sends each step to Celery workers through DATASET_PIPELINE_CELERY_BROKER (RabbitMQ or
     Redis URL; default the local RabbitMQ) - GPU steps to the queue ``gpu``, the others to ``cpu``
     (assets/tags.py). Imported only when chosen: the code location stays light."""
-    if os.environ.get("DATASET_PIPELINE_EXECUTOR", "").lower() != "celery":
+    choice = os.environ.get("DATASET_PIPELINE_EXECUTOR", "").lower()
+    if choice == "k8s":  # one pod per step; GPU steps request nvidia.com/gpu through their op tags
+        try:
+            from dagster_k8s import k8s_job_executor
+        except ImportError:
+            raise ImportError(
+                "DATASET_PIPELINE_EXECUTOR=k8s needs dagster-k8s==0.29.27 in the image (docs/deploy.md)"
+            ) from None
+        return k8s_job_executor
+    if choice != "celery":
         return None
     from dagster_celery import celery_executor
 

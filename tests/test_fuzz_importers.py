@@ -20,15 +20,38 @@ from dataset_pipeline.masks import compressed_rle_counts, decode_mask, rle_from_
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HOSTILE_VALUES = st.sampled_from(
-    [None, -1, 0, 10**12, -(10**12), 1e308, float("nan"), float("inf"), "", "x", "../../etc/passwd",
-     "/etc/passwd", [], {}, [[]], [1, 2, 3], {"a": 1}, True, "0j1", "\u0000", "é" * 3]
+    [
+        None,
+        -1,
+        0,
+        10**12,
+        -(10**12),
+        1e308,
+        float("nan"),
+        float("inf"),
+        "",
+        "x",
+        "../../etc/passwd",
+        "/etc/passwd",
+        [],
+        {},
+        [[]],
+        [1, 2, 3],
+        {"a": 1},
+        True,
+        "0j1",
+        "\u0000",
+        "é" * 3,
+    ]
 )
 LABEL_MAP = {"mug": "target_object", "table": "support_surface"}
 
 
 def _import(data: bytes, fmt: str = "auto"):
     try:
-        return import_export(data, options(images=batch_images(), label_map=LABEL_MAP, source_file="fuzz"), fmt)
+        return import_export(
+            data, options(images=batch_images(), label_map=LABEL_MAP, source_file="fuzz"), fmt
+        )
     except AnnotationImportError as error:
         assert str(error).startswith("fuzz: "), str(error)
         return error
@@ -112,14 +135,19 @@ def test_label_studio_structure(data):
 
 
 @FUZZ
-@given(st.binary(max_size=64) | byte_mutations(CVAT_XML) | byte_mutations(json.dumps(coco_document()).encode()))
+@given(
+    st.binary(max_size=64) | byte_mutations(CVAT_XML) | byte_mutations(json.dumps(coco_document()).encode())
+)
 def test_format_detection_of_anything(data):
     _import(data)
 
 
 @FUZZ
-@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=40), st.integers(0, 12),
-       st.integers(0, 12))
+@given(
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=40),
+    st.integers(0, 12),
+    st.integers(0, 12),
+)
 def test_compressed_rle_strings(counts, height, width):
     """Any string as compressed counts: a ValueError, or runs that exactly cover the image."""
     try:

@@ -265,10 +265,13 @@ def test_every_gpu_asset_requests_a_gpu_and_no_cpu_asset_does():
     for name, t in tags.items():
         k8s = json.loads(t["dagster-k8s/config"]) if "dagster-k8s/config" in t else {}  # tags hold JSON
         limits = k8s.get("container_config", {}).get("resources", {}).get("limits", {}) if k8s else {}
+        ecs = json.loads(t["ecs/container_overrides"]) if "ecs/container_overrides" in t else {}
         if name in GPU_ASSETS:
             assert limits.get("nvidia.com/gpu") == "1" and t["dagster-celery/queue"] == "gpu", name
+            assert {"type": "GPU", "value": "1"} in ecs["resourceRequirements"], name
         else:
-            assert "nvidia.com/gpu" not in str(t) and t.get("dagster-celery/queue") == "cpu", name
+            assert "nvidia.com/gpu" not in str(t) and "GPU" not in str(t), name
+            assert t.get("dagster-celery/queue") == "cpu", name
     for job in ("capture_batch_job", "corpus_job"):
         assert defs.resolve_job_def(job).tags.get("dataset_pipeline/uses-gpu") == "true"
     assert "dataset_pipeline/uses-gpu" not in defs.resolve_job_def("review_job").tags

@@ -67,7 +67,8 @@ FILES: dict[str, bytes] = {
     b'"file:///etc/passwd">]><annotations><version>&xxe;</version></annotations>',
     "cvat_billion_laughs.xml": b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
     + b"".join(
-        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'.encode() for i in range(1, 10)
+        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'.encode()
+        for i in range(1, 10)
     )
     + b"]><annotations>&lol9;</annotations>",
     "cvat_truncated.xml": CVAT_XML[: len(CVAT_XML) * 2 // 3],
@@ -81,28 +82,36 @@ FILES: dict[str, bytes] = {
     "cvat_label_not_in_taxonomy.xml": CVAT_XML.replace(b'label="container"', b'label="teapot"'),
     "coco_truncated.json": COCO[: len(COCO) // 2],
     "coco_latin1_bytes.json": COCO.replace(b'"coco_person"', b'"caf\xe9"'),
-    "coco_file_name_traversal.json": coco_with(lambda d: d["images"][0].update(file_name="../../../etc/passwd")),
+    "coco_file_name_traversal.json": coco_with(
+        lambda d: d["images"][0].update(file_name="../../../etc/passwd")
+    ),
     "coco_file_name_absolute.json": coco_with(lambda d: d["images"][0].update(file_name="/etc/passwd")),
     "coco_rle_overruns_image.json": coco_with(
         lambda d: d["annotations"][1].update(segmentation={"size": [6, 8], "counts": [0, 6, 4000]})
     ),
     "coco_negative_size.json": coco_with(lambda d: d["images"][0].update(width=-8)),
     "coco_huge_size.json": coco_with(lambda d: d["images"][0].update(width=10**9, height=10**9)),
-    "coco_polygon_infinite.json": COCO.replace(b"[[0, 0, 4, 0, 4, 3, 0, 3]]", b"[[0, 0, 1e999, 0, 4, 3, 0, 3]]"),
+    "coco_polygon_infinite.json": COCO.replace(
+        b"[[0, 0, 4, 0, 4, 3, 0, 3]]", b"[[0, 0, 1e999, 0, 4, 3, 0, 3]]"
+    ),
     "coco_category_not_in_taxonomy.json": coco_with(lambda d: d["categories"][0].update(name="teapot")),
     "label_studio_truncated.json": json.dumps(label_studio_export()).encode()[:-40],
     "label_studio_label_not_in_taxonomy.json": label_studio_with(
         lambda d: d[0]["annotations"][0]["result"][0]["value"].update(polygonlabels=["teapot"])
     ),
     "label_studio_brush_overruns.json": label_studio_with(
-        lambda d: d[1]["annotations"][0]["result"][0]["value"].update(rle=[0, 0, 0, 192, 255, 255, 255, 255] * 8)
+        lambda d: d[1]["annotations"][0]["result"][0]["value"].update(
+            rle=[0, 0, 0, 192, 255, 255, 255, 255] * 8
+        )
     ),
     "label_studio_negative_size.json": label_studio_with(
         lambda d: d[0]["annotations"][0]["result"][0].update(original_width=-8)
     ),
     "zip_slip.zip": zip_of({"annotations.xml": CVAT_XML, "../../../../tmp/evil.xml": CVAT_XML}),
     "zip_absolute_member.zip": zip_of({"/tmp/evil.json": COCO}),
-    "zip_symlink_member.zip": zip_of({"annotations.xml": CVAT_XML}, symlinks={"images/link.jpg": "/etc/passwd"}),
+    "zip_symlink_member.zip": zip_of(
+        {"annotations.xml": CVAT_XML}, symlinks={"images/link.jpg": "/etc/passwd"}
+    ),
     "zip_bomb.zip": zip_of({"annotations.xml": b"<annotations>" + b" " * (64 * 2**20) + b"</annotations>"}),
     "zip_truncated.zip": zip_of({"annotations.xml": CVAT_XML})[:-30],
     "zip_without_export.zip": zip_of({"images/f0.jpg": jpeg()}),
