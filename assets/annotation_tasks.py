@@ -1,5 +1,8 @@
 """annotation_tasks: pre-annotations for Label Studio and CVAT, per batch."""
 
+import json
+
+import pandas as pd
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from assets.partitions import capture_batches
@@ -7,7 +10,8 @@ from assets.raw_captures import STORE_RETRY
 from assets.sam2_premasks import sam2_premasks
 from assets.tags import CPU_TAGS
 from dataset_pipeline.annotation_tasks import image_url_builder, write_annotation_tasks
-from resources import AnnotationToolsResource, DatasetStoreResource, TaxonomyResource
+from dataset_pipeline.store import join_key
+from resources import AnnotationToolsResource, DatasetStoreResource, LabelStudioResource, TaxonomyResource
 
 
 @asset(
@@ -25,6 +29,7 @@ def annotation_tasks(
     dataset_store: DatasetStoreResource,
     taxonomy: TaxonomyResource,
     annotation_tools: AnnotationToolsResource,
+    label_studio: LabelStudioResource,
 ) -> MaterializeResult:
     store = dataset_store.get_store()
     batch = context.partition_key
@@ -37,7 +42,8 @@ def annotation_tasks(
         )
     except ValueError as exc:
         raise Failure(description=f"annotation_tools configuration: {exc}", allow_retries=False) from None
-    export = write_annotation_tasks(store, batch, taxonomy.load(), url_for, annotation_tools.cvat_image_names)
+    classes = taxonomy.load()
+    export = write_annotation_tasks(store, batch, classes, url_for, annotation_tools.cvat_image_names)
     metadata = {
         "tasks": export.tasks,
         "masks_sent": export.masks_sent,
@@ -47,4 +53,40 @@ def annotation_tasks(
         "image_url_mode": annotation_tools.image_url_mode,
     }
     metadata |= {role: MetadataValue.path(store.url(key)) for role, key in export.files.items()}
+    if label_studio.enabled:
+        metadata |= _push_to_label_studio(context, store, batch, classes, label_studio, export.files)
     return MaterializeResult(metadata=metadata)
+
+
+def _push_to_label_studio(context, store, batch, classes, label_studio, files) -> dict:
+    """Import the batch's tasks (with their predictions) into the taxonomy's project, once per image;
+    record the Label Studio task id of every image in tables/label_studio/<batch>.parquet."""
+    from dataset_pipeline.label_studio_connector import LabelStudioError, project_title, push_tasks
+
+    tasks = json.loads(store.read_bytes(files["label_studio_tasks"]))
+    title = project_title(label_studio.project_prefix, classes)
+    try:
+        pushed = push_tasks(label_studio.client(), title, classes, tasks)
+    except LabelStudioError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None
+    key = join_key("tables", "label_studio", f"{batch}.parquet")
+    store.write_parquet(
+        key,
+        pd.DataFrame(
+            {
+                "image_id": list(pushed.task_ids),
+                "task_id": list(pushed.task_ids.values()),
+                "project_id": pushed.project_id,
+            }
+        ),
+    )
+    context.log.info(
+        f"Label Studio project {title!r} (id {pushed.project_id}): {pushed.imported} tasks imported, "
+        f"{pushed.already_there} already there"
+    )
+    return {
+        "label_studio_project": f"{title} (id {pushed.project_id})",
+        "label_studio_tasks_imported": pushed.imported,
+        "label_studio_tasks_already_there": pushed.already_there,
+        "label_studio_task_ids": MetadataValue.path(store.url(key)),
+    }

@@ -1,5 +1,7 @@
 """reviewed_annotations: a batch's review exports → its annotations table (strict importers)."""
 
+from datetime import UTC, datetime
+
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from assets.annotation_tasks import annotation_tasks
@@ -8,8 +10,13 @@ from assets.raw_captures import STORE_RETRY
 from assets.reporting import table_metadata
 from assets.tags import CPU_TAGS
 from dataset_pipeline.importers import AnnotationImportError
-from dataset_pipeline.reviewed_annotations import annotations_key, import_batch_reviews, review_prefix
-from resources import AnnotationToolsResource, DatasetStoreResource, TaxonomyResource
+from dataset_pipeline.reviewed_annotations import (
+    annotations_key,
+    import_batch_reviews,
+    review_prefix,
+    save_label_studio_pull,
+)
+from resources import AnnotationToolsResource, DatasetStoreResource, LabelStudioResource, TaxonomyResource
 
 
 @asset(
@@ -28,10 +35,16 @@ def reviewed_annotations(
     dataset_store: DatasetStoreResource,
     taxonomy: TaxonomyResource,
     annotation_tools: AnnotationToolsResource,
+    label_studio: LabelStudioResource,
 ) -> MaterializeResult:
     store = dataset_store.get_store()
     batch = context.partition_key
     classes = taxonomy.load()
+    pulled = (
+        _pull_from_label_studio(context, store, batch, classes, label_studio)
+        if label_studio.enabled
+        else None
+    )
     try:
         result = import_batch_reviews(
             store, batch, classes, annotation_tools.label_map, annotation_tools.default_annotator
@@ -72,5 +85,27 @@ def reviewed_annotations(
             "per class": table_metadata(per_class),
             "review_folder": MetadataValue.path(store.url(review_prefix(batch))),
             "annotations_table": MetadataValue.path(store.url(annotations_key(batch))),
+            **({"label_studio_pull": pulled} if pulled is not None else {}),
         }
     )
+
+
+def _pull_from_label_studio(context, store, batch, classes, label_studio) -> str:
+    """A snapshot export (full predictions) of the project, the batch's annotated tasks kept under
+    reviews/<batch>/label_studio_api/ when they changed since the last pull. Nothing stored changes
+    when Label Studio cannot be reached or refuses."""
+    from dataset_pipeline.label_studio_connector import LabelStudioError, batch_export, project_title
+
+    title = project_title(label_studio.project_prefix, classes)
+    try:
+        client = label_studio.client()
+        project_id = client.ensure_project(title, classes)
+        tasks = batch_export(client.snapshot_export(project_id), batch, client.users())
+    except LabelStudioError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None
+    key = save_label_studio_pull(store, batch, tasks, datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ"))
+    context.log.info(
+        f"Label Studio {title!r}: {len(tasks)} annotated tasks of {batch}; "
+        + (f"saved {key}" if key else "unchanged since the last pull")
+    )
+    return f"{len(tasks)} annotated tasks from project {project_id}" + ("" if key else " (unchanged)")

@@ -29,7 +29,7 @@ from assets import CORPUS_ASSETS, PER_BATCH_ASSETS, REVIEW_ASSETS, capture_batch
 from assets.tags import GPU_RUN_TAGS
 from dataset_pipeline.captures import find_ready_batches
 from dataset_pipeline.reviewed_annotations import EXPORT_SUFFIXES, PEER_REVIEW_FILE
-from resources import DatasetStoreResource
+from resources import DatasetStoreResource, LabelStudioResource, TaxonomyResource
 
 capture_batch_job = define_asset_job(
     "capture_batch_job",
@@ -127,6 +127,51 @@ def review_export_sensor(
             )
         )
     return SensorResult(run_requests=requests, cursor=json.dumps(files, sort_keys=True))
+
+
+@sensor(
+    job=review_job,
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Polls the live Label Studio project and starts review_job for each batch whose annotations "
+    "were completed, updated or deleted since the last tick (skips while the connector is disabled).",
+)
+def label_studio_review_sensor(
+    context: SensorEvaluationContext, label_studio: LabelStudioResource, taxonomy: TaxonomyResource
+) -> SensorResult | SkipReason:
+    """The cursor holds each batch's signature (its annotated tasks' ids, annotation counts and
+    update times); the run key is the batch plus its signature, so one state of the reviews is
+    imported once, also when ticks overlap or the daemon restarts. reviewed_annotations then pulls a
+    snapshot export (full predictions) itself."""
+    from dataset_pipeline.label_studio_connector import project_title, review_signatures
+
+    if not label_studio.enabled:
+        return SkipReason("the Label Studio connector is disabled (set DATASET_PIPELINE_LABEL_STUDIO_URL)")
+    client = label_studio.client()
+    title = project_title(label_studio.project_prefix, taxonomy.load())
+    project = client.find_project(title)
+    if project is None:
+        return SkipReason(f"no project {title!r} in Label Studio at {label_studio.url} yet")
+    signatures = review_signatures(client.tasks(int(project["id"])))
+    seen = json.loads(context.cursor) if context.cursor else {}
+    known = set(context.instance.get_dynamic_partitions(capture_batches.name))
+    changed = sorted(b for b, signature in signatures.items() if seen.get(b) != signature and b in known)
+    if not changed:
+        return SkipReason(f"no review changed in {title!r} ({len(signatures)} batches with annotations)")
+    return SensorResult(
+        run_requests=[
+            RunRequest(
+                partition_key=batch,
+                run_key=f"label-studio:{batch}:{signatures[batch]}",
+                tags={
+                    "dataset_pipeline/batch": batch,
+                    "dataset_pipeline/trigger": "label_studio_review_sensor",
+                },
+            )
+            for batch in changed
+        ],
+        cursor=json.dumps(signatures, sort_keys=True),
+    )
 
 
 @schedule(

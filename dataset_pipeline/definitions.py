@@ -13,6 +13,10 @@ Environment:
     DATASET_PIPELINE_SAM2_CHECKPOINT  SAM 2 checkpoint file; unset = classical pre-mask backend
     DATASET_PIPELINE_SAM2_CONFIG  sam2 model config (default configs/sam2.1/sam2.1_hiera_t.yaml)
     DATASET_PIPELINE_BASELINE_EPOCHS  baseline training epochs (default 20)
+    DATASET_PIPELINE_LABEL_STUDIO_URL, DATASET_PIPELINE_LABEL_STUDIO_TOKEN
+                               a live Label Studio: annotation_tasks pushes, label_studio_review_sensor pulls
+    DATASET_PIPELINE_IMAGE_URL_MODE, DATASET_PIPELINE_LOCAL_FILES_ROOT
+                               how tasks point at images (local-files under Label Studio's document root)
     DATASET_PIPELINE_EXECUTOR  ``celery`` = steps run on Celery workers (queues gpu / cpu); ``k8s`` = one
                                Kubernetes job per step (dagster-k8s in the image); unset = multiprocess
     DATASET_PIPELINE_CELERY_BROKER, DATASET_PIPELINE_CELERY_BACKEND  Celery URLs (default local RabbitMQ, rpc://)
@@ -29,6 +33,7 @@ from dataset_pipeline.automation import (
     capture_batch_job,
     capture_upload_sensor,
     corpus_job,
+    label_studio_review_sensor,
     nightly_release_schedule,
     review_export_sensor,
     review_job,
@@ -41,6 +46,7 @@ from resources import (
     CaptureRules,
     ComparisonRules,
     DatasetStoreResource,
+    LabelStudioResource,
     QualityRules,
     ReleaseSettings,
     Sam2Resource,
@@ -64,7 +70,15 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
             checkpoint_path=os.environ.get("DATASET_PIPELINE_SAM2_CHECKPOINT") or None,
             model_config_name=os.environ.get("DATASET_PIPELINE_SAM2_CONFIG") or DEFAULT_MODEL_CONFIG,
         ),
-        "annotation_tools": AnnotationToolsResource(),
+        "annotation_tools": AnnotationToolsResource(
+            image_url_mode=os.environ.get("DATASET_PIPELINE_IMAGE_URL_MODE", "local-files"),
+            local_files_document_root=os.environ.get("DATASET_PIPELINE_LOCAL_FILES_ROOT") or None,
+        ),
+        "label_studio": LabelStudioResource(
+            enabled=bool(os.environ.get("DATASET_PIPELINE_LABEL_STUDIO_URL")),
+            url=os.environ.get("DATASET_PIPELINE_LABEL_STUDIO_URL") or "http://127.0.0.1:8080",
+            api_token=_secret("DATASET_PIPELINE_LABEL_STUDIO_TOKEN"),
+        ),
         "quality_rules": QualityRules(),
         "agreement_rules": AgreementRules(),
         "split_rules": SplitRules(),
@@ -110,7 +124,7 @@ defs = Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
     jobs=[capture_batch_job, review_job, corpus_job],
-    sensors=[capture_upload_sensor, review_export_sensor],
+    sensors=[capture_upload_sensor, review_export_sensor, label_studio_review_sensor],
     schedules=[nightly_release_schedule],
     resources=build_resources(),
     executor=build_executor(),

@@ -41,11 +41,35 @@ def annotations_key(batch: str) -> str:
     return join_key("tables", "annotations", f"{check_batch_name(batch)}.parquet")
 
 
+#: Snapshots pulled from a live Label Studio (label_studio_connector) land here, named
+#: ``<UTC time>-<digest>.json``; each holds all of the batch's annotations at that time, so only
+#: the newest is imported (an annotation deleted in Label Studio disappears with the next pull).
+LABEL_STUDIO_PULLS = "label_studio_api"
+
+
 def list_review_exports(store: DatasetStore, batch: str) -> list[str]:
-    """The export files in the batch's review drop folder, in name order."""
-    return [
+    """The export files in the batch's review drop folder, in name order (of the Label Studio pulls,
+    the newest only)."""
+    keys = [
         k for k in store.list(review_prefix(batch), recursive=True) if k.lower().endswith(EXPORT_SUFFIXES)
     ]
+    pulls = [k for k in keys if k.startswith(f"{review_prefix(batch)}/{LABEL_STUDIO_PULLS}/")]
+    return [k for k in keys if k not in pulls or k == max(pulls)]
+
+
+def save_label_studio_pull(store: DatasetStore, batch: str, tasks: list[dict], now: str) -> str | None:
+    """Keep a pulled snapshot of the batch's annotated tasks as a raw review file, unless the newest
+    one holds the same content; returns the new key or None."""
+    import hashlib
+    import json
+
+    data = json.dumps(tasks, sort_keys=True, separators=(",", ":")).encode()
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    prefix = f"{review_prefix(batch)}/{LABEL_STUDIO_PULLS}/"
+    previous = sorted(k for k in store.list(prefix.rstrip("/"), recursive=True) if k.endswith(".json"))
+    if previous and previous[-1].endswith(f"-{digest}.json"):
+        return None
+    return store.put_upload(f"{prefix}{now}-{digest}.json", data)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Dagster ConfigurableResources: the thin layer that hands configured domain objects to assets."""
 
+from resources.label_studio import LabelStudioResource
 from resources.sam2 import Sam2Resource
 from resources.settings import (
     AgreementRules,
@@ -21,6 +22,7 @@ __all__ = [
     "CaptureRules",
     "ComparisonRules",
     "DatasetStoreResource",
+    "LabelStudioResource",
     "QualityRules",
     "ReleaseSettings",
     "Sam2Resource",
