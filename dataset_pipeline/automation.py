@@ -5,7 +5,9 @@ One of the two modules of dataset_pipeline/ that know Dagster (with definitions.
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from dagster import (
@@ -254,41 +256,75 @@ def iter_stages(
     for job_name, asset_name, partition in plan:
         if partition is not None and partition not in instance.get_dynamic_partitions(capture_batches.name):
             instance.add_dynamic_partitions(capture_batches.name, [partition])
-        job = defs.resolve_job_def(job_name)
         tags = {"dataset_pipeline/stage": asset_name} | (
             {"dataset_pipeline/batch": partition} if partition else {}
         )
-        result = job.execute_in_process(
-            run_config=quiet,
-            instance=instance,
-            partition_key=partition,
-            asset_selection=[AssetKey(asset_name)],
-            raise_on_error=False,
-            tags=tags,
-        )
-        label = f"{asset_name} [{partition}]" if partition else asset_name
-        outcome = StageOutcome(asset=label, success=result.success, run_id=result.run_id)
-        for event in result.get_asset_materialization_events():
-            for key, value in event.materialization.metadata.items():
-                if isinstance(value, PathMetadataValue):
-                    outcome.paths[key] = str(value.value)
-                elif isinstance(value.value, (int, float)) and not isinstance(value.value, bool):
-                    outcome.figures[key] = value.value
-                elif isinstance(value.value, str) and len(value.value) < 60 and "\n" not in value.value:
-                    outcome.figures[key] = value.value  # short labels (backend, device), not markdown
-        for evaluation in result.get_asset_check_evaluations():
-            status = (
-                "passed"
-                if evaluation.passed
-                else ("FAILED" if blocking.get(evaluation.check_name, True) else "flagged")
-            )
-            outcome.checks.append((evaluation.check_name, status, evaluation.description or ""))
-        if not result.success:
-            failures = [e for e in result.all_events if e.is_step_failure]
-            outcome.error = "; ".join(_failure_message(f) for f in failures) or "a blocking check failed"
+        with _stage_run(defs, job_name, asset_name, partition, instance, tags, quiet) as result:
+            outcome = _outcome(result, asset_name, partition, blocking)
         yield outcome
         if not outcome.passed:
             return
+
+
+def resolved_job(name: str):
+    """The code location's job ``name``, resolved (for reconstructable runs on other processes)."""
+    from dataset_pipeline.definitions import defs
+
+    return defs.resolve_job_def(name)
+
+
+@contextmanager
+def _stage_run(defs, job_name, asset_name, partition, instance, tags, run_config):
+    """One stage's run: in this process by default; with DATASET_PIPELINE_EXECUTOR set, through the
+    code location's executor (Celery workers, Kubernetes jobs), which needs a reconstructable job."""
+    if os.environ.get("DATASET_PIPELINE_EXECUTOR"):
+        from dagster import build_reconstructable_job, execute_job
+
+        job = build_reconstructable_job(
+            "dataset_pipeline.automation", "resolved_job", reconstructable_args=(job_name,)
+        )
+        with execute_job(
+            job,
+            instance,
+            run_config=run_config,
+            tags=tags | ({"dagster/partition": partition} if partition else {}),
+            asset_selection=[AssetKey(asset_name)],
+            raise_on_error=False,
+        ) as result:
+            yield result
+        return
+    yield defs.resolve_job_def(job_name).execute_in_process(
+        run_config=run_config,
+        instance=instance,
+        partition_key=partition,
+        asset_selection=[AssetKey(asset_name)],
+        raise_on_error=False,
+        tags=tags,
+    )
+
+
+def _outcome(result, asset_name: str, partition: str | None, blocking: dict[str, bool]) -> StageOutcome:
+    label = f"{asset_name} [{partition}]" if partition else asset_name
+    outcome = StageOutcome(asset=label, success=result.success, run_id=result.run_id)
+    for event in result.get_asset_materialization_events():
+        for key, value in event.materialization.metadata.items():
+            if isinstance(value, PathMetadataValue):
+                outcome.paths[key] = str(value.value)
+            elif isinstance(value.value, (int, float)) and not isinstance(value.value, bool):
+                outcome.figures[key] = value.value
+            elif isinstance(value.value, str) and len(value.value) < 60 and "\n" not in value.value:
+                outcome.figures[key] = value.value  # short labels (backend, device), not markdown
+    for evaluation in result.get_asset_check_evaluations():
+        status = (
+            "passed"
+            if evaluation.passed
+            else ("FAILED" if blocking.get(evaluation.check_name, True) else "flagged")
+        )
+        outcome.checks.append((evaluation.check_name, status, evaluation.description or ""))
+    if not result.success:
+        failures = [e for e in result.all_events if e.is_step_failure]
+        outcome.error = "; ".join(_failure_message(f) for f in failures) or "a blocking check failed"
+    return outcome
 
 
 def _check_specs() -> dict:

@@ -212,18 +212,14 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def test_celery_workers_run_gpu_steps_on_the_gpu_queue_and_the_rest_on_cpu(
-    production_env, demo_batch, tmp_path
-):
+def test_celery_workers_run_the_demo_graph_gpu_steps_on_the_gpu_queue(production_env, tmp_path):
+    """The README demo (all 16 stages) with DATASET_PIPELINE_EXECUTOR=celery: a `gpu` worker and a
+    `cpu` worker (solo pools, so a step runs in the worker's own process) execute every step; the
+    event log shows each GPU asset's step in the GPU worker and every other step in the CPU one."""
     if not _reachable(5672):
         pytest.fail("RabbitMQ is not reachable on 127.0.0.1:5672 (this machine kind runs one; start it)")
     env, _ = production_env
     env = {**env, "DATASET_PIPELINE_EXECUTOR": "celery"}
-    from dataset_pipeline.store import DatasetStore
-
-    source, upload = demo_batch
-    copy_upload(source, upload.batch, DatasetStore(env["DATASET_PIPELINE_STORE"]), "cel-b1")
-    _add_partitions("cel-b1")
     subprocess.run(
         [str(BIN / "celery"), "-A", "dagster_celery.app", "purge", "-f", "-Q", "gpu,cpu,dagster"],
         cwd=ROOT,
@@ -234,24 +230,44 @@ def test_celery_workers_run_gpu_steps_on_the_gpu_queue_and_the_rest_on_cpu(
     gpu = _start_worker(env, "gpu", "gpu", tmp_path / "gpu.log")
     cpu = _start_worker(env, "cpu,dagster", "cpu", tmp_path / "cpu.log")
     try:
-        run = _materialize_batch(env, "cel-b1")
-        out, _ = run.communicate(timeout=600)
-        assert run.returncode == 0, out[-3000:]
-        assert 'Submitting celery task for step "sam2_premasks" to queue "gpu"' in out
-        assert 'Submitting celery task for step "raw_captures" to queue "cpu"' in out
+        demo = subprocess.run(
+            [
+                str(BIN / "dataset-pipeline"),
+                "demo",
+                "--images",
+                "120",
+                "--seed",
+                "0",
+                "--epochs",
+                "1",
+                "--out",
+                env["DATASET_PIPELINE_STORE"],
+                "--dagster-home",
+                env["DAGSTER_HOME"],
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+        assert "dataset_card: ok" in demo.stdout
         with DagsterInstance.get() as instance:
-            (record,) = instance.get_runs(limit=1)
-            started = {
-                r.step_key: r.dagster_event.pid
-                for r in instance.all_logs(record.run_id)
-                if r.dagster_event and r.dagster_event.event_type_value == "STEP_START"
-            }
-        assert started["sam2_premasks"] == gpu.pid  # ran inside the GPU worker (solo pool)
-        assert {pid for step, pid in started.items() if step != "sam2_premasks"} == {cpu.pid}
+            started = {}
+            for run in instance.get_runs():
+                assert run.is_success, run.run_id
+                for record in instance.all_logs(run.run_id):
+                    event = record.dagster_event
+                    if event and event.event_type_value == "STEP_START":
+                        started.setdefault(record.step_key, set()).add(event.pid)
     finally:
         _stop(gpu)
         _stop(cpu)
-    assert gpu.poll() is not None and cpu.poll() is not None
+    assert gpu.poll() is not None and cpu.poll() is not None  # stopped by their PIDs
+    assert GPU_ASSETS <= set(started)
+    for step, pids in started.items():
+        assert pids == ({gpu.pid} if step in GPU_ASSETS else {cpu.pid}), step
 
 
 def test_every_gpu_asset_requests_a_gpu_and_no_cpu_asset_does():
