@@ -171,3 +171,16 @@ def test_uncompressed_rle_lists(counts, height, width):
         return
     assert sum(counts) == height * width and all(c >= 0 for c in counts)
     assert decode_mask(rle, height, width).sum() == sum(counts[1::2])
+
+
+@FUZZ
+@given(st.lists(st.integers(-3, 300), max_size=40), st.integers(1, 9), st.integers(1, 9))
+def test_label_studio_brush_rle_of_anything(rle, height, width):
+    """Label Studio's brush RLE (a byte list) from outside: a ValueError, or a mask of the image's size."""
+    from dataset_pipeline.formats.label_studio import brush_rle_to_mask
+
+    try:
+        mask = brush_rle_to_mask(rle, height, width)
+    except ValueError:
+        return
+    assert mask.shape == (height, width) and mask.dtype == bool
