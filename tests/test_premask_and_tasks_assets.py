@@ -16,6 +16,7 @@ from resources import (
     AnnotationToolsResource,
     CaptureRules,
     DatasetStoreResource,
+    LabelStudioResource,
     Sam2Resource,
     TaxonomyResource,
 )
@@ -29,6 +30,7 @@ def _run(store, batch, sam2=None):
         "taxonomy": TaxonomyResource(),
         "sam2": sam2 or Sam2Resource(),
         "annotation_tools": AnnotationToolsResource(),
+        "label_studio": LabelStudioResource(),  # off: these tests use the files
     }
     with instance_for_test() as instance:
         instance.add_dynamic_partitions(capture_batches.name, [batch])

@@ -25,6 +25,7 @@ from resources import (
     AnnotationToolsResource,
     CaptureRules,
     DatasetStoreResource,
+    LabelStudioResource,
     QualityRules,
     Sam2Resource,
     TaxonomyResource,
@@ -44,6 +45,7 @@ def _resources(store):
         "taxonomy": TaxonomyResource(),
         "sam2": Sam2Resource(),
         "annotation_tools": AnnotationToolsResource(),
+        "label_studio": LabelStudioResource(),  # off: these tests use the files
         "quality_rules": QualityRules(),
     }
 
