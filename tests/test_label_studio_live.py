@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import copy_upload
 from dagster import DagsterInstance, build_sensor_context, materialize
@@ -280,7 +281,7 @@ def test_wrong_token_unreachable_server_and_mismatched_labels_are_clear_errors(l
 
     # In a run: the step fails with the reason and leaves the batch's stored table as it was.
     store = DatasetStore(str(documents / "store-errors"))
-    store.write_parquet(annotations_key("e1"), __import__("pandas").DataFrame({"annotation_id": ["kept"]}))
+    store.write_parquet(annotations_key("e1"), pd.DataFrame({"annotation_id": ["kept"]}))
     before = store.read_bytes(annotations_key("e1"))
     resources = _resources(store, url, documents, token="not-the-token")
     with DagsterInstance.ephemeral() as instance:
