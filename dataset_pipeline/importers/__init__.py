@@ -301,25 +301,29 @@ def annotations_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
             "is_gold": "bool",
         }
     )
-    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+    created = frame["created_at"].astype(object).where(frame["created_at"].notna(), None)
+    parsed = pd.to_datetime(created, utc=True, format="ISO8601", errors="coerce")
+    unparsed = created.notna() & parsed.isna()
+    if unparsed.any():  # one vectorized parse; the first row it refused is named
+        row = frame[unparsed].iloc[0]
+        raise AnnotationImportError(
+            str(row.source_file or "export"),
+            f"annotation {row.annotation_id!r}",
+            "created_at",
+            f"{str(row.created_at)[:40]!r} is not an ISO 8601 time",
+        )
+    frame["created_at"] = parsed
     return frame
 
 
 def _typed(row: dict[str, object]) -> dict[str, object]:
-    """The row with its provenance values checked: a timestamp that does not parse, a negative or
-    non-numeric time spent is refused naming the annotation (exports come from outside)."""
+    """The row with its provenance types checked: a time that is not text, a negative or non-numeric
+    time spent is refused naming the annotation (exports come from outside)."""
     file, record = str(row.get("source_file") or "export"), f"annotation {row.get('annotation_id')!r}"
     created = row.get("created_at")
     if created is None or (isinstance(created, str) and not created.strip()):
         created = None
-    elif isinstance(created, str):
-        try:
-            created = pd.to_datetime(created, utc=True, format="ISO8601")
-        except (ValueError, OverflowError):
-            raise AnnotationImportError(
-                file, record, "created_at", f"{created[:40]!r} is not an ISO 8601 time"
-            ) from None
-    elif not isinstance(created, pd.Timestamp):
+    elif not isinstance(created, (str, pd.Timestamp)):  # the text is parsed in annotations_frame, at once
         raise AnnotationImportError(file, record, "created_at", f"{created!r} is not an ISO 8601 time string")
     seconds = row.get("seconds_spent")
     if seconds is not None:
