@@ -32,10 +32,21 @@ from dataset_pipeline.baseline_model import (
     worst_classes,
 )
 from dataset_pipeline.figures import confusion_image, png_bytes
-from dataset_pipeline.store import join_key
+from dataset_pipeline.store import DatasetStore, join_key
 from resources import BaselineSettings, DatasetStoreResource, TaxonomyResource
 
 BASELINE_METRICS_KEY = join_key("models", "baseline", "latest.json")
+
+
+def reference_labels(store: DatasetStore) -> pd.DataFrame:
+    """The corpus's ground truth: one annotator's instances per image, ranked with the agreement
+    report's consensus IoU. Every stage that scores or ships labels (baseline, zero-shot, release)
+    takes them from here, so they all measure against the same truth."""
+    quality = store.read_parquet(AGREEMENT_TABLES["per_annotator"])
+    return reference_annotations(
+        store.read_parquet(CORPUS_ANNOTATIONS_KEY),
+        dict(zip(quality.annotator_id, quality.iou_vs_consensus.fillna(0), strict=True)),
+    )
 
 
 @asset(
@@ -60,11 +71,7 @@ def baseline_model(
     config = baseline.train_config()
     images = store.read_parquet(CORPUS_IMAGES_KEY)
     splits = store.read_parquet(SPLITS_KEY)
-    quality = store.read_parquet(AGREEMENT_TABLES["per_annotator"])
-    annotations = reference_annotations(
-        store.read_parquet(CORPUS_ANNOTATIONS_KEY),
-        dict(zip(quality.annotator_id, quality.iou_vs_consensus.fillna(0), strict=True)),
-    )
+    annotations = reference_labels(store)
     samples = {
         split: load_samples(
             store,

@@ -15,7 +15,7 @@ from dagster import (
 
 from assets.agreement_report import AGREEMENT_TABLES, agreement_report
 from assets.annotation_corpus import QUALITY_ISSUES_KEY, QUALITY_SUMMARY_KEY, quality_report
-from assets.baseline_model import BASELINE_METRICS_KEY, baseline_model
+from assets.baseline_model import BASELINE_METRICS_KEY, baseline_model, reference_labels
 from assets.dataset_splits import SPLITS_KEY, dataset_splits
 from assets.raw_captures import STORE_RETRY
 from assets.reporting import picture_metadata, table_metadata
@@ -44,15 +44,12 @@ def _quoted(store: DatasetStore) -> dict[str, bytes]:
 def load_release(store: DatasetStore, taxonomy: TaxonomyResource, settings: ReleaseSettings):
     """(content, version) of the release the current corpus, splits and reports make."""
     classes = taxonomy.load()
-    images = store.read_parquet(CORPUS_IMAGES_KEY)
-    per_annotator = store.read_parquet(AGREEMENT_TABLES["per_annotator"])
     content = release.build_content(
         store,
         classes,
-        images,
-        store.read_parquet(CORPUS_ANNOTATIONS_KEY),
+        store.read_parquet(CORPUS_IMAGES_KEY),
+        reference_labels(store),
         store.read_parquet(SPLITS_KEY),
-        dict(zip(per_annotator.annotator_id, per_annotator.iou_vs_consensus.fillna(0), strict=True)),
         info=settings.info(classes.name),
     )
     version = release.release_version(content, list(settings.formats), _quoted(store))

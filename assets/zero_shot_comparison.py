@@ -17,7 +17,7 @@ from dagster import (
     asset_check,
 )
 
-from assets.baseline_model import BASELINE_METRICS_KEY, baseline_model
+from assets.baseline_model import BASELINE_METRICS_KEY, baseline_model, reference_labels
 from assets.dataset_splits import SPLITS_KEY, dataset_splits
 from assets.raw_captures import STORE_RETRY
 from assets.reporting import picture_metadata, table_metadata
@@ -29,7 +29,6 @@ from dataset_pipeline.baseline_model import (
     build_model,
     load_samples,
     predict,
-    reference_annotations,
 )
 from dataset_pipeline.figures import contact_sheet, png_bytes
 from dataset_pipeline.metrics import confusion_matrix, mean_iou, per_class_iou
@@ -68,7 +67,7 @@ def zero_shot_comparison(
     images = store.read_parquet(CORPUS_IMAGES_KEY)
     splits = store.read_parquet(SPLITS_KEY)
     test = images[images.image_id.isin(splits[splits.split == "test"].image_id)]
-    annotations = reference_annotations(store.read_parquet(CORPUS_ANNOTATIONS_KEY))
+    annotations = reference_labels(store)
     by_image = dict(tuple(annotations.groupby("image_id", sort=False)))
     backend = sam2.get_backend()
     num_classes = len(classes.classes)

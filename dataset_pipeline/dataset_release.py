@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dataset_pipeline.baseline_model import reference_annotations
 from dataset_pipeline.exporters import ReleaseContent, ReleaseFolder, export_formats
 from dataset_pipeline.store import DatasetStore, join_key
 from dataset_pipeline.taxonomy import Taxonomy
@@ -57,15 +56,13 @@ def build_content(
     store: DatasetStore,
     taxonomy: Taxonomy,
     images: pd.DataFrame,
-    annotations: pd.DataFrame,
+    reference: pd.DataFrame,
     splits: pd.DataFrame,
-    annotator_quality: dict[str, float] | None = None,
     info: dict | None = None,
 ) -> ReleaseContent:
-    """The released images (those with a split) and their reference instances (one annotator each,
-    chosen as the baseline chooses them)."""
+    """The released images (those with a split) and their reference instances (one annotator per
+    image, as :func:`dataset_pipeline.baseline_model.reference_annotations` chooses them)."""
     released = images.merge(splits[["image_id", "split"]], on="image_id", how="inner")
-    reference = reference_annotations(annotations, annotator_quality) if len(annotations) else annotations
     reference = reference[reference.image_id.isin(released.image_id)].reset_index(drop=True)
     return ReleaseContent(
         store=store, taxonomy=taxonomy, images=released, annotations=reference, info=info or {}

@@ -131,7 +131,10 @@ class LabelStudioClient:
         """User id -> {id, email, username}: exports name annotators by id only."""
         listed = self._request("GET", "/api/users")
         users = listed.get("results", listed) if isinstance(listed, dict) else listed
-        return {int(u["id"]): {"id": u["id"], "email": u.get("email"), "username": u.get("username")} for u in users}
+        return {
+            int(u["id"]): {"id": u["id"], "email": u.get("email"), "username": u.get("username")}
+            for u in users
+        }
 
     def import_tasks(self, project_id: int, tasks: list[dict]) -> None:
         if tasks:
