@@ -210,9 +210,9 @@ def dataset_card(
     cost = card.cost_breakdown(inputs.all_annotations, content.annotations, release_settings.hourly_rate)
     text = card.render_card(content, version, inputs, stats, cost)
     histogram = png_bytes(card.area_histogram(annotations))
-    for kind in ("csv", "parquet"):
-        out.write_bytes(f"provenance/images.{kind}", card.frame_bytes(images, kind))
-        out.write_bytes(f"provenance/annotations.{kind}", card.frame_bytes(annotations, kind))
+    for name, frame in (("images", images), ("annotations", annotations)):
+        out.write_parquet(f"provenance/{name}.parquet", frame)
+        out.write_text(f"provenance/{name}.csv", frame.to_csv(index=False))
     out.write_bytes("stats/mask_area_histogram.png", histogram)
     out.write_text("stats/statistics.json", json.dumps(stats | {"cost": cost}, indent=2, default=str))
     out.write_text("DATASHEET.md", text)

@@ -9,7 +9,6 @@ and Parquet, so a buyer can filter (e.g. drop ``assistance == "auto"`` labels).
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -324,12 +323,3 @@ def render_card(content: ReleaseContent, version: str, inputs: CardInputs, stats
         "",
     ]
     return "\n".join(lines)
-
-
-def frame_bytes(frame: pd.DataFrame, kind: str) -> bytes:
-    buffer = io.BytesIO()
-    if kind == "csv":
-        frame.to_csv(buffer, index=False)
-    else:
-        frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -241,40 +242,18 @@ class DatasetStore:
         self._atomic_write(key, data)
         return key
 
-    def write_parquet(self, key: str, frame) -> str:
+    def write_parquet(self, key: str, frame, *, durable: bool = True) -> str:
         """Write a DataFrame as Parquet (atomically)."""
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
-        return self.write_bytes(key, buffer.getvalue())
+        return self.write_bytes(key, buffer.getvalue(), durable=durable)
 
     def put_file(self, key: str, local_path: str) -> str:
         """Atomically copy a local file to ``key`` (large files that a library wrote to disk: HDF5)."""
         key = normalize_key(key)
         if key.startswith(RAW_PREFIXES):
             raise RawUploadError(f"{self.url(key)}: raw uploads are never modified by the pipeline")
-        path = self.path(key)
-        try:
-            if self.is_local:
-                import shutil
-
-                folder = os.path.dirname(path)
-                os.makedirs(folder, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
-                try:
-                    os.fchmod(fd, 0o666 & ~_UMASK)
-                    with os.fdopen(fd, "wb") as handle, open(local_path, "rb") as source:
-                        shutil.copyfileobj(source, handle, 1 << 20)
-                        handle.flush()
-                        os.fsync(handle.fileno())
-                    os.replace(tmp, path)
-                except BaseException:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-                    raise
-            else:
-                self.fs.put_file(local_path, path)  # one PUT / multipart upload: visible when complete
-        except self._errors as exc:
-            raise StoreError(f"{self.url(key)}: write failed ({exc})") from exc
+        self._atomic_write(key, local_path=local_path)
         return key
 
     def delete(self, key: str) -> None:
@@ -284,7 +263,11 @@ class DatasetStore:
         if self.exists(key):
             self.fs.rm(self.path(key))
 
-    def _atomic_write(self, key: str, data: bytes, durable: bool = True) -> None:
+    def _atomic_write(
+        self, key: str, data: bytes | None = None, *, local_path: str | None = None, durable: bool = True
+    ) -> None:
+        """Write ``data`` (or copy the file ``local_path``) to ``key`` so that readers see the old
+        content or the whole new one: a local temporary file renamed over the target, one S3 PUT."""
         path = self.path(key)
         try:
             if self.is_local:
@@ -292,11 +275,13 @@ class DatasetStore:
                 os.makedirs(folder, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
                 try:
-                    os.fchmod(
-                        fd, 0o666 & ~_UMASK
-                    )  # mkstemp makes 0600; readers (tools, servers) need the usual mode
+                    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; tools and servers read these
                     with os.fdopen(fd, "wb") as handle:
-                        handle.write(data)
+                        if local_path is None:
+                            handle.write(data)
+                        else:
+                            with open(local_path, "rb") as source:
+                                shutil.copyfileobj(source, handle, 1 << 20)
                         handle.flush()
                         if durable:
                             os.fsync(handle.fileno())
@@ -305,9 +290,10 @@ class DatasetStore:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
                     raise
-            else:
-                # An S3 PUT is atomic: readers see the old object or the whole new one.
+            elif local_path is None:
                 self.fs.pipe_file(path, data)
+            else:
+                self.fs.put_file(local_path, path)  # one PUT / multipart upload: visible when complete
         except self._errors as exc:
             raise StoreError(f"{self.url(key)}: write failed ({exc})") from exc
 

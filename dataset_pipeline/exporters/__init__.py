@@ -16,7 +16,6 @@ plus their split) and the reference instances of each, under one taxonomy.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import posixpath
 from collections.abc import Iterator
@@ -124,9 +123,8 @@ class ReleaseFolder:
         return self.write_bytes(relative, text.encode("utf-8"))
 
     def write_parquet(self, relative: str, frame: pd.DataFrame) -> str:
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        return self.write_bytes(relative, buffer.getvalue())
+        self.store.write_parquet(self.key(relative), frame, durable=False)
+        return relative
 
     def put_file(self, relative: str, local_path: str) -> str:
         self.store.put_file(self.key(relative), local_path)
