@@ -1,7 +1,5 @@
 """annotation_tasks: pre-annotations for Label Studio and CVAT, per batch."""
 
-import json
-
 import pandas as pd
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
@@ -54,16 +52,17 @@ def annotation_tasks(
     }
     metadata |= {role: MetadataValue.path(store.url(key)) for role, key in export.files.items()}
     if label_studio.enabled:
-        metadata |= _push_to_label_studio(context, store, batch, classes, label_studio, export.files)
+        metadata |= _push_to_label_studio(
+            context, store, batch, classes, label_studio, export.label_studio_tasks
+        )
     return MaterializeResult(metadata=metadata)
 
 
-def _push_to_label_studio(context, store, batch, classes, label_studio, files) -> dict:
+def _push_to_label_studio(context, store, batch, classes, label_studio, tasks: list[dict]) -> dict:
     """Import the batch's tasks (with their predictions) into the taxonomy's project, once per image;
     record the Label Studio task id of every image in tables/label_studio/<batch>.parquet."""
     from dataset_pipeline.label_studio_connector import LabelStudioError, project_title, push_tasks
 
-    tasks = json.loads(store.read_bytes(files["label_studio_tasks"]))
     title = project_title(label_studio.project_prefix, classes)
     try:
         pushed = push_tasks(label_studio.client(), title, classes, tasks)

@@ -75,6 +75,7 @@ class TaskExport:
     skipped_rejected: int = 0
     skipped_unclassed: int = 0
     masks_per_class: dict[str, int] = field(default_factory=dict)
+    label_studio_tasks: list[dict] = field(default_factory=list, repr=False)  # as written to tasks.json
 
 
 def write_annotation_tasks(
@@ -128,7 +129,7 @@ def write_annotation_tasks(
                 shapes=[cvat.CvatShape(label=i.class_name, mask=i.mask) for i in items],
             )
         )
-    export.tasks = len(ls_tasks)
+    export.tasks, export.label_studio_tasks = len(ls_tasks), ls_tasks
     out = tasks_prefix(batch)
     files = {
         "label_studio_config": (
