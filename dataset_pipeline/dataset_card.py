@@ -70,22 +70,18 @@ class CardInputs:
 
 
 def image_provenance(content: ReleaseContent) -> pd.DataFrame:
+    """One row per released image: where, when and how it was captured, and its file in the release."""
     frame = content.images.assign(file=[f"images/{content.image_file(r)}" for r in content.iter_rows()])
-    for column in IMAGE_PROVENANCE_COLUMNS:
-        if column not in frame:
-            frame[column] = None
-    return frame[IMAGE_PROVENANCE_COLUMNS].reset_index(drop=True)
+    return frame.reindex(columns=IMAGE_PROVENANCE_COLUMNS).reset_index(drop=True)
 
 
 def annotation_provenance(content: ReleaseContent) -> pd.DataFrame:
+    """One row per released instance: who made it, when, with which tool and help, how it was reviewed."""
     names = dict(enumerate(content.taxonomy.names))
     frame = content.annotations.merge(content.images[["image_id", "split"]], on="image_id", how="left")
     frame["class_name"] = frame.class_id.map(names)
     frame["area_px"] = rle_areas(frame.height, frame.width, frame.rle) if len(frame) else []
-    for column in ANNOTATION_PROVENANCE_COLUMNS:
-        if column not in frame:
-            frame[column] = None
-    return frame[ANNOTATION_PROVENANCE_COLUMNS].reset_index(drop=True)
+    return frame.reindex(columns=ANNOTATION_PROVENANCE_COLUMNS).reset_index(drop=True)
 
 
 def statistics(content: ReleaseContent, annotations: pd.DataFrame) -> dict:

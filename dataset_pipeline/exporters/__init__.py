@@ -170,6 +170,12 @@ def episodes(content: ReleaseContent) -> list[pd.DataFrame]:
     return sorted(groups, key=lambda g: (order.get(g.split.iloc[0], 9), str(g.episode_id.iloc[0])))
 
 
+def episode_seconds(frames: pd.DataFrame) -> np.ndarray:
+    """Seconds since the episode's first frame, per frame (float64)."""
+    stamps = pd.to_datetime(frames.capture_ts, utc=True)
+    return (stamps - stamps.iloc[0]).dt.total_seconds().to_numpy(np.float64)
+
+
 def camera_key(camera_model: object) -> str:
     """A camera name usable as a dataset / feature key.
 

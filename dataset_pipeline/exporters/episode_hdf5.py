@@ -25,7 +25,14 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-from dataset_pipeline.exporters import ExportError, ReleaseContent, ReleaseFolder, camera_key, episodes
+from dataset_pipeline.exporters import (
+    ExportError,
+    ReleaseContent,
+    ReleaseFolder,
+    camera_key,
+    episode_seconds,
+    episodes,
+)
 
 NAME = "episode_hdf5"
 INDEX_FILE = "episodes/index.csv"
@@ -33,11 +40,6 @@ INDEX_FILE = "episodes/index.csv"
 
 def episode_file(number: int) -> str:
     return f"episodes/episode_{number}.hdf5"
-
-
-def _seconds(frames: pd.DataFrame) -> np.ndarray:
-    stamps = pd.to_datetime(frames.capture_ts, utc=True)
-    return ((stamps - stamps.iloc[0]).dt.total_seconds()).to_numpy(np.float64)
 
 
 def write_episode(content: ReleaseContent, frames: pd.DataFrame, path: str) -> str:
@@ -74,7 +76,7 @@ def write_episode(content: ReleaseContent, frames: pd.DataFrame, path: str) -> s
         for index, row in enumerate(frames.itertuples(index=False)):
             rgb[index] = content.rgb(row)
             seg[index] = content.class_map(row)
-        handle.create_dataset("timestamp", data=_seconds(frames))
+        handle.create_dataset("timestamp", data=episode_seconds(frames))
         handle.create_dataset("frame_index", data=frames.frame_index.to_numpy(np.int64))
         handle.create_dataset("image_ids", data=frames.image_id.tolist(), dtype=h5py.string_dtype("utf-8"))
         handle.attrs.update(

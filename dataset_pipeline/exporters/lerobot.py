@@ -27,7 +27,14 @@ import json
 import numpy as np
 import pandas as pd
 
-from dataset_pipeline.exporters import ExportError, ReleaseContent, ReleaseFolder, camera_key, episodes
+from dataset_pipeline.exporters import (
+    ExportError,
+    ReleaseContent,
+    ReleaseFolder,
+    camera_key,
+    episode_seconds,
+    episodes,
+)
 
 NAME = "lerobot"
 ROOT = "lerobot"
@@ -49,13 +56,10 @@ def _episode_frames(content: ReleaseContent) -> tuple[list[pd.DataFrame], str, t
     return trajectories, f"observation.images.{camera}", (sizes.pop() if sizes else (0, 0))
 
 
-def _seconds(frames: pd.DataFrame) -> np.ndarray:
-    stamps = pd.to_datetime(frames.capture_ts, utc=True)
-    return (stamps - stamps.iloc[0]).dt.total_seconds().to_numpy(np.float32)
-
-
 def _fps(trajectories: list[pd.DataFrame]) -> int:
-    gaps = np.concatenate([np.diff(_seconds(t)) for t in trajectories if len(t) > 1] or [np.array([1.0])])
+    gaps = np.concatenate(
+        [np.diff(episode_seconds(t)) for t in trajectories if len(t) > 1] or [np.array([1.0])]
+    )
     gaps = gaps[gaps > 0]
     return max(1, int(round(1.0 / float(np.median(gaps))))) if len(gaps) else 1
 
@@ -103,7 +107,7 @@ def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
     trajectories, image_key, (height, width) = _episode_frames(content)
     tasks = sorted({f"scene {t.scene_id.iloc[0]}" for t in trajectories})
     task_index = {task: i for i, task in enumerate(tasks)}
-    written, episode_rows, frame_rows = [], [], []
+    written, episode_rows, frame_rows, all_columns = [], [], [], []
     index, file_index, pending = 0, 0, []
 
     def flush() -> None:
@@ -126,18 +130,15 @@ def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
             flush()
         n = len(frames)
         task = f"scene {frames.scene_id.iloc[0]}"
-        pending.append(
-            (
-                frames,
-                {
-                    "timestamp": _seconds(frames),
-                    "frame_index": np.arange(n, dtype=np.int64),
-                    "episode_index": np.full(n, episode_index, np.int64),
-                    "index": np.arange(index, index + n, dtype=np.int64),
-                    "task_index": np.full(n, task_index[task], np.int64),
-                },
-            )
-        )
+        columns = {
+            "timestamp": episode_seconds(frames).astype(np.float32),
+            "frame_index": np.arange(n, dtype=np.int64),
+            "episode_index": np.full(n, episode_index, np.int64),
+            "index": np.arange(index, index + n, dtype=np.int64),
+            "task_index": np.full(n, task_index[task], np.int64),
+        }
+        pending.append((frames, columns))
+        all_columns.append(columns)
         episode_rows.append(
             {
                 "episode_index": episode_index,
@@ -203,11 +204,8 @@ def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
     written.append(out.write_bytes(f"{ROOT}/meta/tasks.parquet", buffer.getvalue()))
     written.append(out.write_parquet(f"{ROOT}/meta/frames.parquet", pd.DataFrame(frame_rows)))
     stats = {}
-    numeric = pd.DataFrame(frame_rows).assign(
-        timestamp=np.concatenate([_seconds(t) for t in trajectories]) if trajectories else [],
-    )
-    for key in ("timestamp", "index"):
-        values = numeric[key].to_numpy(np.float64)
+    for key in ("timestamp", "index") if all_columns else ():
+        values = np.concatenate([columns[key] for columns in all_columns]).astype(np.float64)
         if len(values):
             stats[key] = {
                 "min": [values.min()],
