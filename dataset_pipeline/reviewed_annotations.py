@@ -11,7 +11,9 @@ as it was. Re-importing the same files gives the same table (ids are stable).
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -60,9 +62,6 @@ def list_review_exports(store: DatasetStore, batch: str) -> list[str]:
 def save_label_studio_pull(store: DatasetStore, batch: str, tasks: list[dict], now: str) -> str | None:
     """Keep a pulled snapshot of the batch's annotated tasks as a raw review file, unless the newest
     one holds the same content; returns the new key or None."""
-    import hashlib
-    import json
-
     data = json.dumps(tasks, sort_keys=True, separators=(",", ":")).encode()
     digest = hashlib.sha256(data).hexdigest()[:16]
     prefix = f"{review_prefix(batch)}/{LABEL_STUDIO_PULLS}/"
