@@ -3,8 +3,10 @@
 Images are demo scenes rendered at 640x480 and resized to ``--size`` px wide (1024 by
 default, SAM 2's input size), with ``--prompts`` box prompts per image taken from the
 largest ground-truth objects. SAM 2 runs with random weights (speed does not depend on
-them), images batched through the image encoder (``set_image_batch``) and every image's
-prompts decoded in one ``predict_batch`` call; bf16 autocast on CUDA.
+them), images batched through the image encoder (``set_image_batch``, pre-processing on the
+device) and all prompts of a batch decoded in one mask-decoder call; bf16 autocast on CUDA.
+``sam2-reference`` is the same model through sam2's own, unmodified ``set_image_batch`` +
+``predict_batch`` (CPU pre-processing, a decoder call per image): the peer, same process.
 
 For SAM 2 the image encoder's FLOPs per image are counted with torch's FlopCounterMode,
 so the report gives the achieved TFLOP/s and, on a known GPU, the share of its dense
@@ -12,7 +14,7 @@ bf16 peak.
 
     .venv/bin/python benchmarks/premask.py --backend classical --images 24
     .venv/bin/python benchmarks/premask.py --backend sam2 --images 4 --batch 2        # CPU
-    .venv/bin/python benchmarks/premask.py --backend sam2 --images 512 --batch 32     # GPU
+    .venv/bin/python benchmarks/premask.py --backend sam2,sam2-reference --images 512 --batch 32  # GPU
 """
 
 from __future__ import annotations
@@ -56,22 +58,38 @@ def scenes(n: int, size: int, prompts: int, seed: int = 0) -> list[tuple[np.ndar
     return out
 
 
-def run_backend(backend, data, batch: int) -> tuple[float, int]:
-    """Seconds and masks for one pass over ``data`` in image batches of ``batch``."""
+def run_backend(predict, device: str, data, batch: int) -> tuple[float, int]:
+    """Seconds and masks for one pass of ``predict`` over ``data`` in image batches of ``batch``."""
     import torch
 
-    cuda = backend.device.startswith("cuda")
+    cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
     started = time.perf_counter()
     masks = 0
     for start in range(0, len(data), batch):
         chunk = data[start : start + batch]
-        out = backend.predict([image for image, _ in chunk], [p for _, p in chunk])
+        out = predict([image for image, _ in chunk], [p for _, p in chunk])
         masks += sum(len(o) for o in out)
     if cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - started, masks
+
+
+def encoder_seconds(backend, data, batch: int) -> float:
+    """Seconds for the image encoder alone (with on-device pre-processing) over ``data``."""
+    import torch
+
+    cuda = backend.device.startswith("cuda")
+    with torch.inference_mode(), backend._autocast():
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for start in range(0, len(data), batch):
+            backend.predictor.set_image_batch([image for image, _ in data[start : start + batch]])
+        if cuda:
+            torch.cuda.synchronize()
+    return time.perf_counter() - started
 
 
 def encoder_flops(backend, image: np.ndarray) -> float:
@@ -85,7 +103,9 @@ def encoder_flops(backend, image: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=["classical", "sam2", "all"], default="all")
+    parser.add_argument(
+        "--backend", default="all", help="comma-separated: classical, sam2, sam2-reference; or all"
+    )
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--prompts", type=int, default=6)
@@ -98,18 +118,25 @@ def main() -> None:
 
     data = scenes(args.images, args.size, args.prompts)
     results = []
-    names = ["classical", "sam2"] if args.backend == "all" else [args.backend]
+    names = ["classical", "sam2", "sam2-reference"] if args.backend == "all" else args.backend.split(",")
+    sam2_backend = None
     for name in names:
         if name == "classical":
             from dataset_pipeline.sam2_premasks.classical import ClassicalBackend
 
             backend = ClassicalBackend()
-        else:
+            predict = backend.predict
+        elif name in ("sam2", "sam2-reference"):
             from dataset_pipeline.sam2_premasks.sam2 import Sam2Backend
 
-            backend = Sam2Backend(args.config, checkpoint=None, device=args.device)
-        run_backend(backend, data[: min(len(data), args.batch)], args.batch)  # warm-up
-        timings = [run_backend(backend, data, args.batch) for _ in range(args.repeats)]
+            if sam2_backend is None:  # one model for both: the peer runs on the same weights
+                sam2_backend = Sam2Backend(args.config, checkpoint=None, device=args.device)
+            backend = sam2_backend
+            predict = backend.predict if name == "sam2" else backend.predict_reference
+        else:
+            parser.error(f"unknown backend {name!r}")
+        run_backend(predict, backend.device, data[: min(len(data), args.batch)], args.batch)  # warm-up
+        timings = [run_backend(predict, backend.device, data, args.batch) for _ in range(args.repeats)]
         seconds = statistics.median(t for t, _ in timings)
         masks = timings[0][1]
         row = {
@@ -127,6 +154,10 @@ def main() -> None:
         if name == "sam2":
             import torch
 
+            encoder = statistics.median(
+                encoder_seconds(backend, data, args.batch) for _ in range(args.repeats)
+            )
+            row["encoder_only_images_per_s"] = round(len(data) / encoder, 2)
             flops = encoder_flops(backend, data[0][0])
             achieved = flops * len(data) / seconds / 1e12
             row["encoder_gflops_per_image"] = round(flops / 1e9, 1)
@@ -137,8 +168,19 @@ def main() -> None:
                 peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in gpu), None)
                 if peak:
                     row["share_of_bf16_peak"] = round(achieved / peak, 4)
+        if name == "sam2-reference":
+            # the two SAM 2 paths must give the same masks: share of differing pixels
+            chunk = data[: args.batch]
+            images, prompts = [i for i, _ in chunk], [p for _, p in chunk]
+            ours, theirs = backend.predict(images, prompts), backend.predict_reference(images, prompts)
+            pairs = [
+                (a.mask, b.mask) for x, y in zip(ours, theirs, strict=True) for a, b in zip(x, y, strict=True)
+            ]
+            row["pixels_differing_from_sam2"] = float(
+                sum(int((a != b).sum()) for a, b in pairs) / sum(a.size for a, _ in pairs)
+            )
         results.append(row)
-        print(json.dumps(row))
+        print(json.dumps(row), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--encoder", default="mobilenet_v2")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", default=None, help="also write the result to this file")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -89,6 +90,8 @@ def main() -> None:
     if peak:
         row["share_of_bf16_peak"] = round(row["achieved_tflops"] / peak, 4)
     print(json.dumps(row))
+    if args.json:
+        Path(args.json).write_text(json.dumps(row, indent=2))
 
 
 if __name__ == "__main__":

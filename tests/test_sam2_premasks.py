@@ -55,6 +55,30 @@ def test_sam2_prompted_batch_through_the_real_predictor(sam2_backend):
     assert sam2_backend.device == "cpu"
 
 
+def test_sam2_batched_decoder_matches_sam2s_own_predict_batch(sam2_backend):
+    """The one-call decoder over all images' prompts gives sam2's own per-image masks and scores."""
+    rng = np.random.default_rng(2)
+    images = [(rng.random((96, 128, 3)) * 255).astype(np.uint8) for _ in range(2)]
+    images.append((rng.random((64, 80, 3)) * 255).astype(np.uint8))
+    prompts = [
+        [Prompt(1, box=(10, 10, 60, 50)), Prompt(2, box=(40, 20, 120, 90))],
+        [Prompt(3, box=(5, 30, 70, 95)), Prompt(4, point=(100, 20))],
+        [Prompt(5, point=(40, 30))],
+    ]
+    ours = sam2_backend.predict(images, prompts)
+    reference = sam2_backend.predict_reference(images, prompts)
+    pixels = differing = 0
+    for mine, theirs in zip(ours, reference, strict=True):
+        assert len(mine) == len(theirs)
+        for a, b in zip(mine, theirs, strict=True):
+            assert a.mask.shape == b.mask.shape and a.mask.dtype == b.mask.dtype == bool
+            assert a.score == pytest.approx(b.score, abs=1e-4)
+            assert (a.class_id, a.prompt_type) == (b.class_id, b.prompt_type)
+            pixels += a.mask.size
+            differing += int((a.mask != b.mask).sum())
+    assert pixels > 0 and differing / pixels < 1e-3
+
+
 def test_sam2_automatic_generation(sam2_backend):
     image = (np.random.default_rng(1).random((96, 128, 3)) * 255).astype(np.uint8)
     masks = sam2_backend.generate(image)

@@ -1,8 +1,13 @@
 """The SAM 2 backend, on the ``sam2`` package: build_sam2 + SAM2ImagePredictor + SAM2AutomaticMaskGenerator.
 
-Images go through the image encoder in batches (``set_image_batch``), and all prompts of
-an image are decoded in one batched call (``predict_batch``): one embedding per image,
-never one per prompt. On CUDA the model runs under bf16 autocast.
+Images go through the image encoder in batches (``set_image_batch``), converted, resized and
+normalised on the model's device (sam2's own transforms do that on the CPU, image by image,
+which at GPU rates costs more than the encoder). Every prompt of the batch - all images - is
+then decoded in one prompt-encoder + mask-decoder call, each prompt paired with its image's
+embedding: one embedding per image, never one per prompt, and one decoder launch per batch
+instead of sam2's ``predict_batch`` loop over images (which also copies float masks and
+low-res logits to the host). ``predict_reference`` is that unmodified sam2 path, kept for the
+equivalence test and as the benchmark's peer. On CUDA the model runs under bf16 autocast.
 
 sam2 1.1.0 initialises Hydra with ``version_base="1.2"`` at import, which the Hydra 1.4 we
 pin (for Dagster's antlr) rejects; so Hydra is initialised first with sam2's package folder
@@ -84,6 +89,8 @@ class Sam2Backend:
         with execution_whitelist(["sam2.*"]):
             self.model = build_sam2(model_config, ckpt_path=checkpoint, device=self.device)
         self.predictor = SAM2ImagePredictor(self.model)
+        self.predictor._transforms.forward_batch = self._transform_on_device
+        self._reference_predictor = None
         self.autocast_bf16 = bf16 and self.device.startswith("cuda")
         weights = checkpoint_fingerprint(checkpoint) if checkpoint else "random-weights"
         self.model_version = f"{Path(model_config).stem}@{weights}"
@@ -103,26 +110,139 @@ class Sam2Backend:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _transform_on_device(self, images: list[np.ndarray]):
+        """sam2's ToTensor + Resize + Normalize, on the model's device from the uint8 pixels."""
+        import torch
+
+        resize_normalize = self.predictor._transforms.transforms
+        return torch.stack(
+            [
+                resize_normalize(
+                    torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
+                    / 255.0
+                )
+                for image in images
+            ]
+        )
+
     def predict(self, images: list[np.ndarray], prompts: list[list[Prompt]]) -> list[list[PredictedMask]]:
+        """Masks for every prompt of every image: one encoder batch, one decoder call per prompt layout."""
         import torch
 
         results: list[list[PredictedMask]] = [[] for _ in images]
         todo = [i for i, p in enumerate(prompts) if p]
         if not todo:
             return results
+        predictor = self.predictor
         with torch.inference_mode(), self._autocast():
-            self.predictor.set_image_batch([images[i] for i in todo])
-            boxes, points, labels = [], [], []
-            for i in todo:
-                boxes.append(_boxes(prompts[i]))
-                coords, point_labels = _points(prompts[i])
-                points.append(coords)
-                labels.append(point_labels)
+            predictor.set_image_batch([images[i] for i in todo])
+            # Prompts with the same layout (box, point, both) decode together; an image's
+            # prompts share one layout (_boxes / _points fill the missing half).
+            layouts: dict[tuple[bool, bool], list[int]] = {}
+            for slot, i in enumerate(todo):
+                key = (_boxes(prompts[i]) is not None, _points(prompts[i])[0] is not None)
+                layouts.setdefault(key, []).append(slot)
+            for slots in layouts.values():
+                coords, labels, owner = [], [], []
+                for slot in slots:
+                    i = todo[slot]
+                    slot_coords, slot_labels = self._sparse_prompt(prompts[i], predictor._orig_hw[slot])
+                    coords.append(slot_coords)
+                    labels.append(slot_labels)
+                    owner += [slot] * len(prompts[i])
+                owner_index = torch.as_tensor(owner, device=self.device)
+                points = (torch.cat(coords).to(self.device), torch.cat(labels).to(self.device))
+                sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=None)
+                features = predictor._features
+                low_res, iou, _, _ = self.model.sam_mask_decoder(
+                    image_embeddings=features["image_embed"].index_select(0, owner_index),
+                    image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=False,
+                    repeat_image=False,
+                    high_res_features=[f.index_select(0, owner_index) for f in features["high_res_feats"]],
+                )
+                # Up-sample, threshold and copy to the host once per image size: one copy into
+                # page-locked memory and one wait, not a synchronising copy per image.
+                bounds = np.cumsum([0] + [len(prompts[todo[slot]]) for slot in slots])
+                by_size: dict[tuple[int, int], list[int]] = {}
+                for k, slot in enumerate(slots):
+                    by_size.setdefault(tuple(predictor._orig_hw[slot]), []).append(k)
+                for orig_hw, members in by_size.items():
+                    rows = np.concatenate([np.arange(bounds[k], bounds[k + 1]) for k in members])
+                    rows_index = torch.as_tensor(rows, device=self.device)
+                    logits = predictor._transforms.postprocess_masks(
+                        low_res.index_select(0, rows_index), orig_hw
+                    )
+                    masks = self._to_host(logits[:, 0] > predictor.mask_threshold)
+                    scores = self._to_host(iou.index_select(0, rows_index)[:, 0].float())
+                    if self.device.startswith("cuda"):
+                        torch.cuda.current_stream().synchronize()
+                    masks_np, scores_np = masks.numpy(), scores.numpy()
+                    first = 0
+                    for k in members:
+                        i = todo[slots[k]]
+                        n = len(prompts[i])
+                        results[i] = _predicted(
+                            masks_np[first : first + n], scores_np[first : first + n], prompts[i]
+                        )
+                        first += n
+        return results
+
+    def _to_host(self, tensor):
+        """``tensor`` on the host; from CUDA an asynchronous copy into pinned memory (wait before use)."""
+        import torch
+
+        if not self.device.startswith("cuda"):
+            return tensor.cpu()
+        host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        host.copy_(tensor, non_blocking=True)
+        return host
+
+    def _sparse_prompt(self, prompts: list[Prompt], orig_hw: tuple[int, int]):
+        """(N, P, 2) coordinates in the model's input frame and (N, P) labels: box corners
+        (labels 2, 3) first, then the point (label 1), as sam2's own ``_predict`` orders them.
+        Built on the host: the caller moves the whole batch's prompts to the device at once."""
+        import torch
+
+        transforms = self.predictor._transforms
+        coords, labels = [], []
+        boxes = _boxes(prompts)
+        if boxes is not None:
+            box = torch.as_tensor(boxes, dtype=torch.float)
+            coords.append(transforms.transform_boxes(box, normalize=True, orig_hw=orig_hw).reshape(-1, 2, 2))
+            labels.append(torch.tensor([[2, 3]], dtype=torch.int).repeat(len(prompts), 1))
+        points, point_labels = _points(prompts)
+        if points is not None:
+            point = torch.as_tensor(points, dtype=torch.float)
+            coords.append(transforms.transform_coords(point, normalize=True, orig_hw=orig_hw))
+            labels.append(torch.as_tensor(point_labels, dtype=torch.int))
+        return torch.cat(coords, dim=1), torch.cat(labels, dim=1)
+
+    def predict_reference(
+        self, images: list[np.ndarray], prompts: list[list[Prompt]]
+    ) -> list[list[PredictedMask]]:
+        """The same masks through sam2's own, unmodified ``set_image_batch`` + ``predict_batch``."""
+        import torch
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        if self._reference_predictor is None:
+            self._reference_predictor = SAM2ImagePredictor(self.model)
+        predictor = self._reference_predictor
+        results: list[list[PredictedMask]] = [[] for _ in images]
+        todo = [i for i, p in enumerate(prompts) if p]
+        if not todo:
+            return results
+        with torch.inference_mode(), self._autocast():
+            predictor.set_image_batch([images[i] for i in todo])
+            boxes = [_boxes(prompts[i]) for i in todo]
+            points = [_points(prompts[i]) for i in todo]
             has_boxes = any(b is not None for b in boxes)
-            has_points = any(p is not None for p in points)
-            masks, scores, _ = self.predictor.predict_batch(
-                point_coords_batch=points if has_points else None,
-                point_labels_batch=labels if has_points else None,
+            has_points = any(p is not None for p, _ in points)
+            masks, scores, _ = predictor.predict_batch(
+                point_coords_batch=[p for p, _ in points] if has_points else None,
+                point_labels_batch=[lab for _, lab in points] if has_points else None,
                 box_batch=boxes if has_boxes else None,
                 multimask_output=False,
             )
@@ -130,12 +250,7 @@ class Sam2Backend:
             n = len(prompts[i])
             image_masks = np.asarray(masks[slot]).reshape(n, -1, *images[i].shape[:2])[:, 0] > 0
             image_scores = np.asarray(scores[slot], dtype=np.float32).reshape(n, -1)[:, 0]
-            results[i] = [
-                PredictedMask(
-                    image_masks[k], float(np.clip(image_scores[k], 0, 1)), p.prompt_type, p.class_id
-                )
-                for k, p in enumerate(prompts[i])
-            ]
+            results[i] = _predicted(image_masks, image_scores, prompts[i])
         return results
 
     def generate(self, image: np.ndarray) -> list[PredictedMask]:
@@ -151,6 +266,14 @@ class Sam2Backend:
             )
             for r in records
         ]
+
+
+def _predicted(masks: np.ndarray, scores: np.ndarray, prompts: list[Prompt]) -> list[PredictedMask]:
+    """One PredictedMask per prompt, score clipped to [0, 1]."""
+    return [
+        PredictedMask(masks[k], float(np.clip(scores[k], 0, 1)), p.prompt_type, p.class_id)
+        for k, p in enumerate(prompts)
+    ]
 
 
 def _boxes(prompts: list[Prompt]) -> np.ndarray | None:

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every GPU benchmark in one short command, for a lent GPU machine (minutes of device time):
+#   PYTHON=python3 PYTHONPATH=<site with sam2, hydra, smp>:. bash benchmarks/gpu.sh OUT_DIR
+# On a machine with only torch, copy the pure-Python packages this needs from .venv's
+# site-packages into one folder (sam2, hydra, omegaconf, antlr4, iopath,
+# segmentation_models_pytorch) and put it first on PYTHONPATH. Figures: benchmarks/README.md,
+# raw JSON of each run under benchmarks/results/.
+# Each step has its own time limit so one failure leaves the others' figures.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${1:-benchmarks/out}
+PY=${PYTHON:-.venv/bin/python}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+$PY -c "
+from dataset_pipeline.sam2_premasks.sam2 import init_sam2_hydra
+init_sam2_hydra()
+import torch, sam2, segmentation_models_pytorch as smp
+print('torch', torch.__version__, torch.cuda.get_device_name(), 'smp', smp.__version__)" 2>&1 | tee -a "$OUT/gpu.txt"
+# SAM 2.1 hiera-t: our batched path and sam2's own predict_batch (the peer), same model, same process
+timeout 200 $PY benchmarks/premask.py --backend sam2,sam2-reference --images 512 --batch 32 --repeats 3 \
+  --json "$OUT/premask-sam2-b32.json" 2>&1 | grep -v Warning
+timeout 60 $PY benchmarks/premask.py --backend sam2 --images 512 --batch 64 --repeats 3 \
+  --json "$OUT/premask-sam2-b64.json" 2>&1 | grep -v Warning
+# the classical fallback on the same machine's CPU, for the ratio
+timeout 60 $PY benchmarks/premask.py --backend classical --images 48 --batch 4 --repeats 3 \
+  --json "$OUT/premask-classical.json" 2>&1 | grep -v Warning
+# baseline training step: DeepLabV3+ / MobileNetV2, 512 px, batch 16, bf16
+timeout 90 $PY benchmarks/train.py --steps 20 --warmup 3 --json "$OUT/train.json" 2>&1 | grep -v Warning
+timeout 60 $PY benchmarks/train.py --steps 10 --warmup 3 --batch 64 --json "$OUT/train-b64.json" 2>&1 | grep -v Warning
+exit 0
