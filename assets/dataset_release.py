@@ -79,7 +79,9 @@ def dataset_release(
 ) -> MaterializeResult:
     store = dataset_store.get_store()
     content, version = load_release(store, taxonomy, release_settings)
-    outcome = release.write_exports(content, version, list(release_settings.formats))
+    outcome = release.write_exports(
+        content, version, list(release_settings.formats), threads=release_settings.export_threads
+    )
     complete = release.is_complete(store, version)
     context.log.info(
         f"release {version}: "

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -85,7 +86,7 @@ def prepare(work: Path, n_images: int) -> None:
     marker.write_text(json.dumps({"images": n_images, "instances": len(annotations)}))
 
 
-def run_ours(work: Path, version: str) -> dict:
+def run_ours(work: Path, version: str, threads: int = 0) -> dict:
     t0 = time.perf_counter()
     from dataset_pipeline import dataset_release as release
     from dataset_pipeline.store import DatasetStore
@@ -99,7 +100,7 @@ def run_ours(work: Path, version: str) -> dict:
         store.read_parquet("tables/bench/annotations.parquet"),
         store.read_parquet("tables/bench/splits.parquet"),
     )
-    outcome = release.write_exports(content, version, ["coco", "yolo_seg", "semantic_png"])
+    outcome = release.write_exports(content, version, ["coco", "yolo_seg", "semantic_png"], threads=threads)
     return {
         "seconds": time.perf_counter() - t0,
         "peak_rss_mib": _peak_mib(),
@@ -134,12 +135,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", default="/tmp/dataset_pipeline_export_bench")
     parser.add_argument("--datumaro-python", default=None, help="python of a venv with datumaro installed")
+    parser.add_argument("--threads", type=int, default=0, help="export threads for ours (0 = one per core)")
     parser.add_argument("--child", choices=["ours"], help=argparse.SUPPRESS)
     parser.add_argument("--version", default="bench", help=argparse.SUPPRESS)
     args = parser.parse_args()
     work = Path(args.work)
     if args.child == "ours":
-        print(json.dumps(run_ours(work, args.version)))
+        print(json.dumps(run_ours(work, args.version, args.threads)))
         return
     t0 = time.perf_counter()
     prepare(work, args.images)
@@ -148,8 +150,10 @@ def main() -> None:
     for repeat in range(args.repeats):
         version = f"bench-{repeat}"
         shutil.rmtree(work / "store" / "releases" / version, ignore_errors=True)
+        os.sync()  # each side starts on a quiet disk (deleting thousands of files leaves work behind)
         out = subprocess.run(
-            [sys.executable, __file__, "--work", str(work), "--child", "ours", "--version", version],
+            [sys.executable, __file__, "--work", str(work), "--child", "ours", "--version", version]
+            + ["--threads", str(args.threads)],
             check=True,
             capture_output=True,
             text=True,
@@ -159,6 +163,7 @@ def main() -> None:
         if args.datumaro_python:
             target = work / f"datumaro-{repeat}"
             shutil.rmtree(target, ignore_errors=True)
+            os.sync()
             out = subprocess.run(
                 [
                     args.datumaro_python,

@@ -79,6 +79,28 @@ def join_key(*parts: str) -> str:
     return normalize_key("/".join(p.strip("/") for p in parts if p))
 
 
+def use_system_arrow_pool() -> None:
+    """Make pyarrow allocate with the C allocator (once per process), unless
+    ``ARROW_DEFAULT_MEMORY_POOL`` names a pool.
+
+    pyarrow's default pool, mimalloc, keeps its arenas: reading a 3 MB table raised a
+    process's resident memory by 58 MiB with it and by 22 MiB with the system pool (a
+    1,000-image release export peaked at 228 vs 192 MiB). The pipeline's tables are
+    megabytes, read once per step, so the pool's speed does not matter here; every Dagster
+    step process reads some, so its memory does.
+    """
+    global _ARROW_POOL_SET
+    if _ARROW_POOL_SET or os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    import pyarrow
+
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    _ARROW_POOL_SET = True
+
+
+_ARROW_POOL_SET = False
+
+
 class DatasetStore:
     """Atomic, root-confined file access over fsspec.
 
@@ -209,6 +231,7 @@ class DatasetStore:
     def read_parquet(self, key: str):  # -> pandas.DataFrame
         import pandas as pd
 
+        use_system_arrow_pool()
         return pd.read_parquet(io.BytesIO(self.read_bytes(key)))
 
     # -- writing -------------------------------------------------------------------------
@@ -244,6 +267,7 @@ class DatasetStore:
 
     def write_parquet(self, key: str, frame, *, durable: bool = True) -> str:
         """Write a DataFrame as Parquet (atomically)."""
+        use_system_arrow_pool()
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
         return self.write_bytes(key, buffer.getvalue(), durable=durable)

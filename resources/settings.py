@@ -175,6 +175,9 @@ class ReleaseSettings(ConfigurableResource):
     )
     currency: str = "USD"
     preview_samples: int = Field(default=10, description="Random samples drawn as overlays in the UI")
+    export_threads: int = Field(
+        default=0, description="Threads writing the per-image files (images, YOLO, PNG); 0 = one per core"
+    )
 
     def info(self, taxonomy_name: str) -> dict:
         """The release info block (COCO ``info``, the card's header); part of the version digest."""

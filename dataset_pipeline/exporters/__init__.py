@@ -6,6 +6,11 @@ Every format module has::
     def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]   # keys written
     def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str] # problems found
 
+A format with one file per image also has ``export_shared(content, out) -> list[str]`` (its
+files that are not per image) and ``export_image(content, out, row) -> str``; ``export`` is
+then those two. The release calls them image by image, all such formats in one pass over
+the images, so each image's masks are decoded once (:meth:`ReleaseContent.decoded`).
+
 ``validate`` reads back what ``export`` wrote, with the format's own reader where one is
 installed (pycocotools for COCO, h5py for HDF5, PIL for PNG, pyarrow for LeRobot's
 Parquet) and compares it with the corpus, so a problem names the file, the record and
@@ -18,14 +23,16 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from dataset_pipeline.annotation_corpus import semantic_class_map
+from dataset_pipeline.annotation_corpus import paint_class_map
 from dataset_pipeline.captures import decode_image
+from dataset_pipeline.masks import decode_mask, rle_boxes
 from dataset_pipeline.store import DatasetStore, join_key
 from dataset_pipeline.taxonomy import Taxonomy
 
@@ -43,6 +50,18 @@ def file_stem(image_id: str) -> str:
     return image_id.replace("/", "__")
 
 
+@dataclass(frozen=True)
+class DecodedInstances:
+    """One image's instances decoded: masks (column-major bool, full frame), their tight boxes
+    ``(x0, y0, x1, y1)``, class ids and z_order, in the instances' row order."""
+
+    image_id: str
+    masks: list[np.ndarray]
+    boxes: np.ndarray
+    class_ids: np.ndarray
+    z_orders: np.ndarray
+
+
 @dataclass
 class ReleaseContent:
     """What a release holds: images with their split, and the instances that label them.
@@ -57,6 +76,9 @@ class ReleaseContent:
     annotations: pd.DataFrame
     info: dict = field(default_factory=dict)
     _ranges: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+    _last_decoded: threading.local = field(default_factory=threading.local, repr=False)
+    _boxes: np.ndarray | None = field(default=None, repr=False)
+    _columns: tuple = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         self.images = self.images.sort_values(["split", "image_id"], kind="stable").reset_index(drop=True)
@@ -84,9 +106,32 @@ class ReleaseContent:
         start, end = self._ranges.get(image_id, (0, 0))
         return self.annotations.iloc[start:end]
 
+    def decoded(self, row) -> DecodedInstances:
+        """The instances of a captures row, decoded; the last image's are kept (per thread), so
+        formats written image by image in one pass decode each image once."""
+        last = getattr(self._last_decoded, "value", None)
+        if last is None or last.image_id != row.image_id:
+            if self._boxes is None:  # every instance's box at once, in RLE space
+                a = self.annotations
+                self._boxes = rle_boxes(a.height, a.width, a.rle)
+                self._columns = (a.rle.to_numpy(), a.class_id.to_numpy(), a.z_order.to_numpy())
+            start, end = self._ranges.get(row.image_id, (0, 0))
+            rles, class_ids, z_orders = (column[start:end] for column in self._columns)
+            height, width = int(row.height), int(row.width)
+            last = DecodedInstances(
+                row.image_id,
+                [decode_mask(rle, height, width) for rle in rles],
+                self._boxes[start:end],
+                class_ids,
+                z_orders,
+            )
+            self._last_decoded.value = last
+        return last
+
     def class_map(self, row) -> np.ndarray:
         """The (H, W) uint8 semantic map of a captures row (foreground z_order wins)."""
-        return semantic_class_map(self.instances(row.image_id), row.height, row.width)
+        d = self.decoded(row)
+        return paint_class_map(d.masks, d.boxes, d.class_ids, d.z_orders, row.height, row.width)
 
     def image_bytes(self, row) -> bytes:
         return self.store.read_bytes(row.uri)

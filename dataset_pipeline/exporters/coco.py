@@ -18,7 +18,7 @@ import json
 import numpy as np
 
 from dataset_pipeline.exporters import ReleaseContent, ReleaseFolder
-from dataset_pipeline.masks import decode_mask
+from dataset_pipeline.masks import decode_mask, rle_areas, rle_boxes
 
 NAME = "coco"
 
@@ -29,8 +29,6 @@ def annotation_file(split: str) -> str:
 
 def build_split(content: ReleaseContent, split: str) -> dict:
     """The COCO document of one split."""
-    from pycocotools import mask as mask_utils
-
     info = dict(content.info)
     document: dict = {
         "info": {
@@ -48,8 +46,9 @@ def build_split(content: ReleaseContent, split: str) -> dict:
         "images": [],
         "annotations": [],
     }
-    next_annotation = 1
-    for number, row in enumerate(content.iter_rows(split), start=1):
+    images = content.split_images(split)
+    numbers = np.arange(1, len(images) + 1)
+    for number, row in zip(numbers.tolist(), images.itertuples(index=False), strict=True):
         document["images"].append(
             {
                 "id": number,
@@ -61,39 +60,60 @@ def build_split(content: ReleaseContent, split: str) -> dict:
                 "image_uid": row.image_id,
             }
         )
-        instances = content.instances(row.image_id)
-        if not len(instances):
-            continue
-        rles = [
-            {"size": [int(h), int(w)], "counts": r.encode()}
-            for h, w, r in zip(instances.height, instances.width, instances.rle, strict=True)
-        ]
-        areas = (
-            mask_utils.area(rles)
-            if len(rles) < 255
-            else np.concatenate([mask_utils.area(rles[i : i + 200]) for i in range(0, len(rles), 200)])
-        )
-        boxes = mask_utils.toBbox(rles)
-        for instance, rle, area, box in zip(instances.itertuples(), rles, areas, boxes, strict=True):
-            document["annotations"].append(
-                {
-                    "id": next_annotation,
-                    "image_id": number,
-                    "category_id": int(instance.class_id),
-                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
-                    "area": int(area),
-                    "bbox": [round(float(v), 2) for v in box],
-                    "iscrowd": 0,
-                    "attributes": {
-                        "annotation_uid": instance.annotation_id,
-                        "annotator_id": instance.annotator_id,
-                        "assistance": instance.assistance,
-                        "review_status": instance.review_status,
-                        "z_order": int(instance.z_order),
-                    },
-                }
-            )
-            next_annotation += 1
+    # Instances in image order (the content keeps them sorted by image id, as the images
+    # of a split are), computed column-wise: areas and boxes in RLE space.
+    instances = content.annotations[content.annotations.image_id.isin(images.image_id)]
+    image_numbers = instances.image_id.map(dict(zip(images.image_id, numbers.tolist(), strict=True)))
+    areas = rle_areas(instances.height, instances.width, instances.rle)
+    boxes = rle_boxes(instances.height, instances.width, instances.rle)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).astype(float)
+    columns = zip(
+        image_numbers.tolist(),
+        instances.class_id.tolist(),
+        instances.height.tolist(),
+        instances.width.tolist(),
+        instances.rle.tolist(),
+        areas.tolist(),
+        xywh.tolist(),
+        instances.annotation_id.tolist(),
+        instances.annotator_id.tolist(),
+        instances.assistance.tolist(),
+        instances.review_status.tolist(),
+        instances.z_order.tolist(),
+        strict=True,
+    )
+    document["annotations"] = [
+        {
+            "id": number,
+            "image_id": image_number,
+            "category_id": class_id,
+            "segmentation": {"size": [height, width], "counts": rle},
+            "area": area,
+            "bbox": box,
+            "iscrowd": 0,
+            "attributes": {
+                "annotation_uid": annotation_id,
+                "annotator_id": annotator_id,
+                "assistance": assistance,
+                "review_status": review_status,
+                "z_order": z_order,
+            },
+        }
+        for number, (
+            image_number,
+            class_id,
+            height,
+            width,
+            rle,
+            area,
+            box,
+            annotation_id,
+            annotator_id,
+            assistance,
+            review_status,
+            z_order,
+        ) in enumerate(columns, start=1)
+    ]
     return document
 
 

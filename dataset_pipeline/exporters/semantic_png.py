@@ -38,12 +38,19 @@ def encode_class_map(class_map: np.ndarray, palette: list[int]) -> bytes:
     return buffer.getvalue()
 
 
-def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
+def export_shared(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
+    return []
+
+
+def export_image(content: ReleaseContent, out: ReleaseFolder, row) -> str:
     palette = palette_bytes(content)
-    return [
-        out.write_bytes(mask_file(row.split, row.image_id), encode_class_map(content.class_map(row), palette))
-        for row in content.iter_rows()
-    ]
+    return out.write_bytes(
+        mask_file(row.split, row.image_id), encode_class_map(content.class_map(row), palette)
+    )
+
+
+def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
+    return export_shared(content, out) + [export_image(content, out, row) for row in content.iter_rows()]
 
 
 def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
