@@ -77,8 +77,7 @@ class ReleaseContent:
     info: dict = field(default_factory=dict)
     _ranges: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
     _last_decoded: threading.local = field(default_factory=threading.local, repr=False)
-    _boxes: np.ndarray | None = field(default=None, repr=False)
-    _columns: tuple = field(default=(), repr=False)
+    _instance_columns: tuple | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.images = self.images.sort_values(["split", "image_id"], kind="stable").reset_index(drop=True)
@@ -111,19 +110,20 @@ class ReleaseContent:
         formats written image by image in one pass decode each image once."""
         last = getattr(self._last_decoded, "value", None)
         if last is None or last.image_id != row.image_id:
-            if self._boxes is None:  # every instance's box at once, in RLE space
-                a = self.annotations
-                self._boxes = rle_boxes(a.height, a.width, a.rle)
-                self._columns = (a.rle.to_numpy(), a.class_id.to_numpy(), a.z_order.to_numpy())
+            if self._instance_columns is None:  # every instance's box at once, in RLE space
+                a = self.annotations  # (one assignment: threads see all four columns or none)
+                boxes = rle_boxes(a.height, a.width, a.rle)
+                self._instance_columns = (
+                    a.rle.to_numpy(),
+                    boxes,
+                    a.class_id.to_numpy(),
+                    a.z_order.to_numpy(),
+                )
             start, end = self._ranges.get(row.image_id, (0, 0))
-            rles, class_ids, z_orders = (column[start:end] for column in self._columns)
+            rles, boxes, class_ids, z_orders = (column[start:end] for column in self._instance_columns)
             height, width = int(row.height), int(row.width)
             last = DecodedInstances(
-                row.image_id,
-                [decode_mask(rle, height, width) for rle in rles],
-                self._boxes[start:end],
-                class_ids,
-                z_orders,
+                row.image_id, [decode_mask(rle, height, width) for rle in rles], boxes, class_ids, z_orders
             )
             self._last_decoded.value = last
         return last
