@@ -18,6 +18,8 @@ from dataset_pipeline.sam2_premasks.sam2 import init_sam2_hydra
 init_sam2_hydra()
 import torch, sam2, segmentation_models_pytorch as smp
 print('torch', torch.__version__, torch.cuda.get_device_name(), 'smp', smp.__version__)" 2>&1 | tee -a "$OUT/gpu.txt"
+# correctness first: our SAM 2 path against sam2's predict_batch on mixed sizes and prompts
+timeout 60 $PY scripts/gpu_check.py cuda 2>&1 | grep -v -i warn | tee "$OUT/gpu_check.json"
 # SAM 2.1 hiera-t: our batched path and sam2's own predict_batch (the peer), same model, same process
 timeout 200 $PY benchmarks/premask.py --backend sam2,sam2-reference --images 512 --batch 32 --repeats 3 \
   --json "$OUT/premask-sam2-b32.json" 2>&1 | grep -v Warning
