@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetCheckSpec,
     AssetExecutionContext,
     MaterializeResult,
     MetadataValue,
     asset,
-    asset_check,
+    multi_asset_check,
 )
 
 from assets.agreement_report import AGREEMENT_TABLES, agreement_report
@@ -114,25 +115,62 @@ def dataset_release(
     return MaterializeResult(metadata=metadata)
 
 
-def _format_check(fmt: str):
-    @asset_check(
+#: The release's blocking checks: class ids, then each format read back with its reader.
+RELEASE_CHECK_SPECS = [
+    AssetCheckSpec(
+        "class_ids_consistent",
         asset=dataset_release,
-        name=f"{fmt}_reloads",
         blocking=True,
-        description=f"Reads the release's {fmt} files back with the format's reader; they must equal the corpus.",
-    )
-    def check(
-        context: AssetCheckExecutionContext,
-        dataset_store: DatasetStoreResource,
-        taxonomy: TaxonomyResource,
-        release_settings: ReleaseSettings,
-    ) -> AssetCheckResult:
-        store = dataset_store.get_store()
-        content, version = load_release(store, taxonomy, release_settings)
-        if fmt not in release.exported_formats(store, version):
-            return AssetCheckResult(passed=True, description=f"{fmt} is not among the configured formats")
+        description="Background is 0, classes are 1..N as the taxonomy, every released instance's class is one of them.",
+    ),
+    *[
+        AssetCheckSpec(
+            f"{fmt}_reloads",
+            asset=dataset_release,
+            blocking=True,
+            description=f"Reads the release's {fmt} files back with the format's reader; they must equal the corpus.",
+        )
+        for fmt in release.DEFAULT_FORMATS
+    ],
+]
+
+
+@multi_asset_check(specs=RELEASE_CHECK_SPECS, can_subset=True, op_tags=CPU_TAGS, retry_policy=STORE_RETRY)
+def release_checks(
+    context: AssetCheckExecutionContext,
+    dataset_store: DatasetStoreResource,
+    taxonomy: TaxonomyResource,
+    release_settings: ReleaseSettings,
+):
+    """All of the release's checks in one step: the release content (corpus, reference labels,
+    version digest) is built once for them, not once per check."""
+    store = dataset_store.get_store()
+    content, version = load_release(store, taxonomy, release_settings)
+    selected = {key.name for key in context.selected_asset_check_keys}
+    if "class_ids_consistent" in selected:
+        problems = release.class_id_problems(content)
+        yield AssetCheckResult(
+            check_name="class_ids_consistent",
+            passed=not problems,
+            description="; ".join(problems[:10])
+            if problems
+            else f"{version}: class ids consistent with the taxonomy",
+            metadata={"problems": len(problems)},
+        )
+    exported = release.exported_formats(store, version)
+    for fmt in release.DEFAULT_FORMATS:
+        if f"{fmt}_reloads" not in selected:
+            continue
+        if fmt not in exported:
+            yield AssetCheckResult(
+                check_name=f"{fmt}_reloads",
+                passed=True,
+                description=f"{fmt} is not among the configured formats",
+            )
+            continue
         problems = release.validate_format(content, version, fmt)
-        return AssetCheckResult(
+        yield AssetCheckResult(
+            check_name=f"{fmt}_reloads",
             passed=not problems,
             description=(
                 f"{fmt}: {len(problems)} problem(s): " + "; ".join(problems[:8])
@@ -141,27 +179,6 @@ def _format_check(fmt: str):
             ),
             metadata={"problems": len(problems), "version": version},
         )
-
-    return check
-
-
-@asset_check(
-    asset=dataset_release,
-    blocking=True,
-    description="Background is 0, classes are 1..N as the taxonomy, every released instance's class is one of them.",
-)
-def class_ids_consistent(
-    dataset_store: DatasetStoreResource, taxonomy: TaxonomyResource, release_settings: ReleaseSettings
-) -> AssetCheckResult:
-    content, version = load_release(dataset_store.get_store(), taxonomy, release_settings)
-    problems = release.class_id_problems(content)
-    return AssetCheckResult(
-        passed=not problems,
-        description="; ".join(problems[:10])
-        if problems
-        else f"{version}: class ids consistent with the taxonomy",
-        metadata={"problems": len(problems)},
-    )
 
 
 @asset(
@@ -238,4 +255,4 @@ def dataset_card(
     )
 
 
-RELEASE_CHECKS = [class_ids_consistent, *[_format_check(f) for f in release.DEFAULT_FORMATS]]
+RELEASE_CHECKS = [release_checks]
