@@ -104,19 +104,22 @@ def test_a_class_outside_the_taxonomy_blocks_the_card(tmp_path):
     assert release.list_releases(store) == []  # never visible as complete
 
 
+def _tick(instance: DagsterInstance):
+    """One evaluation of the nightly schedule; the context is closed after it (a context left
+    open keeps a reference to the instance in the schedule definition that later tests reuse)."""
+    with build_schedule_context(instance=instance) as context:
+        return nightly_release_schedule(context)
+
+
 def test_nightly_schedule_runs_only_after_a_new_review(tmp_path):
     with DagsterInstance.local_temp(str(tmp_path)) as instance:
-        context = build_schedule_context(instance=instance)
-        assert "no batch has been reviewed" in nightly_release_schedule(context).skip_message
+        assert "no batch has been reviewed" in _tick(instance).skip_message
         instance.report_runless_asset_event(AssetMaterialization("reviewed_annotations", partition="b1"))
-        request = nightly_release_schedule(build_schedule_context(instance=instance))
+        request = _tick(instance)
         assert request.run_key.startswith("nightly-release:")
-        again = nightly_release_schedule(build_schedule_context(instance=instance))
+        again = _tick(instance)
         assert again.run_key == request.run_key  # a re-evaluated tick asks for the same run, never a second
         instance.report_runless_asset_event(AssetMaterialization("dataset_card"))
-        assert (
-            "no batch reviewed since"
-            in nightly_release_schedule(build_schedule_context(instance=instance)).skip_message
-        )
+        assert "no batch reviewed since" in _tick(instance).skip_message
         instance.report_runless_asset_event(AssetMaterialization("reviewed_annotations", partition="b2"))
-        assert nightly_release_schedule(build_schedule_context(instance=instance)).run_key != request.run_key
+        assert _tick(instance).run_key != request.run_key
