@@ -85,7 +85,7 @@ def use_system_arrow_pool() -> None:
 
     pyarrow's default pool, mimalloc, keeps its arenas: reading a 3 MB table raised a
     process's resident memory by 58 MiB with it and by 22 MiB with the system pool (a
-    1,000-image release export peaked at 228 vs 192 MiB). The pipeline's tables are
+    1,000-image release export peaked at 228 vs 195 MiB). The pipeline's tables are
     megabytes, read once per step, so the pool's speed does not matter here; every Dagster
     step process reads some, so its memory does.
     """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +84,14 @@ def copy_upload(source: DatasetStore, batch: str, target: DatasetStore, new_batc
     for key in sorted(keys, key=lambda k: k.endswith("manifest.csv")):  # manifest last, as uploads do
         target.put_upload(f"incoming/{new_batch}/{key[len(prefix) :]}", source.read_bytes(key))
     return new_batch
+
+
+def demo_command(store: str | Path, dagster_home: str | Path) -> list[str]:
+    """The README's demo (120 images, seed 0) as a command line, with one training epoch to keep
+    it short: ``dataset-pipeline demo`` of this venv, writing to ``store`` and ``dagster_home``."""
+    cli = Path(sys.executable).with_name("dataset-pipeline")
+    return [str(cli), "demo", "--images", "120", "--seed", "0", "--epochs", "1", "--out", str(store),
+            "--dagster-home", str(dagster_home)]  # fmt: skip
 
 
 def demo_corpus(

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import demo_command
 from dagster import AssetKey, DagsterInstance
 
 from dataset_pipeline.captures import captures_key
@@ -14,22 +15,7 @@ from dataset_pipeline.store import DatasetStore
 def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
     cli = Path(sys.executable).with_name("dataset-pipeline")
     store_dir, home = tmp_path / "store", tmp_path / "home"
-    # the README's default demo (120 images, seed 0), with one training epoch to keep it short
-    args = [
-        str(cli),
-        "demo",
-        "--images",
-        "120",
-        "--seed",
-        "0",
-        "--epochs",
-        "1",
-        "--out",
-        str(store_dir),
-        "--dagster-home",
-        str(home),
-    ]
-    out = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    out = subprocess.run(demo_command(store_dir, home), capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "[1/" in out.stdout and "raw_captures [demo-s0-n120]: ok" in out.stdout
     assert "images=120" in out.stdout

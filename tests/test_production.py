@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import copy_upload
+from conftest import copy_upload, demo_command
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
 from dataset_pipeline.definitions import defs
@@ -120,20 +120,7 @@ def test_the_demo_graph_runs_on_postgres_beside_a_concurrent_batch(production_en
     copy_upload(source, upload.batch, DatasetStore(str(store_dir)), "pg-b2")
     _add_partitions("pg-b2")
     demo = subprocess.Popen(
-        [
-            str(BIN / "dataset-pipeline"),
-            "demo",
-            "--images",
-            "120",
-            "--seed",
-            "0",
-            "--epochs",
-            "1",
-            "--out",
-            str(store_dir),
-            "--dagster-home",
-            env["DAGSTER_HOME"],
-        ],
+        demo_command(store_dir, env["DAGSTER_HOME"]),
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -231,20 +218,7 @@ def test_celery_workers_run_the_demo_graph_gpu_steps_on_the_gpu_queue(production
     cpu = _start_worker(env, "cpu,dagster", "cpu", tmp_path / "cpu.log")
     try:
         demo = subprocess.run(
-            [
-                str(BIN / "dataset-pipeline"),
-                "demo",
-                "--images",
-                "120",
-                "--seed",
-                "0",
-                "--epochs",
-                "1",
-                "--out",
-                env["DATASET_PIPELINE_STORE"],
-                "--dagster-home",
-                env["DAGSTER_HOME"],
-            ],
+            demo_command(env["DATASET_PIPELINE_STORE"], env["DAGSTER_HOME"]),
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -140,7 +140,10 @@ class Sam2Backend:
             # prompts share one layout (_boxes / _points fill the missing half).
             layouts: dict[tuple[bool, bool], list[int]] = {}
             for slot, i in enumerate(todo):
-                key = (_boxes(prompts[i]) is not None, _points(prompts[i])[0] is not None)
+                key = (
+                    any(p.box is not None for p in prompts[i]),
+                    any(p.point is not None for p in prompts[i]),
+                )
                 layouts.setdefault(key, []).append(slot)
             for slots in layouts.values():
                 coords, labels, owner = [], [], []
