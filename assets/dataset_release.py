@@ -48,9 +48,9 @@ def load_release(store: DatasetStore, taxonomy: TaxonomyResource, settings: Rele
     content = release.build_content(
         store,
         classes,
-        store.read_parquet(CORPUS_IMAGES_KEY),
+        store.read_table(CORPUS_IMAGES_KEY),
         reference_labels(store),
-        store.read_parquet(SPLITS_KEY),
+        store.read_table(SPLITS_KEY),
         info=settings.info(classes.name),
     )
     version = release.release_version(content, list(settings.formats), _quoted(store))

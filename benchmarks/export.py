@@ -96,9 +96,9 @@ def run_ours(work: Path, version: str, threads: int = 0) -> dict:
     content = release.build_content(
         store,
         load_taxonomy(),
-        store.read_parquet("tables/bench/images.parquet"),
-        store.read_parquet("tables/bench/annotations.parquet"),
-        store.read_parquet("tables/bench/splits.parquet"),
+        store.read_table("tables/bench/images.parquet"),
+        store.read_table("tables/bench/annotations.parquet"),
+        store.read_table("tables/bench/splits.parquet"),
     )
     outcome = release.write_exports(content, version, ["coco", "yolo_seg", "semantic_png"], threads=threads)
     return {

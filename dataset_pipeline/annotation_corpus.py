@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dataset_pipeline.captures import captures_key
-from dataset_pipeline.masks import decode_mask, rle_boxes
+from dataset_pipeline.masks import decode_mask, paint_class_map, rle_boxes
 from dataset_pipeline.reviewed_annotations import annotations_key
 from dataset_pipeline.store import DatasetStore, join_key
 
@@ -72,30 +72,3 @@ def semantic_class_map(instances: pd.DataFrame, height: int, width: int) -> np.n
     return paint_class_map(
         masks, boxes, instances.class_id.to_numpy(), instances.z_order.to_numpy(), height, width
     )
-
-
-def paint_class_map(
-    masks: list[np.ndarray],
-    boxes: np.ndarray,
-    class_ids: np.ndarray,
-    z_orders: np.ndarray,
-    height: int,
-    width: int,
-) -> np.ndarray:
-    """The (height, width) uint8 class map of decoded instance masks with their tight boxes
-    (:func:`~dataset_pipeline.masks.rle_boxes`): lowest z_order first, so the foreground wins;
-    ties keep list order. Each mask is painted inside its box only.
-
-    >>> a = np.zeros((2, 3), bool); a[:, :2] = True
-    >>> b = np.zeros((2, 3), bool); b[:, 1:] = True
-    >>> paint_class_map([a, b], np.array([[0, 0, 2, 2], [1, 0, 3, 2]]), np.array([1, 2]), np.array([1, 0]), 2, 3)
-    array([[1, 1, 2],
-           [1, 1, 2]], dtype=uint8)
-    """
-    # decoded masks are column-major; painting into a column-major map avoids a transpose per mask.
-    out = np.zeros((int(height), int(width)), dtype=np.uint8, order="F")
-    for index in np.argsort(np.asarray(z_orders), kind="stable"):
-        x0, y0, x1, y1 = (int(v) for v in boxes[index])
-        window = out[y0:y1, x0:x1]
-        np.copyto(window, np.uint8(class_ids[index]), where=masks[index][y0:y1, x0:x1])
-    return np.ascontiguousarray(out)

@@ -29,13 +29,17 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from dataset_pipeline.exporters import ReleaseContent, ReleaseFolder, export_formats
+from dataset_pipeline.exporters import ReleaseContent, ReleaseFolder, as_arrow, export_formats
 from dataset_pipeline.store import DatasetStore, join_key
 from dataset_pipeline.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 RELEASES_PREFIX = "releases"
 MANIFEST_FILE = "release.json"
@@ -57,18 +61,30 @@ def release_folder(store: DatasetStore, version: str) -> ReleaseFolder:
 def build_content(
     store: DatasetStore,
     taxonomy: Taxonomy,
-    images: pd.DataFrame,
-    reference: pd.DataFrame,
-    splits: pd.DataFrame,
+    images: pa.Table | pd.DataFrame,
+    reference: pa.Table | pd.DataFrame,
+    splits: pa.Table | pd.DataFrame,
     info: dict | None = None,
 ) -> ReleaseContent:
     """The released images (those with a split) and their reference instances (one annotator per
-    image, as :func:`dataset_pipeline.baseline_model.reference_annotations` chooses them)."""
-    released = images.merge(splits[["image_id", "split"]], on="image_id", how="inner")
-    reference = reference[reference.image_id.isin(released.image_id)].reset_index(drop=True)
-    return ReleaseContent(
-        store=store, taxonomy=taxonomy, images=released, annotations=reference, info=info or {}
-    )
+    image, as :func:`dataset_pipeline.baseline_model.reference_annotations` chooses them).
+
+    Tables may be pyarrow Tables (:meth:`DatasetStore.read_table`) or pandas DataFrames; the
+    join is done in Arrow, so an export from Parquet tables never loads pandas.
+    """
+    import pyarrow.compute as pc
+
+    def rows_with(table: pa.Table, ids: pa.Array) -> pa.Table:  # filtering copies: only when needed
+        keep = pc.is_in(table.column("image_id"), value_set=ids)
+        return table if pc.all(keep).as_py() in (True, None) else table.filter(keep)
+
+    images, reference, splits = as_arrow(images), as_arrow(reference), as_arrow(splits)
+    split_ids = splits.column("image_id").combine_chunks()
+    released = rows_with(images, split_ids)
+    position = pc.index_in(released.column("image_id"), value_set=split_ids)
+    released = released.append_column("split", splits.column("split").take(position))
+    reference = rows_with(reference, released.column("image_id").combine_chunks())
+    return ReleaseContent(store, taxonomy, released, reference, info=info)
 
 
 def release_version(
@@ -79,6 +95,8 @@ def release_version(
     ``quoted`` maps a name to the bytes of a report the card quotes (baseline metrics,
     agreement tables); their change makes a new version too.
     """
+    import pandas as pd
+
     digest = hashlib.sha256()
     digest.update(f"layout={EXPORT_LAYOUT_VERSION};taxonomy={content.taxonomy.tag};".encode())
     digest.update(

@@ -234,6 +234,20 @@ class DatasetStore:
         use_system_arrow_pool()
         return pd.read_parquet(io.BytesIO(self.read_bytes(key)))
 
+    def read_table(self, key: str, columns: list[str] | None = None):  # -> pyarrow.Table
+        """A Parquet table (or some of its columns) as a pyarrow Table, without pandas.
+
+        Read with ``pyarrow.parquet.ParquetFile``: ``pyarrow.parquet.read_table`` goes through
+        ``pyarrow.dataset``, which imports pandas (40 MiB) on import.
+        """
+        import pyarrow.parquet as pq
+
+        use_system_arrow_pool()
+        path = self.path(key)
+        # A local file is read column chunk by column chunk, not held whole in memory first.
+        source = path if self.is_local and os.path.isfile(path) else io.BytesIO(self.read_bytes(key))
+        return pq.ParquetFile(source).read(columns=columns)
+
     # -- writing -------------------------------------------------------------------------
 
     def write_bytes(self, key: str, data: bytes, *, durable: bool = True) -> str:

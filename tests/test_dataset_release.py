@@ -147,16 +147,57 @@ def test_threads_write_the_same_files_as_one_thread(tmp_path):
         store = DatasetStore(str(tmp_path / f"t{threads}"))
         content = make_content(store, *demo_corpus(store, "rel-threads", 12))
         outcome = release.write_exports(content, "v", ["coco", "yolo_seg", "semantic_png"], threads=threads)
-        folder = store.path("releases/v")
-        files = {
-            os.path.relpath(os.path.join(d, f), folder): Path(d, f).read_bytes()
-            for d, _, names in os.walk(folder)
-            for f in names
-        }
-        trees.append((outcome.written, files))
+        trees.append((outcome.written, _release_files(store, "v")))
     (written_1, files_1), (written_4, files_4) = trees
     assert written_1 == written_4 and len(written_1["yolo_seg"]) == 13  # data.yaml + 12 label files
     assert files_1 == files_4
+
+
+def _release_files(store: DatasetStore, version: str) -> dict[str, bytes]:
+    folder = store.path(f"releases/{version}")
+    return {
+        os.path.relpath(os.path.join(d, f), folder): Path(d, f).read_bytes()
+        for d, _, names in os.walk(folder)
+        for f in names
+    }
+
+
+def test_arrow_tables_give_the_release_that_pandas_frames_give_without_loading_pandas(tmp_path):
+    """Content built from Parquet read as Arrow (the lean export path) writes the same bytes as
+    content built from DataFrames, and the per-image formats and COCO never import pandas."""
+    import subprocess
+    import sys
+
+    store = DatasetStore(str(tmp_path / "store"))
+    images, annotations, splits = demo_corpus(store, "rel-arrow", 9)
+    # shuffled: the content sorts the instances by image itself (each image's keep their order)
+    shuffled = annotations.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    for name, frame in {"images": images, "annotations": shuffled, "splits": splits}.items():
+        store.write_parquet(f"tables/arrow/{name}.parquet", frame)
+    formats = ["coco", "yolo_seg", "semantic_png"]
+    release.write_exports(make_content(store, images, shuffled, splits), "from-pandas", formats)
+    script = f"""
+import sys
+from dataset_pipeline import dataset_release as release
+from dataset_pipeline.store import DatasetStore
+from dataset_pipeline.taxonomy import load_taxonomy
+store = DatasetStore({str(tmp_path / "store")!r})
+tables = [store.read_table(f"tables/arrow/{{n}}.parquet") for n in ("images", "annotations", "splits")]
+content = release.build_content(store, load_taxonomy(), *tables, info={{"description": "test"}})
+release.write_exports(content, "from-arrow", {formats!r})
+print("pandas imported:", "pandas" in sys.modules)
+"""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "pandas imported: False"
+    from_pandas, from_arrow = _release_files(store, "from-pandas"), _release_files(store, "from-arrow")
+    assert (
+        len(from_arrow) == 3 * 9 + 3 + 1 + 1
+    )  # images, labels, masks; 3 COCO files, data.yaml, exports.json
+    from_arrow.pop("exports.json"), from_pandas.pop("exports.json")  # names the version
+    assert from_arrow == from_pandas
 
 
 def test_second_run_gives_the_same_version_and_rewrites_nothing(local_store):

@@ -15,26 +15,34 @@ the images, so each image's masks are decoded once (:meth:`ReleaseContent.decode
 installed (pycocotools for COCO, h5py for HDF5, PIL for PNG, pyarrow for LeRobot's
 Parquet) and compares it with the corpus, so a problem names the file, the record and
 the field. The shared model is :class:`ReleaseContent`: the released images (captures rows
-plus their split) and the reference instances of each, under one taxonomy.
+plus their split) and the reference instances of each, under one taxonomy, held as Arrow
+tables and read one image (or one split) at a time; COCO and the per-image formats need
+nothing else, so a release written from Parquet tables does not load pandas. Formats that
+group frames into trajectories, and the validators, use its pandas views.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import posixpath
 import threading
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pandas as pd
 
-from dataset_pipeline.annotation_corpus import paint_class_map
-from dataset_pipeline.captures import decode_image
-from dataset_pipeline.masks import decode_mask, rle_boxes
+from dataset_pipeline.masks import decode_mask, paint_class_map, rle_boxes
 from dataset_pipeline.store import DatasetStore, join_key
 from dataset_pipeline.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 
 class ExportError(ValueError):
@@ -50,6 +58,17 @@ def file_stem(image_id: str) -> str:
     return image_id.replace("/", "__")
 
 
+class ImageRow(NamedTuple):
+    """What the per-image exporters read of a released image."""
+
+    image_id: str
+    split: str
+    uri: str
+    width: int
+    height: int
+    capture_ts: datetime.datetime | None
+
+
 @dataclass(frozen=True)
 class DecodedInstances:
     """One image's instances decoded: masks (column-major bool, full frame), their tight boxes
@@ -62,74 +81,138 @@ class DecodedInstances:
     z_orders: np.ndarray
 
 
-@dataclass
+def as_arrow(table: pa.Table | pd.DataFrame) -> pa.Table:
+    """A pyarrow Table of a table given as one or as a pandas DataFrame (its index dropped)."""
+    import pyarrow as pa
+
+    return table if isinstance(table, pa.Table) else pa.Table.from_pandas(table, preserve_index=False)
+
+
+def column_values(table: pa.Table, name: str) -> list:
+    """A column as Python values; timestamps as UTC datetimes.
+
+    Read without pandas: pyarrow's ``to_numpy`` and its timestamp ``to_pylist`` import pandas
+    (40 MiB), which the per-image exporters do not otherwise need.
+    """
+    import pyarrow as pa
+
+    column = table.column(name)
+    if not pa.types.is_timestamp(column.type):
+        return column.to_pylist()
+    per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[column.type.unit]
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    return [
+        None if ticks is None else epoch + datetime.timedelta(microseconds=ticks * 10**6 // per_second)
+        for chunk in column.chunks
+        for ticks in chunk.view(pa.int64()).to_pylist()
+    ]
+
+
 class ReleaseContent:
     """What a release holds: images with their split, and the instances that label them.
 
     ``images`` is the captures table plus a ``split`` column; ``annotations`` holds one
-    annotator's instances per image (the reference labels), with the corpus columns.
+    annotator's instances per image (the reference labels), with the corpus columns. Both are
+    given as pyarrow Tables or pandas DataFrames and kept as Arrow tables (images sorted by
+    split then image_id, instances by image_id): the per-image exporters read one image's
+    slice at a time (:meth:`iter_rows`, :meth:`decoded`, :meth:`split_instances`), so the
+    export holds the compact Arrow columns, not a Python object per value, and needs no
+    pandas. The pandas views :attr:`images` and :attr:`annotations` serve the table-level
+    work (the card's statistics, the validators, the trajectory layouts).
     """
 
-    store: DatasetStore
-    taxonomy: Taxonomy
-    images: pd.DataFrame
-    annotations: pd.DataFrame
-    info: dict = field(default_factory=dict)
-    _ranges: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
-    _last_decoded: threading.local = field(default_factory=threading.local, repr=False)
-    _instance_columns: tuple | None = field(default=None, repr=False)
+    #: Rows of ``iter_rows`` are read from Arrow in chunks of this many images.
+    ROW_CHUNK = 1024
 
-    def __post_init__(self) -> None:
-        self.images = self.images.sort_values(["split", "image_id"], kind="stable").reset_index(drop=True)
-        # Instances sorted by image: one image's rows are a contiguous slice (no frame per image kept).
-        self.annotations = self.annotations.sort_values("image_id", kind="stable").reset_index(drop=True)
-        ids = self.annotations.image_id.to_numpy()
-        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, int)
-        ends = np.r_[starts[1:], len(ids)]
-        self._ranges = {ids[s]: (int(s), int(e)) for s, e in zip(starts, ends, strict=True)}
-        stems = self.images.image_id.map(file_stem)
-        duplicated = stems[stems.duplicated()]
-        if len(duplicated):
-            raise ExportError(f"image ids {sorted(set(duplicated))} map to the same release file name")
+    def __init__(
+        self,
+        store: DatasetStore,
+        taxonomy: Taxonomy,
+        images: pa.Table | pd.DataFrame,
+        annotations: pa.Table | pd.DataFrame,
+        info: dict | None = None,
+    ) -> None:
+        self.store, self.taxonomy, self.info = store, taxonomy, dict(info or {})
+        self.image_table = as_arrow(images).sort_by([("split", "ascending"), ("image_id", "ascending")])
+        # Instances sorted by image (stable): one image's instances are a contiguous slice.
+        self.instance_table = as_arrow(annotations)
+        instance_ids = column_values(self.instance_table, "image_id")
+        if any(a > b for a, b in zip(instance_ids, instance_ids[1:], strict=False)):  # sorting copies
+            self.instance_table = self.instance_table.sort_by([("image_id", "ascending")])
+            instance_ids = sorted(instance_ids)
+        self._ranges = _runs(instance_ids)
+        self._split_ranges = _runs(column_values(self.image_table, "split"))
+        self._last_decoded = threading.local()
+        stems = Counter(file_stem(i) for i in column_values(self.image_table, "image_id"))
+        duplicated = sorted(stem for stem, count in stems.items() if count > 1)
+        if duplicated:
+            raise ExportError(f"image ids of file names {duplicated} map to the same release file name")
+
+    @cached_property
+    def images(self) -> pd.DataFrame:
+        """The released images as a pandas DataFrame (row i = the i-th of :meth:`iter_rows`)."""
+        return self.image_table.to_pandas()
+
+    @cached_property
+    def annotations(self) -> pd.DataFrame:
+        """The instances as a pandas DataFrame, sorted by image_id."""
+        return self.instance_table.to_pandas()
 
     @property
     def splits(self) -> list[str]:
         order = {"train": 0, "val": 1, "test": 2}
-        return sorted(self.images.split.unique(), key=lambda s: (order.get(s, 9), s))
+        return sorted(self._split_ranges, key=lambda s: (order.get(s, 9), s))
 
     def split_images(self, split: str) -> pd.DataFrame:
-        return self.images[self.images.split == split]
+        start, end = self._split_ranges.get(split, (0, 0))
+        return self.images.iloc[start:end]
 
     def instances(self, image_id: str) -> pd.DataFrame:
-        """The instances of one image (empty frame when it has none), in z_order then row order."""
+        """The instances of one image (empty frame when it has none), in row order."""
         start, end = self._ranges.get(image_id, (0, 0))
         return self.annotations.iloc[start:end]
 
+    def iter_rows(self, split: str | None = None) -> Iterator[ImageRow]:
+        """The released images (of one split) as :class:`ImageRow`, in release order."""
+        start, end = self._split_ranges.get(split, (0, 0)) if split else (0, self.image_table.num_rows)
+        for offset in range(start, end, self.ROW_CHUNK):
+            chunk = self.image_table.slice(offset, min(self.ROW_CHUNK, end - offset))
+            yield from map(
+                ImageRow._make, zip(*(column_values(chunk, f) for f in ImageRow._fields), strict=True)
+            )
+
+    def instance_columns(self, image_ids: list[str], columns: list[str]) -> dict[str, list]:
+        """Columns of the instances of the given images, image by image, as Python lists."""
+        out: dict[str, list] = {name: [] for name in columns}
+        for image_id in image_ids:
+            start, end = self._ranges.get(image_id, (0, 0))
+            if end > start:
+                part = self.instance_table.slice(start, end - start)
+                for name in columns:
+                    out[name] += column_values(part, name)
+        return out
+
     def decoded(self, row) -> DecodedInstances:
-        """The instances of a captures row, decoded; the last image's are kept (per thread), so
+        """The instances of an image row, decoded; the last image's are kept (per thread), so
         formats written image by image in one pass decode each image once."""
         last = getattr(self._last_decoded, "value", None)
         if last is None or last.image_id != row.image_id:
-            if self._instance_columns is None:  # every instance's box at once, in RLE space
-                a = self.annotations  # (one assignment: threads see all four columns or none)
-                boxes = rle_boxes(a.height, a.width, a.rle)
-                self._instance_columns = (
-                    a.rle.to_numpy(),
-                    boxes,
-                    a.class_id.to_numpy(),
-                    a.z_order.to_numpy(),
-                )
             start, end = self._ranges.get(row.image_id, (0, 0))
-            rles, boxes, class_ids, z_orders = (column[start:end] for column in self._instance_columns)
+            part = self.instance_table.slice(start, end - start)
+            rles = column_values(part, "rle")
             height, width = int(row.height), int(row.width)
             last = DecodedInstances(
-                row.image_id, [decode_mask(rle, height, width) for rle in rles], boxes, class_ids, z_orders
+                row.image_id,
+                [decode_mask(rle, height, width) for rle in rles],
+                rle_boxes(column_values(part, "height"), column_values(part, "width"), rles),
+                np.array(column_values(part, "class_id"), dtype=np.int64),
+                np.array(column_values(part, "z_order"), dtype=np.int64),
             )
             self._last_decoded.value = last
         return last
 
     def class_map(self, row) -> np.ndarray:
-        """The (H, W) uint8 semantic map of a captures row (foreground z_order wins)."""
+        """The (H, W) uint8 semantic map of an image row (foreground z_order wins)."""
         d = self.decoded(row)
         return paint_class_map(d.masks, d.boxes, d.class_ids, d.z_orders, row.height, row.width)
 
@@ -137,6 +220,8 @@ class ReleaseContent:
         return self.store.read_bytes(row.uri)
 
     def rgb(self, row) -> np.ndarray:
+        from dataset_pipeline.captures import decode_image
+
         return decode_image(self.image_bytes(row), row.uri).rgb
 
     def image_file(self, row) -> str:
@@ -144,9 +229,18 @@ class ReleaseContent:
         ext = posixpath.splitext(row.uri)[1].lower() or ".png"
         return f"{row.split}/{file_stem(row.image_id)}{ext}"
 
-    def iter_rows(self, split: str | None = None) -> Iterator:
-        frame = self.images if split is None else self.split_images(split)
-        return frame.itertuples(index=False)
+
+def _runs(values: list) -> dict:
+    """value -> (start, end) of each run of equal values in a sorted list.
+
+    >>> _runs(["a", "a", "b"])
+    {'a': (0, 2), 'b': (2, 3)}
+    """
+    runs: dict = {}
+    for index, value in enumerate(values):
+        start, _ = runs.get(value, (index, index))
+        runs[value] = (start, index + 1)
+    return runs
 
 
 @dataclass
@@ -217,6 +311,8 @@ def episodes(content: ReleaseContent) -> list[pd.DataFrame]:
 
 def episode_seconds(frames: pd.DataFrame) -> np.ndarray:
     """Seconds since the episode's first frame, per frame (float64)."""
+    import pandas as pd
+
     stamps = pd.to_datetime(frames.capture_ts, utc=True)
     return (stamps - stamps.iloc[0]).dt.total_seconds().to_numpy(np.float64)
 

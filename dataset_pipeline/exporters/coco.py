@@ -14,6 +14,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import tempfile
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -23,13 +26,39 @@ from dataset_pipeline.masks import decode_mask, rle_areas, rle_boxes
 NAME = "coco"
 
 
+#: The instance columns a COCO annotation is made of (image_id first).
+INSTANCE_COLUMNS = [
+    "image_id",
+    "class_id",
+    "height",
+    "width",
+    "rle",
+    "annotation_id",
+    "annotator_id",
+    "assistance",
+    "review_status",
+    "z_order",
+]
+
+
 def annotation_file(split: str) -> str:
     return f"annotations/instances_{split}.json"
 
 
-def build_split(content: ReleaseContent, split: str) -> dict:
-    """The COCO document of one split."""
+#: Annotations are serialized this many images at a time (see :func:`split_json`).
+IMAGES_PER_CHUNK = 256
+
+
+def split_json(content: ReleaseContent, split: str) -> Iterator[str]:
+    """The COCO document of one split as compact JSON, in pieces.
+
+    The annotations are made and serialized a chunk of images at a time and the pieces are
+    written to the file as they come, so neither the document's Python dicts (~4 KB per
+    annotation) nor its whole text (~1 KB per annotation) is ever held at once.
+    """
     info = dict(content.info)
+    rows = list(content.iter_rows(split))
+    number_of = {row.image_id: number for number, row in enumerate(rows, start=1)}
     document: dict = {
         "info": {
             "description": info.get("description", ""),
@@ -43,15 +72,9 @@ def build_split(content: ReleaseContent, split: str) -> dict:
         "categories": [
             {"id": c.id, "name": c.name, "supercategory": c.category} for c in content.taxonomy.foreground
         ],
-        "images": [],
-        "annotations": [],
-    }
-    images = content.split_images(split)
-    numbers = np.arange(1, len(images) + 1)
-    for number, row in zip(numbers.tolist(), images.itertuples(index=False), strict=True):
-        document["images"].append(
+        "images": [
             {
-                "id": number,
+                "id": number_of[row.image_id],
                 "file_name": content.image_file(row).split("/", 1)[1],
                 "width": int(row.width),
                 "height": int(row.height),
@@ -59,30 +82,35 @@ def build_split(content: ReleaseContent, split: str) -> dict:
                 "date_captured": str(row.capture_ts),
                 "image_uid": row.image_id,
             }
-        )
-    # Instances in image order (the content keeps them sorted by image id, as the images
-    # of a split are), computed column-wise: areas and boxes in RLE space.
-    instances = content.annotations[content.annotations.image_id.isin(images.image_id)]
-    image_numbers = instances.image_id.map(dict(zip(images.image_id, numbers.tolist(), strict=True)))
-    areas = rle_areas(instances.height, instances.width, instances.rle)
-    boxes = rle_boxes(instances.height, instances.width, instances.rle)
+            for row in rows
+        ],
+        "annotations": [],
+    }
+    yield json.dumps(document, separators=(",", ":")).removesuffix("]}")
+    first = 1
+    for offset in range(0, len(rows), IMAGES_PER_CHUNK):
+        chunk = [row.image_id for row in rows[offset : offset + IMAGES_PER_CHUNK]]
+        annotations = annotation_dicts(content.instance_columns(chunk, INSTANCE_COLUMNS), number_of, first)
+        if annotations:
+            yield ("," if first > 1 else "") + json.dumps(annotations, separators=(",", ":"))[1:-1]
+            first += len(annotations)
+    yield "]}"
+
+
+def annotation_dicts(instances: dict[str, list], number_of: dict[str, int], first: int) -> list[dict]:
+    """COCO annotations (ids from ``first``) of instance columns (:data:`INSTANCE_COLUMNS`):
+    areas and boxes computed in RLE space, all at once."""
+    areas = rle_areas(instances["height"], instances["width"], instances["rle"])
+    boxes = rle_boxes(instances["height"], instances["width"], instances["rle"])
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).astype(float)
     columns = zip(
-        image_numbers.tolist(),
-        instances.class_id.tolist(),
-        instances.height.tolist(),
-        instances.width.tolist(),
-        instances.rle.tolist(),
+        [number_of[image_id] for image_id in instances["image_id"]],
+        *(instances[name] for name in INSTANCE_COLUMNS[1:]),
         areas.tolist(),
         xywh.tolist(),
-        instances.annotation_id.tolist(),
-        instances.annotator_id.tolist(),
-        instances.assistance.tolist(),
-        instances.review_status.tolist(),
-        instances.z_order.tolist(),
         strict=True,
     )
-    document["annotations"] = [
+    return [
         {
             "id": number,
             "image_id": image_number,
@@ -105,23 +133,27 @@ def build_split(content: ReleaseContent, split: str) -> dict:
             height,
             width,
             rle,
-            area,
-            box,
             annotation_id,
             annotator_id,
             assistance,
             review_status,
             z_order,
-        ) in enumerate(columns, start=1)
+            area,
+            box,
+        ) in enumerate(columns, start=first)
     ]
-    return document
 
 
 def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
-    return [
-        out.write_text(annotation_file(split), json.dumps(build_split(content, split), separators=(",", ":")))
-        for split in content.splits
-    ]
+    written = []
+    for split in content.splits:
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".json", delete=False) as handle:
+            handle.writelines(split_json(content, split))
+        try:
+            written.append(out.put_file(annotation_file(split), handle.name))
+        finally:
+            os.unlink(handle.name)
+    return written
 
 
 def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:

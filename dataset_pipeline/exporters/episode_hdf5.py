@@ -21,9 +21,9 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from dataset_pipeline.exporters import (
     ExportError,
@@ -33,6 +33,9 @@ from dataset_pipeline.exporters import (
     episode_seconds,
     episodes,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NAME = "episode_hdf5"
 INDEX_FILE = "episodes/index.csv"
@@ -94,6 +97,8 @@ def write_episode(content: ReleaseContent, frames: pd.DataFrame, path: str) -> s
 
 
 def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
+    import pandas as pd
+
     written, index = [], []
     for number, frames in enumerate(episodes(content)):
         handle, path = tempfile.mkstemp(suffix=".hdf5")
@@ -129,6 +134,7 @@ def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
     """Each trajectory reads back frame-aligned: RGB frame i and segmentation frame i are the
     capture and class map of image_ids[i], timestamps increase."""
     import h5py
+    import pandas as pd
 
     problems: list[str] = []
     try:

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import io
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from dataset_pipeline.exporters import (
     ExportError,
@@ -35,6 +35,9 @@ from dataset_pipeline.exporters import (
     episode_seconds,
     episodes,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NAME = "lerobot"
 ROOT = "lerobot"
@@ -46,6 +49,8 @@ SEGMENTATION = "observation.segmentation"
 
 
 def _episode_frames(content: ReleaseContent) -> tuple[list[pd.DataFrame], str, tuple[int, int]]:
+    import pandas as pd
+
     trajectories = episodes(content)
     frames = pd.concat(trajectories) if trajectories else content.images.iloc[0:0]
     sizes = {(int(h), int(w)) for h, w in zip(frames.height, frames.width, strict=True)}
@@ -102,6 +107,7 @@ def _table(
 
 
 def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
+    import pandas as pd
     import pyarrow.parquet as pq
 
     trajectories, image_key, (height, width) = _episode_frames(content)
@@ -221,6 +227,7 @@ def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
 def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
     """Read the layout back with pyarrow: features declared, episodes contiguous, and each frame's
     segmentation equal to the class map of its image, its RGB bytes equal to the capture's."""
+    import pandas as pd
     import pyarrow.parquet as pq
 
     problems: list[str] = []
