@@ -20,11 +20,13 @@ Keys used by the pipeline (see docs/store-layout.md)::
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +234,9 @@ class DatasetStore:
         import pandas as pd
 
         use_system_arrow_pool()
-        return pd.read_parquet(io.BytesIO(self.read_bytes(key)))
+        data = self.read_bytes(key)
+        with self._table_errors(key):
+            return pd.read_parquet(io.BytesIO(data))
 
     def read_table(self, key: str, columns: list[str] | None = None):  # -> pyarrow.Table
         """A Parquet table (or some of its columns) as a pyarrow Table, without pandas.
@@ -246,7 +250,19 @@ class DatasetStore:
         path = self.path(key)
         # A local file is read column chunk by column chunk, not held whole in memory first.
         source = path if self.is_local and os.path.isfile(path) else io.BytesIO(self.read_bytes(key))
-        return pq.ParquetFile(source).read(columns=columns)
+        with self._table_errors(key):
+            return pq.ParquetFile(source).read(columns=columns)
+
+    @contextlib.contextmanager
+    def _table_errors(self, key: str) -> Iterator[None]:
+        """A file that is not a readable Parquet table: a ValueError naming it (pyarrow's own
+        message names a buffer, or nothing)."""
+        import pyarrow as pa
+
+        try:
+            yield
+        except (pa.ArrowException, OSError) as exc:
+            raise ValueError(f"{self.url(key)}: not a readable Parquet table ({exc})") from exc
 
     # -- writing -------------------------------------------------------------------------
 

@@ -36,6 +36,22 @@ def test_read_write_list_round_trip(any_store: DatasetStore):
         any_store.read_bytes("tables/missing.bin")
 
 
+def test_tables_read_as_arrow_or_pandas_and_a_corrupt_one_is_named(any_store: DatasetStore):
+    frame = pd.DataFrame({"image_id": ["x", "y"], "width": [640, 320]})
+    any_store.write_parquet("tables/t.parquet", frame)
+    assert any_store.read_table("tables/t.parquet").to_pydict() == {
+        "image_id": ["x", "y"],
+        "width": [640, 320],
+    }
+    assert any_store.read_table("tables/t.parquet", columns=["width"]).column_names == ["width"]
+    any_store.write_bytes("tables/bad.parquet", b"PAR1 cut short")
+    for read in (any_store.read_table, any_store.read_parquet):
+        with pytest.raises(ValueError, match="tables/bad.parquet: not a readable Parquet table"):
+            read("tables/bad.parquet")
+    with pytest.raises(FileNotFoundError, match="tables/missing.parquet"):
+        any_store.read_table("tables/missing.parquet")
+
+
 def test_escaping_keys_are_refused_by_every_operation(any_store: DatasetStore):
     for operation in (
         lambda: any_store.write_bytes("../outside.txt", b"x"),

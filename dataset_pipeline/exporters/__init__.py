@@ -115,7 +115,7 @@ class ReleaseContent:
     annotator's instances per image (the reference labels), with the corpus columns. Both are
     given as pyarrow Tables or pandas DataFrames and kept as Arrow tables (images sorted by
     split then image_id, instances by image_id): the per-image exporters read one image's
-    slice at a time (:meth:`iter_rows`, :meth:`decoded`, :meth:`split_instances`), so the
+    slice at a time (:meth:`iter_rows`, :meth:`decoded`, :meth:`instance_columns`), so the
     export holds the compact Arrow columns, not a Python object per value, and needs no
     pandas. The pandas views :attr:`images` and :attr:`annotations` serve the table-level
     work (the card's statistics, the validators, the trajectory layouts).
@@ -265,9 +265,20 @@ class ReleaseFolder:
         self.store.write_parquet(self.key(relative), frame, durable=False)
         return relative
 
-    def put_file(self, relative: str, local_path: str) -> str:
-        self.store.put_file(self.key(relative), local_path)
-        return relative
+    @contextlib.contextmanager
+    def new_local_file(self, relative: str) -> Iterator[str]:
+        """A temporary local path to write ``relative`` at (for a library that wants a path,
+        h5py, or a file written in pieces); it is put into the release atomically when the block
+        ends without an error, and removed either way."""
+        import tempfile
+
+        handle, path = tempfile.mkstemp(suffix=posixpath.splitext(relative)[1])
+        os.close(handle)
+        try:
+            yield path
+            self.store.put_file(self.key(relative), path)
+        finally:
+            os.unlink(path)
 
     def read_bytes(self, relative: str) -> bytes:
         return self.store.read_bytes(self.key(relative))

@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,7 +24,7 @@ from dataset_pipeline.masks import decode_mask, rle_areas, rle_boxes
 NAME = "coco"
 
 
-#: The instance columns a COCO annotation is made of (image_id first).
+#: The instance columns a COCO annotation is made of.
 INSTANCE_COLUMNS = [
     "image_id",
     "class_id",
@@ -105,7 +103,15 @@ def annotation_dicts(instances: dict[str, list], number_of: dict[str, int], firs
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).astype(float)
     columns = zip(
         [number_of[image_id] for image_id in instances["image_id"]],
-        *(instances[name] for name in INSTANCE_COLUMNS[1:]),
+        instances["class_id"],
+        instances["height"],
+        instances["width"],
+        instances["rle"],
+        instances["annotation_id"],
+        instances["annotator_id"],
+        instances["assistance"],
+        instances["review_status"],
+        instances["z_order"],
         areas.tolist(),
         xywh.tolist(),
         strict=True,
@@ -145,15 +151,10 @@ def annotation_dicts(instances: dict[str, list], number_of: dict[str, int], firs
 
 
 def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
-    written = []
     for split in content.splits:
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".json", delete=False) as handle:
+        with out.new_local_file(annotation_file(split)) as path, open(path, "w", encoding="utf-8") as handle:
             handle.writelines(split_json(content, split))
-        try:
-            written.append(out.put_file(annotation_file(split), handle.name))
-        finally:
-            os.unlink(handle.name)
-    return written
+    return [annotation_file(split) for split in content.splits]
 
 
 def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:

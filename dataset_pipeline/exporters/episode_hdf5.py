@@ -19,8 +19,6 @@ class_names, taxonomy. The captures carry no joint states or actions, so ``/acti
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -101,13 +99,9 @@ def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
 
     written, index = [], []
     for number, frames in enumerate(episodes(content)):
-        handle, path = tempfile.mkstemp(suffix=".hdf5")
-        os.close(handle)
-        try:
+        with out.new_local_file(episode_file(number)) as path:
             camera = write_episode(content, frames, path)
-            written.append(out.put_file(episode_file(number), path))
-        finally:
-            os.unlink(path)
+        written.append(episode_file(number))
         index.append(
             {
                 "episode": number,

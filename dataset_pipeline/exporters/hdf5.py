@@ -12,9 +12,6 @@ array cannot hold two); mixed sizes are refused naming the images.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 
 from dataset_pipeline.exporters import ExportError, ReleaseContent, ReleaseFolder
@@ -61,16 +58,10 @@ def write_split(content: ReleaseContent, split: str, path: str) -> None:
 
 
 def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
-    written = []
     for split in content.splits:
-        handle, path = tempfile.mkstemp(suffix=".h5")
-        os.close(handle)
-        try:
+        with out.new_local_file(split_file(split)) as path:
             write_split(content, split, path)
-            written.append(out.put_file(split_file(split), path))
-        finally:
-            os.unlink(path)
-    return written
+    return [split_file(split) for split in content.splits]
 
 
 def read_pair(path: str, index: int) -> tuple[str, np.ndarray, np.ndarray]:
