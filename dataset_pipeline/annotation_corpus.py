@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dataset_pipeline.captures import captures_key
-from dataset_pipeline.masks import decode_mask, paint_class_map, rle_boxes
+from dataset_pipeline.masks import decode_mask_box, paint_class_map, rle_boxes
 from dataset_pipeline.reviewed_annotations import annotations_key
 from dataset_pipeline.store import DatasetStore, join_key
 
@@ -67,8 +67,8 @@ def semantic_class_map(instances: pd.DataFrame, height: int, width: int) -> np.n
     [[1, 1, 2], [1, 1, 2]]
     """
     rles = instances.rle.to_numpy()
-    masks = [decode_mask(rle, height, width) for rle in rles]
     boxes = rle_boxes([height] * len(rles), [width] * len(rles), rles)
+    masks = [decode_mask_box(rle, height, width, box) for rle, box in zip(rles, boxes, strict=True)]
     return paint_class_map(
         masks, boxes, instances.class_id.to_numpy(), instances.z_order.to_numpy(), height, width
     )

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dataset_pipeline.exporters import ReleaseContent, ReleaseFolder, as_arrow, export_formats
+from dataset_pipeline.exporters import ReleaseContent, ReleaseFolder, export_formats
 from dataset_pipeline.store import DatasetStore, join_key
 from dataset_pipeline.taxonomy import Taxonomy
 
@@ -69,22 +69,11 @@ def build_content(
     """The released images (those with a split) and their reference instances (one annotator per
     image, as :func:`dataset_pipeline.baseline_model.reference_annotations` chooses them).
 
-    Tables may be pyarrow Tables (:meth:`DatasetStore.read_table`) or pandas DataFrames; the
-    join is done in Arrow, so an export from Parquet tables never loads pandas.
+    Tables may be pyarrow Tables (:meth:`DatasetStore.read_table`) or pandas DataFrames; they
+    are joined by row positions (:class:`ReleaseContent`), so an export from Parquet tables
+    loads neither pandas nor ``pyarrow.compute``.
     """
-    import pyarrow.compute as pc
-
-    def rows_with(table: pa.Table, ids: pa.Array) -> pa.Table:  # filtering copies: only when needed
-        keep = pc.is_in(table.column("image_id"), value_set=ids)
-        return table if pc.all(keep).as_py() in (True, None) else table.filter(keep)
-
-    images, reference, splits = as_arrow(images), as_arrow(reference), as_arrow(splits)
-    split_ids = splits.column("image_id").combine_chunks()
-    released = rows_with(images, split_ids)
-    position = pc.index_in(released.column("image_id"), value_set=split_ids)
-    released = released.append_column("split", splits.column("split").take(position))
-    reference = rows_with(reference, released.column("image_id").combine_chunks())
-    return ReleaseContent(store, taxonomy, released, reference, info=info)
+    return ReleaseContent(store, taxonomy, images, reference, splits, info=info)
 
 
 def release_version(

@@ -41,13 +41,46 @@ def decode_mask(rle: str, height: int, width: int) -> np.ndarray:
     >>> bool((decode_mask(encode_mask(m), 3, 4) == m).all())
     True
     """
+    runs = _covering_runs(rle, height, width)
+    values = np.zeros(runs.size, dtype=bool)  # runs alternate background, foreground, ...
+    values[1::2] = True
+    return np.repeat(values, runs).reshape((int(height), int(width)), order="F")
+
+
+def decode_mask_box(rle: str, height: int, width: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The part of a mask inside ``box`` ``(x0, y0, x1, y1)`` (exclusive x1/y1), decoded
+    without the full frame: equal to ``decode_mask(rle, height, width)[y0:y1, x0:x1]``.
+
+    Only the runs over the box's columns are expanded (RLE runs go down the columns), so an
+    image's instances, decoded within their boxes (:func:`rle_boxes`), hold a fraction of
+    a frame each instead of a whole one. Column-major, like :func:`decode_mask`.
+
+    >>> m = np.zeros((4, 5), dtype=bool); m[1:3, 2:4] = True; m[3, 0] = True
+    >>> bool((decode_mask_box(encode_mask(m), 4, 5, (1, 1, 4, 4)) == m[1:4, 1:4]).all())
+    True
+    """
+    height, width = int(height), int(width)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if not (0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height):
+        raise ValueError(f"box {tuple(box)} is not inside the {width}x{height} image")
+    runs = _covering_runs(rle, height, width)
+    ends = np.cumsum(runs)
+    starts = ends - runs
+    first, last = x0 * height, x1 * height  # the box's columns, as flat column-major offsets
+    lo = int(np.searchsorted(ends, first, side="right"))
+    hi = int(np.searchsorted(starts, last, side="left"))
+    lengths = np.minimum(ends[lo:hi], last) - np.maximum(starts[lo:hi], first)
+    columns = np.repeat(np.arange(lo, hi) % 2 == 1, lengths).reshape((height, x1 - x0), order="F")
+    return np.asfortranarray(columns[y0:y1])
+
+
+def _covering_runs(rle: str, height: int, width: int) -> np.ndarray:
+    """The runs of a compressed RLE string, checked to cover the (height, width) image."""
     runs = compressed_rle_counts(rle)
     covered = int(runs.sum())
     if covered != int(height) * int(width):
         raise ValueError(f"RLE runs cover {covered} pixels; the {width}x{height} image has {height * width}")
-    values = np.zeros(runs.size, dtype=bool)  # runs alternate background, foreground, ...
-    values[1::2] = True
-    return np.repeat(values, runs).reshape((int(height), int(width)), order="F")
+    return runs
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -109,12 +142,12 @@ def paint_class_map(
     height: int,
     width: int,
 ) -> np.ndarray:
-    """The (height, width) uint8 class map of decoded instance masks with their tight boxes
-    (:func:`~dataset_pipeline.masks.rle_boxes`): lowest z_order first, so the foreground wins;
-    ties keep list order. Each mask is painted inside its box only.
+    """The (height, width) uint8 class map of instance masks given inside their tight boxes
+    (``masks[i]`` is the mask within ``boxes[i]``, :func:`decode_mask_box` of
+    :func:`rle_boxes`): lowest z_order first, so the foreground wins; ties keep list order.
 
-    >>> a = np.zeros((2, 3), bool); a[:, :2] = True
-    >>> b = np.zeros((2, 3), bool); b[:, 1:] = True
+    >>> a = np.ones((2, 2), bool)   # box (0, 0, 2, 2)
+    >>> b = np.ones((2, 2), bool)   # box (1, 0, 3, 2)
     >>> paint_class_map([a, b], np.array([[0, 0, 2, 2], [1, 0, 3, 2]]), np.array([1, 2]), np.array([1, 0]), 2, 3)
     array([[1, 1, 2],
            [1, 1, 2]], dtype=uint8)
@@ -123,8 +156,7 @@ def paint_class_map(
     out = np.zeros((int(height), int(width)), dtype=np.uint8, order="F")
     for index in np.argsort(np.asarray(z_orders), kind="stable"):
         x0, y0, x1, y1 = (int(v) for v in boxes[index])
-        window = out[y0:y1, x0:x1]
-        np.copyto(window, np.uint8(class_ids[index]), where=masks[index][y0:y1, x0:x1])
+        np.copyto(out[y0:y1, x0:x1], np.uint8(class_ids[index]), where=masks[index])
     return np.ascontiguousarray(out)
 
 
@@ -256,6 +288,7 @@ def mask_to_polygons(
     keep_holes: bool = False,
     tolerance: float = 0.0,
     box: tuple[int, int, int, int] | None = None,
+    origin: tuple[int, int] = (0, 0),
 ) -> list[list[float]]:
     """Outlines of a mask's parts as flat ``[x1, y1, x2, y2, ...]`` polygons in pixel units.
 
@@ -272,7 +305,8 @@ def mask_to_polygons(
     (Douglas-Peucker, ``cv2.approxPolyDP``): the traced staircase has a point at every pixel
     step, and 0.2 px removes most of them while pixel centres (0.25 px away) stay on their side.
     ``box``: the mask's tight box when known (:func:`rle_boxes`), which spares two passes
-    over the whole frame.
+    over the whole frame. ``origin``: where the mask's pixel (0, 0) lies in the image, for a
+    mask given as a crop (:func:`decode_mask_box`); the polygons are in image coordinates.
 
     >>> m = np.zeros((6, 8), bool); m[1:4, 2:6] = True
     >>> from dataset_pipeline.masks import polygons_to_rle, decode_mask
@@ -293,7 +327,7 @@ def mask_to_polygons(
     big = cv2.resize(crop, ((x1 - x0) * 2, (y1 - y0) * 2), interpolation=cv2.INTER_NEAREST)
     mode = cv2.RETR_CCOMP if keep_holes else cv2.RETR_EXTERNAL
     contours, hierarchy = cv2.findContours(big, mode, cv2.CHAIN_APPROX_SIMPLE)
-    offset = np.array([x0, y0], dtype=np.float64)
+    offset = np.array([x0 + int(origin[0]), y0 + int(origin[1])], dtype=np.float64)
     polygons = []
     if tolerance > 0:
         contours = [cv2.approxPolyDP(c, 2 * tolerance, True) for c in contours]

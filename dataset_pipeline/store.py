@@ -82,8 +82,9 @@ def join_key(*parts: str) -> str:
 
 
 def use_system_arrow_pool() -> None:
-    """Make pyarrow allocate with the C allocator (once per process), unless
-    ``ARROW_DEFAULT_MEMORY_POOL`` names a pool.
+    """Make pyarrow's Python-level allocations use the C allocator (once per process), unless
+    ``ARROW_DEFAULT_MEMORY_POOL`` names another pool: the fallback for a process that imported
+    pyarrow before ``dataset_pipeline`` set that variable (see ``dataset_pipeline/__init__``).
 
     pyarrow's default pool, mimalloc, keeps its arenas: reading a 3 MB table raised a
     process's resident memory by 58 MiB with it and by 22 MiB with the system pool (a
@@ -92,11 +93,14 @@ def use_system_arrow_pool() -> None:
     step process reads some, so its memory does.
     """
     global _ARROW_POOL_SET
-    if _ARROW_POOL_SET or os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+    if _ARROW_POOL_SET:
         return
     import pyarrow
 
-    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    if pyarrow.default_memory_pool().backend_name != "system" and os.environ.get(
+        "ARROW_DEFAULT_MEMORY_POOL"
+    ) in (None, "system"):
+        pyarrow.set_memory_pool(pyarrow.system_memory_pool())
     _ARROW_POOL_SET = True
 
 

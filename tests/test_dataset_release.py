@@ -164,18 +164,26 @@ def _release_files(store: DatasetStore, version: str) -> dict[str, bytes]:
 
 def test_arrow_tables_give_the_release_that_pandas_frames_give_without_loading_pandas(tmp_path):
     """Content built from Parquet read as Arrow (the lean export path) writes the same bytes as
-    content built from DataFrames, and the per-image formats and COCO never import pandas."""
+    content built from DataFrames, and the per-image formats and COCO import neither pandas
+    nor pyarrow.compute (the content joins the tables by row positions)."""
     import subprocess
     import sys
 
     store = DatasetStore(str(tmp_path / "store"))
-    images, annotations, splits = demo_corpus(store, "rel-arrow", 9)
-    # shuffled: the content sorts the instances by image itself (each image's keep their order)
+    images, annotations, splits = demo_corpus(store, "rel-arrow", 10)
+    # one image without a split: not released, its instances left out
+    unreleased = splits.image_id.iloc[0]
+    splits = splits.iloc[1:]
+    # shuffled: the content finds each image's instances itself (each image's keep their order)
     shuffled = annotations.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    content = make_content(store, images, shuffled, splits)
+    assert unreleased not in set(content.images.image_id) | set(content.annotations.image_id)
+    expected = shuffled[shuffled.image_id != unreleased].sort_values("image_id", kind="stable")
+    assert content.annotations.annotation_id.tolist() == expected.annotation_id.tolist()
     for name, frame in {"images": images, "annotations": shuffled, "splits": splits}.items():
         store.write_parquet(f"tables/arrow/{name}.parquet", frame)
     formats = ["coco", "yolo_seg", "semantic_png"]
-    release.write_exports(make_content(store, images, shuffled, splits), "from-pandas", formats)
+    release.write_exports(content, "from-pandas", formats)
     script = f"""
 import sys
 from dataset_pipeline import dataset_release as release
@@ -185,13 +193,13 @@ store = DatasetStore({str(tmp_path / "store")!r})
 tables = [store.read_table(f"tables/arrow/{{n}}.parquet") for n in ("images", "annotations", "splits")]
 content = release.build_content(store, load_taxonomy(), *tables, info={{"description": "test"}})
 release.write_exports(content, "from-arrow", {formats!r})
-print("pandas imported:", "pandas" in sys.modules)
+print("imported:", sorted({{"pandas", "pyarrow.compute"}} & set(sys.modules)))
 """
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
     )
-    assert done.stdout.strip() == "pandas imported: False"
+    assert done.stdout.strip() == "imported: []"
     from_pandas, from_arrow = _release_files(store, "from-pandas"), _release_files(store, "from-arrow")
     assert (
         len(from_arrow) == 3 * 9 + 3 + 1 + 1

@@ -123,3 +123,34 @@ def test_local_resource_is_a_folder(tmp_path):
     assert store.is_local
     store.write_bytes("x/y.txt", b"1")
     assert (tmp_path / "s" / "x" / "y.txt").read_bytes() == b"1"
+
+
+@pytest.mark.parametrize(
+    ("first_import", "environment", "pool", "mimalloc_used"),
+    [
+        # the variable, set before pyarrow loads: the Parquet reader's own buffers too
+        ("import dataset_pipeline", None, "system", False),
+        # pyarrow came first: set_memory_pool on the first read (the reader's buffers escape it)
+        ("import pyarrow", None, "system", True),
+        ("import dataset_pipeline", "mimalloc", "mimalloc", True),  # a pool the user names is kept
+    ],
+)
+def test_tables_are_read_with_the_system_allocator_unless_another_is_named(
+    tmp_path, first_import, environment, pool, mimalloc_used
+):
+    import subprocess
+    import sys
+
+    pd.DataFrame({"a": [1, 2]}).to_parquet(tmp_path / "t.parquet")
+    script = (
+        f"{first_import}\n"
+        "import pyarrow\n"
+        "from dataset_pipeline.store import DatasetStore\n"
+        f"DatasetStore({str(tmp_path)!r}).read_table('t.parquet')\n"
+        "print(pyarrow.default_memory_pool().backend_name, pyarrow.mimalloc_memory_pool().max_memory() > 0)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if environment:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = environment
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [pool, str(mimalloc_used)]

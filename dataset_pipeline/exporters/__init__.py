@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from dataset_pipeline.masks import decode_mask, paint_class_map, rle_boxes
+from dataset_pipeline.masks import decode_mask_box, paint_class_map, rle_boxes
 from dataset_pipeline.store import DatasetStore, join_key
 from dataset_pipeline.taxonomy import Taxonomy
 
@@ -71,8 +71,9 @@ class ImageRow(NamedTuple):
 
 @dataclass(frozen=True)
 class DecodedInstances:
-    """One image's instances decoded: masks (column-major bool, full frame), their tight boxes
-    ``(x0, y0, x1, y1)``, class ids and z_order, in the instances' row order."""
+    """One image's instances decoded: their tight boxes ``(x0, y0, x1, y1)``, each mask within
+    its box (column-major bool, :func:`~dataset_pipeline.masks.decode_mask_box`: a fraction of
+    a frame each), class ids and z_order, in the instances' row order."""
 
     image_id: str
     masks: list[np.ndarray]
@@ -99,30 +100,37 @@ def column_values(table: pa.Table, name: str) -> list:
     column = table.column(name)
     if not pa.types.is_timestamp(column.type):
         return column.to_pylist()
-    per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[column.type.unit]
-    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    unit = column.type.unit
     return [
-        None if ticks is None else epoch + datetime.timedelta(microseconds=ticks * 10**6 // per_second)
+        None if ticks is None else _utc(ticks, unit)
         for chunk in column.chunks
         for ticks in chunk.view(pa.int64()).to_pylist()
     ]
 
 
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+
+
+def _utc(ticks: int, unit: str) -> datetime.datetime:
+    """An Arrow timestamp's ticks (of ``unit``) since the epoch as a UTC datetime (to the µs)."""
+    return _EPOCH + datetime.timedelta(microseconds=ticks * 10**6 // _PER_SECOND[unit])
+
+
 class ReleaseContent:
     """What a release holds: images with their split, and the instances that label them.
 
-    ``images`` is the captures table plus a ``split`` column; ``annotations`` holds one
-    annotator's instances per image (the reference labels), with the corpus columns. Both are
-    given as pyarrow Tables or pandas DataFrames and kept as Arrow tables (images sorted by
-    split then image_id, instances by image_id): the per-image exporters read one image's
-    slice at a time (:meth:`iter_rows`, :meth:`decoded`, :meth:`instance_columns`), so the
-    export holds the compact Arrow columns, not a Python object per value, and needs no
-    pandas. The pandas views :attr:`images` and :attr:`annotations` serve the table-level
-    work (the card's statistics, the validators, the trajectory layouts).
+    Given as three tables, pyarrow Tables or pandas DataFrames: the captures, the splits
+    (``image_id``, ``split``: the released images are the captures with a split) and the
+    reference instances (one annotator's per image; those of images not released are left
+    out). The tables are kept as given, as Arrow: the release order (split, then image_id)
+    and each image's instance rows are positions worked out once, in Python, so no table is
+    copied, sorted or filtered, and neither pandas nor ``pyarrow.compute`` is loaded. The
+    per-image exporters read one image's cells at a time (:meth:`iter_rows`,
+    :meth:`decoded`, :meth:`instance_columns`). The pandas views :attr:`images` and
+    :attr:`annotations` serve the table-level work (the card's statistics, the validators,
+    the trajectory layouts).
     """
-
-    #: Rows of ``iter_rows`` are read from Arrow in chunks of this many images.
-    ROW_CHUNK = 1024
 
     def __init__(
         self,
@@ -130,33 +138,58 @@ class ReleaseContent:
         taxonomy: Taxonomy,
         images: pa.Table | pd.DataFrame,
         annotations: pa.Table | pd.DataFrame,
+        splits: pa.Table | pd.DataFrame,
         info: dict | None = None,
     ) -> None:
         self.store, self.taxonomy, self.info = store, taxonomy, dict(info or {})
-        self.image_table = as_arrow(images).sort_by([("split", "ascending"), ("image_id", "ascending")])
-        # Instances sorted by image (stable): one image's instances are a contiguous slice.
-        self.instance_table = as_arrow(annotations)
-        instance_ids = column_values(self.instance_table, "image_id")
-        if any(a > b for a, b in zip(instance_ids, instance_ids[1:], strict=False)):  # sorting copies
-            self.instance_table = self.instance_table.sort_by([("image_id", "ascending")])
-            instance_ids = sorted(instance_ids)
-        self._ranges = _runs(instance_ids)
-        self._split_ranges = _runs(column_values(self.image_table, "split"))
+        self.image_table, self.instance_table = as_arrow(images), as_arrow(annotations)
+        splits = as_arrow(splits)
+        split_of: dict[str, str] = {}
+        for image_id, split in zip(
+            column_values(splits, "image_id"), column_values(splits, "split"), strict=True
+        ):
+            split_of.setdefault(image_id, split)  # an image listed twice keeps its first split
+        released = sorted(
+            (split_of[image_id], image_id, position)
+            for position, image_id in enumerate(column_values(self.image_table, "image_id"))
+            if image_id in split_of
+        )
+        #: rows of ``image_table`` in release order
+        self._image_positions = [position for _, _, position in released]
+        self._split_ranges = {
+            split: (start, end) for split, start, end in _run_list([s for s, _, _ in released])
+        }
+        self._image_cells = _Cells(self.image_table, [f for f in ImageRow._fields if f != "split"])
+        released_ids = {image_id for _, image_id, _ in released}
+        # Each released image's instance rows, as runs (one run when the table is grouped by image).
+        self._instance_runs: dict[str, list[tuple[int, int]]] = {}
+        for image_id, start, end in _run_list(column_values(self.instance_table, "image_id")):
+            if image_id in released_ids:
+                self._instance_runs.setdefault(image_id, []).append((start, end))
         self._last_decoded = threading.local()
-        stems = Counter(file_stem(i) for i in column_values(self.image_table, "image_id"))
+        stems = Counter(file_stem(image_id) for _, image_id, _ in released)
         duplicated = sorted(stem for stem, count in stems.items() if count > 1)
         if duplicated:
             raise ExportError(f"image ids of file names {duplicated} map to the same release file name")
 
     @cached_property
     def images(self) -> pd.DataFrame:
-        """The released images as a pandas DataFrame (row i = the i-th of :meth:`iter_rows`)."""
-        return self.image_table.to_pandas()
+        """The released images as a pandas DataFrame, the captures' columns and ``split``
+        (row i = the i-th of :meth:`iter_rows`)."""
+        frame = self.image_table.to_pandas().iloc[self._image_positions].reset_index(drop=True)
+        return frame.assign(split=[row.split for row in self.iter_rows()])
 
     @cached_property
     def annotations(self) -> pd.DataFrame:
-        """The instances as a pandas DataFrame, sorted by image_id."""
-        return self.instance_table.to_pandas()
+        """The released images' instances as a pandas DataFrame, sorted by image_id (each
+        image's in their row order)."""
+        order = [
+            position
+            for image_id in sorted(self._instance_runs)
+            for start, end in self._instance_runs[image_id]
+            for position in range(start, end)
+        ]
+        return self.instance_table.to_pandas().iloc[order].reset_index(drop=True)
 
     @property
     def splits(self) -> list[str]:
@@ -169,25 +202,45 @@ class ReleaseContent:
 
     def instances(self, image_id: str) -> pd.DataFrame:
         """The instances of one image (empty frame when it has none), in row order."""
-        start, end = self._ranges.get(image_id, (0, 0))
-        return self.annotations.iloc[start:end]
+        frame = self.annotations
+        start, end = (
+            frame.image_id.searchsorted(image_id, "left"),
+            frame.image_id.searchsorted(image_id, "right"),
+        )
+        return frame.iloc[start:end]
 
     def iter_rows(self, split: str | None = None) -> Iterator[ImageRow]:
         """The released images (of one split) as :class:`ImageRow`, in release order."""
-        start, end = self._split_ranges.get(split, (0, 0)) if split else (0, self.image_table.num_rows)
-        for offset in range(start, end, self.ROW_CHUNK):
-            chunk = self.image_table.slice(offset, min(self.ROW_CHUNK, end - offset))
-            yield from map(
-                ImageRow._make, zip(*(column_values(chunk, f) for f in ImageRow._fields), strict=True)
-            )
+        for name, (start, end) in self._split_ranges.items():
+            if split is None or name == split:
+                for position in self._image_positions[start:end]:
+                    cells = self._image_cells.row(position)
+                    yield ImageRow(
+                        cells["image_id"],
+                        name,
+                        cells["uri"],
+                        cells["width"],
+                        cells["height"],
+                        cells["capture_ts"],
+                    )
+
+    def _instances_of(self, image_id: str) -> pa.Table | None:
+        """The instance rows of one image (a zero-copy slice; None when it has none)."""
+        runs = self._instance_runs.get(image_id)
+        if not runs:
+            return None
+        if len(runs) == 1:
+            return self.instance_table.slice(runs[0][0], runs[0][1] - runs[0][0])
+        import pyarrow as pa
+
+        return pa.concat_tables([self.instance_table.slice(start, end - start) for start, end in runs])
 
     def instance_columns(self, image_ids: list[str], columns: list[str]) -> dict[str, list]:
         """Columns of the instances of the given images, image by image, as Python lists."""
         out: dict[str, list] = {name: [] for name in columns}
         for image_id in image_ids:
-            start, end = self._ranges.get(image_id, (0, 0))
-            if end > start:
-                part = self.instance_table.slice(start, end - start)
+            part = self._instances_of(image_id)
+            if part is not None:
                 for name in columns:
                     out[name] += column_values(part, name)
         return out
@@ -197,16 +250,16 @@ class ReleaseContent:
         formats written image by image in one pass decode each image once."""
         last = getattr(self._last_decoded, "value", None)
         if last is None or last.image_id != row.image_id:
-            start, end = self._ranges.get(row.image_id, (0, 0))
-            part = self.instance_table.slice(start, end - start)
-            rles = column_values(part, "rle")
+            values = self.instance_columns([row.image_id], ["rle", "height", "width", "class_id", "z_order"])
+            rles = values["rle"]
             height, width = int(row.height), int(row.width)
+            boxes = rle_boxes(values["height"], values["width"], rles)
             last = DecodedInstances(
                 row.image_id,
-                [decode_mask(rle, height, width) for rle in rles],
-                rle_boxes(column_values(part, "height"), column_values(part, "width"), rles),
-                np.array(column_values(part, "class_id"), dtype=np.int64),
-                np.array(column_values(part, "z_order"), dtype=np.int64),
+                [decode_mask_box(rle, height, width, box) for rle, box in zip(rles, boxes, strict=True)],
+                boxes,
+                np.array(values["class_id"], dtype=np.int64),
+                np.array(values["z_order"], dtype=np.int64),
             )
             self._last_decoded.value = last
         return last
@@ -230,17 +283,43 @@ class ReleaseContent:
         return f"{row.split}/{file_stem(row.image_id)}{ext}"
 
 
-def _runs(values: list) -> dict:
-    """value -> (start, end) of each run of equal values in a sorted list.
+def _run_list(values: list) -> list[tuple]:
+    """``(value, start, end)`` of each run of equal consecutive values.
 
-    >>> _runs(["a", "a", "b"])
-    {'a': (0, 2), 'b': (2, 3)}
+    >>> _run_list(["a", "a", "b", "a"])
+    [('a', 0, 2), ('b', 2, 3), ('a', 3, 4)]
     """
-    runs: dict = {}
+    runs: list[tuple] = []
     for index, value in enumerate(values):
-        start, _ = runs.get(value, (index, index))
-        runs[value] = (start, index + 1)
+        if runs and runs[-1][0] == value:
+            runs[-1] = (value, runs[-1][1], index + 1)
+        else:
+            runs.append((value, index, index + 1))
     return runs
+
+
+class _Cells:
+    """Some columns of a table read one row at a time, in place (timestamps as UTC datetimes):
+    a row's values without a Python object per cell of the table."""
+
+    def __init__(self, table: pa.Table, names: list[str]) -> None:
+        import pyarrow as pa
+
+        self._columns: dict[str, tuple[pa.Array, str | None]] = {}
+        for name in names:
+            column = table.column(name)
+            if column.num_chunks == 0:  # an empty table: no row is ever read
+                continue
+            array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+            unit = column.type.unit if pa.types.is_timestamp(column.type) else None
+            self._columns[name] = (array.view(pa.int64()) if unit else array, unit)
+
+    def row(self, position: int) -> dict:
+        values = {}
+        for name, (array, unit) in self._columns.items():
+            value = array[position].as_py()
+            values[name] = _utc(value, unit) if unit and value is not None else value
+        return values
 
 
 @dataclass

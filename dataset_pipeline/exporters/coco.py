@@ -44,7 +44,7 @@ def annotation_file(split: str) -> str:
 
 
 #: Annotations are serialized this many images at a time (see :func:`split_json`).
-IMAGES_PER_CHUNK = 256
+IMAGES_PER_CHUNK = 32
 
 
 def split_json(content: ReleaseContent, split: str) -> Iterator[str]:

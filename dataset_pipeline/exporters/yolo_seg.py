@@ -79,7 +79,11 @@ def label_rows(content: ReleaseContent, row) -> list[str]:
     decoded = content.decoded(row)
     classes, polygons = [], []
     for mask, box, class_id in zip(decoded.masks, decoded.boxes, decoded.class_ids, strict=True):
-        for polygon in mask_to_polygons(mask, keep_holes=True, tolerance=TOLERANCE_PX, box=tuple(box)):
+        x0, y0, x1, y1 = (int(v) for v in box)
+        inside = (0, 0, x1 - x0, y1 - y0)  # the mask is given within its box
+        for polygon in mask_to_polygons(
+            mask, keep_holes=True, tolerance=TOLERANCE_PX, box=inside, origin=(x0, y0)
+        ):
             classes.append(int(class_id) - 1)
             polygons.append(polygon)
     return [f"{c} {text}" for c, text in zip(classes, polygons_text(polygons, width, height), strict=True)]
