@@ -24,9 +24,11 @@ Layout (formats as configured; see each module of ``dataset_pipeline.exporters``
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -170,8 +172,9 @@ def write_exports(
         image = out.write_bytes(f"images/{content.image_file(row)}", content.image_bytes(row))
         return [image] + [known[name].export_image(content, out, row) for name in per_image]
 
-    with ThreadPoolExecutor(max_workers=threads if threads > 0 else os.cpu_count() or 1) as pool:
-        for keys in pool.map(write_image, content.iter_rows()):
+    workers = threads if threads > 0 else os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for keys in _ordered_map(pool, write_image, content.iter_rows(), window=4 * workers):
             for name, key in zip(["images", *per_image], keys, strict=True):
                 files[name].append(key)
     written = {"images": files["images"]}
@@ -181,6 +184,25 @@ def write_exports(
     manifest = json.dumps({"version": version, "formats": list(formats), "files": written}, indent=1)
     content.store.write_bytes(out.key(EXPORTS_FILE), manifest.encode())
     return ExportOutcome(version, written, reused=False)
+
+
+def _ordered_map(pool: ThreadPoolExecutor, function, items: Iterable, window: int) -> Iterator:
+    """``function`` over ``items`` on the pool, results in order, at most ``window`` in flight.
+
+    ``Executor.map`` submits every item at once: a future and its row per image, ~2 KB each,
+    held until the end (8 MiB at 4,000 images).
+
+    >>> with ThreadPoolExecutor(2) as pool:
+    ...     list(_ordered_map(pool, lambda x: x * x, range(6), window=2))
+    [0, 1, 4, 9, 16, 25]
+    """
+    pending: collections.deque = collections.deque()
+    for item in items:
+        if len(pending) >= window:
+            yield pending.popleft().result()
+        pending.append(pool.submit(function, item))
+    while pending:
+        yield pending.popleft().result()
 
 
 def exported_formats(store: DatasetStore, version: str) -> list[str]:

@@ -118,6 +118,9 @@ class DatasetStore:
     b'hello'
     """
 
+    #: Parquet tables are decoded this many rows at a time (:meth:`read_table`).
+    READ_BATCH_ROWS = 8192
+
     def __init__(self, root_url: str, storage_options: dict[str, Any] | None = None) -> None:
         import fsspec
 
@@ -248,14 +251,25 @@ class DatasetStore:
         Read with ``pyarrow.parquet.ParquetFile``: ``pyarrow.parquet.read_table`` goes through
         ``pyarrow.dataset``, which imports pandas (40 MiB) on import.
         """
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         use_system_arrow_pool()
         path = self.path(key)
-        # A local file is read column chunk by column chunk, not held whole in memory first.
+        # A local file is read from disk as it is decoded, not held whole in memory first.
         source = path if self.is_local and os.path.isfile(path) else io.BytesIO(self.read_bytes(key))
         with self._table_errors(key):
-            return pq.ParquetFile(source).read(columns=columns)
+            parquet = pq.ParquetFile(source)
+            schema = parquet.schema_arrow
+            if columns is not None:
+                schema = pa.schema([schema.field(name) for name in columns], metadata=schema.metadata)
+            # Decoded a batch of rows at a time: reading a row group whole holds its decoded
+            # pages beside the table being built (a 4,000-image annotations table of 38 MB
+            # peaked 29 MiB above its size that way, 3 MiB in batches).
+            batches = parquet.iter_batches(
+                batch_size=self.READ_BATCH_ROWS, columns=columns, use_threads=False
+            )
+            return pa.Table.from_batches(list(batches), schema=schema)
 
     @contextlib.contextmanager
     def _table_errors(self, key: str) -> Iterator[None]:

@@ -52,6 +52,28 @@ def test_tables_read_as_arrow_or_pandas_and_a_corrupt_one_is_named(any_store: Da
         any_store.read_table("tables/missing.parquet")
 
 
+def test_a_table_is_read_in_batches_whole_and_typed(local_store: DatasetStore):
+    """Decoded a batch of rows at a time (READ_BATCH_ROWS), the table keeps every row in order,
+    its types and its pandas metadata; an empty table keeps its columns."""
+    rows = 2 * DatasetStore.READ_BATCH_ROWS + 5
+    frame = pd.DataFrame(
+        {
+            "image_id": [f"b/{i:06d}" for i in range(rows)],
+            "capture_ts": pd.date_range("2026-11-01", periods=rows, freq="s", tz="UTC"),
+            "score": [i / 7 for i in range(rows)],
+        }
+    )
+    local_store.write_parquet("tables/big.parquet", frame)
+    table = local_store.read_table("tables/big.parquet")
+    assert table.column("image_id").num_chunks == 3
+    pd.testing.assert_frame_equal(table.to_pandas(), frame)
+    some = local_store.read_table("tables/big.parquet", columns=["score", "image_id"])
+    assert some.column_names == ["score", "image_id"] and some.num_rows == rows
+    local_store.write_parquet("tables/empty.parquet", frame.iloc[:0])
+    empty = local_store.read_table("tables/empty.parquet")
+    assert empty.num_rows == 0 and empty.schema.equals(table.schema)
+
+
 def test_escaping_keys_are_refused_by_every_operation(any_store: DatasetStore):
     for operation in (
         lambda: any_store.write_bytes("../outside.txt", b"x"),
