@@ -45,7 +45,7 @@ def _quoted(store: DatasetStore) -> dict[str, bytes]:
 def load_release(store: DatasetStore, taxonomy: TaxonomyResource, settings: ReleaseSettings):
     """(content, version) of the release the current corpus, splits and reports make."""
     classes = taxonomy.load()
-    content = release.build_content(
+    content = release.ReleaseContent(
         store,
         classes,
         store.read_table(CORPUS_IMAGES_KEY),

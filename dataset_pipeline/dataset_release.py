@@ -31,17 +31,11 @@ import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dataset_pipeline.exporters import ReleaseContent, ReleaseFolder, export_formats
 from dataset_pipeline.store import DatasetStore, join_key
-from dataset_pipeline.taxonomy import Taxonomy
-
-if TYPE_CHECKING:
-    import pandas as pd
-    import pyarrow as pa
 
 RELEASES_PREFIX = "releases"
 MANIFEST_FILE = "release.json"
@@ -58,24 +52,6 @@ class ReleaseError(ValueError):
 
 def release_folder(store: DatasetStore, version: str) -> ReleaseFolder:
     return ReleaseFolder(store, join_key(RELEASES_PREFIX, version))
-
-
-def build_content(
-    store: DatasetStore,
-    taxonomy: Taxonomy,
-    images: pa.Table | pd.DataFrame,
-    reference: pa.Table | pd.DataFrame,
-    splits: pa.Table | pd.DataFrame,
-    info: dict | None = None,
-) -> ReleaseContent:
-    """The released images (those with a split) and their reference instances (one annotator per
-    image, as :func:`dataset_pipeline.baseline_model.reference_annotations` chooses them).
-
-    Tables may be pyarrow Tables (:meth:`DatasetStore.read_table`) or pandas DataFrames; they
-    are joined by row positions (:class:`ReleaseContent`), so an export from Parquet tables
-    loads neither pandas nor ``pyarrow.compute``.
-    """
-    return ReleaseContent(store, taxonomy, images, reference, splits, info=info)
 
 
 def release_version(

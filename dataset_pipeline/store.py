@@ -262,6 +262,9 @@ class DatasetStore:
             parquet = pq.ParquetFile(source)
             schema = parquet.schema_arrow
             if columns is not None:
+                missing = [name for name in columns if name not in schema.names]
+                if missing:
+                    raise ValueError(f"{self.url(key)}: no columns {missing}; it has {schema.names}")
                 schema = pa.schema([schema.field(name) for name in columns], metadata=schema.metadata)
             # Decoded a batch of rows at a time: reading a row group whole holds its decoded
             # pages beside the table being built (a 4,000-image annotations table of 38 MB

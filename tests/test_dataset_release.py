@@ -23,7 +23,7 @@ FORMATS = list(release.DEFAULT_FORMATS)
 
 
 def make_content(store: DatasetStore, images, annotations, splits) -> ReleaseContent:
-    return release.build_content(
+    return release.ReleaseContent(
         store, load_taxonomy(), images, annotations, splits, info={"description": "test"}
     )
 
@@ -117,7 +117,7 @@ def _ring_content(store: DatasetStore) -> ReleaseContent:
             }
         )
     )
-    return release.build_content(
+    return release.ReleaseContent(
         store, taxonomy, images, annotations, images[["image_id"]].assign(split="train")
     )
 
@@ -191,7 +191,7 @@ from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import load_taxonomy
 store = DatasetStore({str(tmp_path / "store")!r})
 tables = [store.read_table(f"tables/arrow/{{n}}.parquet") for n in ("images", "annotations", "splits")]
-content = release.build_content(store, load_taxonomy(), *tables, info={{"description": "test"}})
+content = release.ReleaseContent(store, load_taxonomy(), *tables, info={{"description": "test"}})
 release.write_exports(content, "from-arrow", {formats!r})
 print("imported:", sorted({{"pandas", "pyarrow.compute"}} & set(sys.modules)))
 """

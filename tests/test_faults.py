@@ -74,7 +74,7 @@ def test_sigkill_during_a_release_then_a_rerun_completes_and_raw_files_are_untou
     raw_before = _checksums(store, "incoming")
     for name, frame in (("images", images), ("annotations", annotations), ("splits", splits)):
         store.write_parquet(f"tables/fault/{name}.parquet", frame)
-    content = release.build_content(store, load_taxonomy(), images, annotations, splits)
+    content = release.ReleaseContent(store, load_taxonomy(), images, annotations, splits)
     formats = list(release.DEFAULT_FORMATS)
     version = release.release_version(content, formats)
     child = _spawn(
@@ -83,7 +83,7 @@ def test_sigkill_during_a_release_then_a_rerun_completes_and_raw_files_are_untou
         from dataset_pipeline.store import DatasetStore
         from dataset_pipeline.taxonomy import load_taxonomy
         store = DatasetStore({store.root!r})
-        content = release.build_content(store, load_taxonomy(), *(store.read_parquet(f"tables/fault/{{n}}.parquet")
+        content = release.ReleaseContent(store, load_taxonomy(), *(store.read_parquet(f"tables/fault/{{n}}.parquet")
                                          for n in ("images", "annotations", "splits")))
         release.write_exports(content, {version!r}, {formats!r})
         """

@@ -69,6 +69,8 @@ def test_a_table_is_read_in_batches_whole_and_typed(local_store: DatasetStore):
     pd.testing.assert_frame_equal(table.to_pandas(), frame)
     some = local_store.read_table("tables/big.parquet", columns=["score", "image_id"])
     assert some.column_names == ["score", "image_id"] and some.num_rows == rows
+    with pytest.raises(ValueError, match=r"tables/big.parquet: no columns \['split'\]"):
+        local_store.read_table("tables/big.parquet", columns=["image_id", "split"])
     local_store.write_parquet("tables/empty.parquet", frame.iloc[:0])
     empty = local_store.read_table("tables/empty.parquet")
     assert empty.num_rows == 0 and empty.schema.equals(table.schema)

@@ -122,8 +122,10 @@ class ReleaseContent:
 
     Given as three tables, pyarrow Tables or pandas DataFrames: the captures, the splits
     (``image_id``, ``split``: the released images are the captures with a split) and the
-    reference instances (one annotator's per image; those of images not released are left
-    out). The tables are kept as given, as Arrow: the release order (split, then image_id)
+    reference instances (one annotator's per image, as
+    :func:`dataset_pipeline.baseline_model.reference_annotations` chooses them; those of
+    images not released are left out). ``dataset_release`` uses it under its own name too
+    (``release.ReleaseContent``). The tables are kept as given, as Arrow: the release order (split, then image_id)
     and each image's instance rows are positions worked out once, in Python, so no table is
     copied, sorted or filtered, and neither pandas nor ``pyarrow.compute`` is loaded. The
     per-image exporters read one image's cells at a time (:meth:`iter_rows`,
@@ -177,7 +179,9 @@ class ReleaseContent:
         """The released images as a pandas DataFrame, the captures' columns and ``split``
         (row i = the i-th of :meth:`iter_rows`)."""
         frame = self.image_table.to_pandas().iloc[self._image_positions].reset_index(drop=True)
-        return frame.assign(split=[row.split for row in self.iter_rows()])
+        return frame.assign(
+            split=[s for s, (start, end) in self._split_ranges.items() for _ in range(start, end)]
+        )
 
     @cached_property
     def annotations(self) -> pd.DataFrame:
