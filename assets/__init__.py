@@ -1,24 +1,30 @@
-"""Dagster software-defined assets, one module per stage; each one calls dataset_pipeline."""
+"""Dagster software-defined assets: ``assets/<key>.py`` defines asset ``<key>`` and its checks, and
+calls ``dataset_pipeline/<key>`` for the work. This module is their registry.
 
-from assets.agreement_report import AGREEMENT_CHECKS, agreement_report
-from assets.annotation_corpus import QUALITY_CHECKS, annotation_corpus, quality_report
+Beside the stages: ``partitions.py`` (one upload batch = one partition), ``execution.py`` (GPU /
+CPU routing tags, the retry policy), ``reporting.py`` (tables, pictures and verdicts as metadata).
+"""
+
+from assets.active_learning_queue import active_learning_queue
+from assets.agreement_report import AGREEMENT_REPORT_CHECKS, agreement_report
+from assets.annotation_corpus import annotation_corpus
 from assets.annotation_tasks import annotation_tasks
-from assets.baseline_model import BASELINE_CHECKS, baseline_model
-from assets.dataset_release import RELEASE_CHECKS, dataset_card, dataset_release
-from assets.dataset_splits import SPLIT_CHECKS, dataset_splits
-from assets.partitions import capture_batches
-from assets.raw_captures import captures_table_expectations, quarantine_share_under_limit, raw_captures
+from assets.baseline_model import BASELINE_MODEL_CHECKS, baseline_model
+from assets.dataset_card import dataset_card
+from assets.dataset_release import DATASET_RELEASE_CHECKS, dataset_release
+from assets.dataset_splits import DATASET_SPLITS_CHECKS, dataset_splits
+from assets.quality_report import QUALITY_REPORT_CHECKS, quality_report
+from assets.raw_captures import RAW_CAPTURES_CHECKS, raw_captures
 from assets.reviewed_annotations import reviewed_annotations
-from assets.sam2_premasks import PREMASK_CHECKS, sam2_premasks
-from assets.tags import CPU_TAGS, GPU_TAGS
-from assets.zero_shot_comparison import ZERO_SHOT_CHECKS, active_learning_queue, zero_shot_comparison
+from assets.sam2_premasks import SAM2_PREMASKS_CHECKS, sam2_premasks
+from assets.zero_shot_comparison import ZERO_SHOT_COMPARISON_CHECKS, zero_shot_comparison
 
-#: Assets materialized per upload batch, in pipeline order, until the tasks go to people.
-PER_BATCH_ASSETS = [raw_captures, sam2_premasks, annotation_tasks]
-#: Materialized per batch when its review exports arrive.
-REVIEW_ASSETS = [reviewed_annotations]
-#: Over the whole corpus, in pipeline order.
-CORPUS_ASSETS = [
+#: Every asset, in pipeline order.
+ALL_ASSETS = [
+    raw_captures,
+    sam2_premasks,
+    annotation_tasks,
+    reviewed_annotations,
     annotation_corpus,
     quality_report,
     agreement_report,
@@ -29,28 +35,16 @@ CORPUS_ASSETS = [
     dataset_release,
     dataset_card,
 ]
-ALL_ASSETS = [*PER_BATCH_ASSETS, *REVIEW_ASSETS, *CORPUS_ASSETS]
+#: Every asset check, in the same order.
 ALL_CHECKS = [
-    captures_table_expectations,
-    quarantine_share_under_limit,
-    *PREMASK_CHECKS,
-    *QUALITY_CHECKS,
-    *AGREEMENT_CHECKS,
-    *SPLIT_CHECKS,
-    *BASELINE_CHECKS,
-    *ZERO_SHOT_CHECKS,
-    *RELEASE_CHECKS,
+    *RAW_CAPTURES_CHECKS,
+    *SAM2_PREMASKS_CHECKS,
+    *QUALITY_REPORT_CHECKS,
+    *AGREEMENT_REPORT_CHECKS,
+    *DATASET_SPLITS_CHECKS,
+    *BASELINE_MODEL_CHECKS,
+    *ZERO_SHOT_COMPARISON_CHECKS,
+    *DATASET_RELEASE_CHECKS,
 ]
 
-__all__ = [
-    "AGREEMENT_CHECKS",
-    "agreement_report",
-    "ALL_ASSETS",
-    "ALL_CHECKS",
-    "CORPUS_ASSETS",
-    "CPU_TAGS",
-    "GPU_TAGS",
-    "PER_BATCH_ASSETS",
-    "REVIEW_ASSETS",
-    "capture_batches",
-]
+__all__ = ["ALL_ASSETS", "ALL_CHECKS"]

@@ -1,21 +1,21 @@
 """annotation_tasks: pre-annotations for Label Studio and CVAT, per batch."""
 
-import pandas as pd
+from typing import Any
+
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
+from assets.execution import CPU_TAGS, STORE_RETRY
 from assets.partitions import capture_batches
-from assets.raw_captures import STORE_RETRY
-from assets.sam2_premasks import sam2_premasks
-from assets.tags import CPU_TAGS
-from dataset_pipeline.annotation_tasks import image_url_builder, write_annotation_tasks
-from dataset_pipeline.store import join_key
+from dataset_pipeline import layout
+from dataset_pipeline.annotation_tasks import image_url_builder, push_to_label_studio, write_annotation_tasks
+from dataset_pipeline.formats.label_studio.client import LabelStudioError, project_title
 from resources import AnnotationToolsResource, DatasetStoreResource, LabelStudioResource, TaxonomyResource
 
 
 @asset(
     op_tags=CPU_TAGS,
     partitions_def=capture_batches,
-    deps=[sam2_premasks],
+    deps=["sam2_premasks"],
     group_name="annotation",
     kinds={"json", "xml"},
     retry_policy=STORE_RETRY,
@@ -42,7 +42,7 @@ def annotation_tasks(
         raise Failure(description=f"annotation_tools configuration: {exc}", allow_retries=False) from None
     classes = taxonomy.load()
     export = write_annotation_tasks(store, batch, classes, url_for, annotation_tools.cvat_image_names)
-    metadata = {
+    metadata: dict[str, Any] = {
         "tasks": export.tasks,
         "masks_sent": export.masks_sent,
         "skipped_rejected": export.skipped_rejected,
@@ -52,40 +52,21 @@ def annotation_tasks(
     }
     metadata |= {role: MetadataValue.path(store.url(key)) for role, key in export.files.items()}
     if label_studio.enabled:
-        metadata |= _push_to_label_studio(
-            context, store, batch, classes, label_studio, export.label_studio_tasks
+        title = project_title(label_studio.project_prefix, classes)
+        try:
+            pushed = push_to_label_studio(
+                store, batch, label_studio.client(), title, classes, export.label_studio_tasks
+            )
+        except LabelStudioError as exc:
+            raise Failure(description=str(exc), allow_retries=False) from None
+        context.log.info(
+            f"Label Studio project {title!r} (id {pushed.project_id}): {pushed.imported} tasks imported, "
+            f"{pushed.already_there} already there"
         )
+        metadata |= {
+            "label_studio_project": f"{title} (id {pushed.project_id})",
+            "label_studio_tasks_imported": pushed.imported,
+            "label_studio_tasks_already_there": pushed.already_there,
+            "label_studio_task_ids": MetadataValue.path(store.url(layout.label_studio_tasks_key(batch))),
+        }
     return MaterializeResult(metadata=metadata)
-
-
-def _push_to_label_studio(context, store, batch, classes, label_studio, tasks: list[dict]) -> dict:
-    """Import the batch's tasks (with their predictions) into the taxonomy's project, once per image;
-    record the Label Studio task id of every image in tables/label_studio/<batch>.parquet."""
-    from dataset_pipeline.label_studio_connector import LabelStudioError, project_title, push_tasks
-
-    title = project_title(label_studio.project_prefix, classes)
-    try:
-        pushed = push_tasks(label_studio.client(), title, classes, tasks)
-    except LabelStudioError as exc:
-        raise Failure(description=str(exc), allow_retries=False) from None
-    key = join_key("tables", "label_studio", f"{batch}.parquet")
-    store.write_parquet(
-        key,
-        pd.DataFrame(
-            {
-                "image_id": list(pushed.task_ids),
-                "task_id": list(pushed.task_ids.values()),
-                "project_id": pushed.project_id,
-            }
-        ),
-    )
-    context.log.info(
-        f"Label Studio project {title!r} (id {pushed.project_id}): {pushed.imported} tasks imported, "
-        f"{pushed.already_there} already there"
-    )
-    return {
-        "label_studio_project": f"{title} (id {pushed.project_id})",
-        "label_studio_tasks_imported": pushed.imported,
-        "label_studio_tasks_already_there": pushed.already_there,
-        "label_studio_task_ids": MetadataValue.path(store.url(key)),
-    }

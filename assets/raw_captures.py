@@ -1,36 +1,32 @@
 """raw_captures: an upload batch → the captures and quarantine tables, gated by checks."""
 
-import pandas as pd
+from typing import Any
+
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetExecutionContext,
-    Backoff,
     Failure,
     MaterializeResult,
     MetadataValue,
-    RetryPolicy,
     asset,
-    asset_check,
 )
 
-from assets.partitions import capture_batches
-from assets.reporting import picture_metadata, table_metadata
-from assets.tags import CPU_TAGS
-from dataset_pipeline.captures import (
+from assets.execution import CPU_TAGS, STORE_RETRY
+from assets.partitions import batch_check, capture_batches
+from assets.reporting import check_result, picture_metadata, table_metadata
+from dataset_pipeline import layout
+from dataset_pipeline.raw_captures import (
     ManifestError,
-    captures_key,
+    captures_verdict,
+    contact_sheet_png,
     ingest_batch,
-    quarantine_key,
+    quarantine_verdict,
     summarize_captures,
+    write_ingest,
 )
-from dataset_pipeline.figures import contact_sheet, png_bytes
-from dataset_pipeline.store import StoreError, join_key
-from dataset_pipeline.validation import captures_suite, validate_table
+from dataset_pipeline.store import StoreError
 from resources import CaptureRules, DatasetStoreResource
-
-STORE_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL)
 
 
 @asset(
@@ -54,13 +50,9 @@ def raw_captures(
         raise Failure(description=str(exc), allow_retries=False) from None
     except StoreError as exc:
         raise Failure(description=f"batch {batch!r}: {exc}") from exc
-    store.write_parquet(captures_key(batch), result.captures)
-    store.write_parquet(quarantine_key(batch), result.quarantine)
-
-    captions = list(result.thumbnails)
-    sheet = png_bytes(contact_sheet(list(result.thumbnails.values()), [c.split("/")[-1] for c in captions]))
+    write_ingest(store, result)
     n_images = len(result.captures)
-    metadata = {
+    metadata: dict[str, Any] = {
         "images": n_images,
         "quarantined": len(result.quarantine),
         "quarantine_share": round(result.quarantine_share, 4),
@@ -68,15 +60,15 @@ def raw_captures(
         "seconds": round(result.seconds, 2),
         "images_per_second": round(n_images / result.seconds, 1) if result.seconds else 0.0,
         "scenes": int(result.captures["scene_id"].nunique()) if n_images else 0,
-        "captures_table": MetadataValue.path(store.url(captures_key(batch))),
-        "quarantine_table": MetadataValue.path(store.url(quarantine_key(batch))),
+        "captures_table": MetadataValue.path(store.url(layout.captures_key(batch))),
+        "quarantine_table": MetadataValue.path(store.url(layout.quarantine_key(batch))),
         "images per scene and lighting": MetadataValue.md(
             summarize_captures(result.captures).to_markdown() if n_images else "_no images_"
         ),
         "quarantine": table_metadata(result.quarantine),
     }
     metadata |= picture_metadata(
-        store, join_key("previews", "raw_captures", batch, "contact_sheet.png"), sheet, "contact sheet"
+        store, layout.contact_sheet_preview(batch), contact_sheet_png(result), "contact sheet"
     )
     context.log.info(
         f"batch {batch}: {n_images} images ingested, {len(result.quarantine)} quarantined "
@@ -85,37 +77,26 @@ def raw_captures(
     return MaterializeResult(metadata=metadata)
 
 
-@asset_check(
+@batch_check(
     asset=raw_captures,
     blocking=True,
-    partitions_def=capture_batches,
     description="Great Expectations suite on the captures table: required columns present and not null, "
     "sizes in range, lighting in the configured set, image_id and sha256 unique.",
 )
 def captures_table_expectations(
     context: AssetCheckExecutionContext, dataset_store: DatasetStoreResource, capture_rules: CaptureRules
 ) -> AssetCheckResult:
-    store = dataset_store.get_store()
-    captures = store.read_parquet(captures_key(context.partition_key))
-    suite = captures_suite(
-        capture_rules.allowed_lighting, capture_rules.min_side_px, capture_rules.max_side_px
-    )
-    report = validate_table(captures, suite, name="captures", id_column="image_id")
-    return AssetCheckResult(
-        passed=report.success and len(captures) > 0,
-        description=report.summary() if len(captures) else "the batch has no usable image",
-        metadata={
-            "rows": report.rows,
-            "expectations_failed": len(report.failed),
-            "expectations": table_metadata(pd.DataFrame(report.as_rows()), max_rows=len(report.outcomes)),
-        },
+    captures = dataset_store.get_store().read_parquet(layout.captures_key(context.partition_key))
+    return check_result(
+        captures_verdict(
+            captures, capture_rules.allowed_lighting, capture_rules.min_side_px, capture_rules.max_side_px
+        )
     )
 
 
-@asset_check(
+@batch_check(
     asset=raw_captures,
     blocking=True,
-    partitions_def=capture_batches,
     description="The share of the batch's images that were quarantined is under the configured limit.",
 )
 def quarantine_share_under_limit(
@@ -123,22 +104,13 @@ def quarantine_share_under_limit(
 ) -> AssetCheckResult:
     store = dataset_store.get_store()
     batch = context.partition_key
-    captures = store.read_parquet(captures_key(batch))
-    quarantine = store.read_parquet(quarantine_key(batch))
-    total = len(captures) + len(quarantine)
-    share = len(quarantine) / total if total else 1.0
-    limit = capture_rules.max_quarantine_share
-    reasons = quarantine["reason"].str.split(":").str[0].value_counts().to_dict() if len(quarantine) else {}
-    return AssetCheckResult(
-        passed=share <= limit,
-        severity=AssetCheckSeverity.ERROR,
-        description=(
-            f"{len(quarantine)} of {total} images quarantined ({share:.1%}, limit {limit:.1%})"
-            + (
-                f"; reasons: {reasons}; files: {quarantine['image_file'].head(10).tolist()}"
-                if reasons
-                else ""
-            )
-        ),
-        metadata={"quarantined": len(quarantine), "images": total, "share": round(share, 4), "limit": limit},
+    return check_result(
+        quarantine_verdict(
+            store.read_parquet(layout.captures_key(batch)),
+            store.read_parquet(layout.quarantine_key(batch)),
+            capture_rules.max_quarantine_share,
+        )
     )
+
+
+RAW_CAPTURES_CHECKS = [captures_table_expectations, quarantine_share_under_limit]

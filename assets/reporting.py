@@ -1,12 +1,22 @@
-"""Metadata helpers shared by the assets: DataFrames and pictures for the Dagster UI."""
+"""Metadata helpers shared by the assets: DataFrames, pictures and verdicts for the Dagster UI."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
-from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
 
 from dataset_pipeline.figures import markdown_image
 from dataset_pipeline.store import DatasetStore
+from dataset_pipeline.verdicts import Verdict
 
 
 def table_metadata(frame: pd.DataFrame, max_rows: int = 50) -> MetadataValue:
@@ -33,7 +43,24 @@ def picture_metadata(store: DatasetStore, key: str, png: bytes, title: str) -> d
     }
 
 
-def _plain(value: object) -> object:
+def check_result(verdict: Verdict, *, warn: bool = False, **kwargs: Any) -> AssetCheckResult:
+    """A domain verdict as Dagster's check result: its figures and tables as metadata.
+
+    ``warn`` marks a non-blocking check's failure as a warning; ``kwargs`` go to
+    :class:`AssetCheckResult` (``check_name`` in a multi-check).
+    """
+    metadata: dict[str, Any] = dict(verdict.figures)
+    metadata |= {name: table_metadata(frame, max_rows=len(frame)) for name, frame in verdict.tables.items()}
+    return AssetCheckResult(
+        passed=verdict.passed,
+        severity=AssetCheckSeverity.WARN if warn else AssetCheckSeverity.ERROR,
+        description=verdict.summary,
+        metadata=metadata,
+        **kwargs,
+    )
+
+
+def _plain(value: object) -> str | int | float | bool | None:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return None
     if hasattr(value, "item"):

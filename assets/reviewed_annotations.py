@@ -4,17 +4,17 @@ from datetime import UTC, datetime
 
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
-from assets.annotation_tasks import annotation_tasks
+from assets.execution import CPU_TAGS, STORE_RETRY
 from assets.partitions import capture_batches
-from assets.raw_captures import STORE_RETRY
 from assets.reporting import table_metadata
-from assets.tags import CPU_TAGS
-from dataset_pipeline.importers import AnnotationImportError
+from dataset_pipeline import layout
+from dataset_pipeline.formats.importing import AnnotationImportError
+from dataset_pipeline.formats.label_studio.client import LabelStudioError, project_title
 from dataset_pipeline.reviewed_annotations import (
-    annotations_key,
     import_batch_reviews,
-    review_prefix,
-    save_label_studio_pull,
+    per_annotator,
+    per_class,
+    pull_from_label_studio,
 )
 from resources import AnnotationToolsResource, DatasetStoreResource, LabelStudioResource, TaxonomyResource
 
@@ -22,7 +22,7 @@ from resources import AnnotationToolsResource, DatasetStoreResource, LabelStudio
 @asset(
     op_tags=CPU_TAGS,
     partitions_def=capture_batches,
-    deps=[annotation_tasks],
+    deps=["annotation_tasks"],
     group_name="annotation",
     kinds={"parquet"},
     retry_policy=STORE_RETRY,
@@ -40,11 +40,21 @@ def reviewed_annotations(
     store = dataset_store.get_store()
     batch = context.partition_key
     classes = taxonomy.load()
-    pulled = (
-        _pull_from_label_studio(context, store, batch, classes, label_studio)
-        if label_studio.enabled
-        else None
-    )
+    pulled = None
+    if label_studio.enabled:
+        title = project_title(label_studio.project_prefix, classes)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        try:
+            project_id, tasks, key = pull_from_label_studio(
+                store, batch, label_studio.client(), title, classes, stamp
+            )
+        except LabelStudioError as exc:
+            raise Failure(description=str(exc), allow_retries=False) from None
+        context.log.info(
+            f"Label Studio {title!r}: {tasks} annotated tasks of {batch}; "
+            + (f"saved {key}" if key else "unchanged since the last pull")
+        )
+        pulled = f"{tasks} annotated tasks from project {project_id}" + ("" if key else " (unchanged)")
     try:
         result = import_batch_reviews(
             store, batch, classes, annotation_tools.label_map, annotation_tools.default_annotator
@@ -52,26 +62,7 @@ def reviewed_annotations(
     except (AnnotationImportError, FileNotFoundError) as exc:
         raise Failure(description=str(exc), allow_retries=False) from None
     table = result.annotations
-    store.write_parquet(annotations_key(batch), table)
-    per_annotator = (
-        table.groupby("annotator_id")
-        .agg(
-            annotations=("annotation_id", "size"),
-            images=("image_id", "nunique"),
-            hours=("seconds_spent", lambda s: round(s.sum() / 3600, 2)),
-            sam2_assisted=("assistance", lambda s: int((s == "sam2-assisted").sum())),
-            mean_premask_iou=("premask_iou", lambda s: round(s.mean(), 3)),
-        )
-        .reset_index()
-        if len(table)
-        else table
-    )
-    per_class = (
-        table.class_id.map(lambda c: classes.by_id(int(c)).name)
-        .value_counts()
-        .rename_axis("class")
-        .reset_index()
-    )
+    store.write_parquet(layout.annotations_key(batch), table)
     return MaterializeResult(
         metadata={
             "annotations": len(table),
@@ -81,31 +72,10 @@ def reviewed_annotations(
             "skipped_records": len(result.skipped),
             "peer_reviews": result.peer_reviews,
             "exports": MetadataValue.json(result.files),
-            "per annotator": table_metadata(per_annotator),
-            "per class": table_metadata(per_class),
-            "review_folder": MetadataValue.path(store.url(review_prefix(batch))),
-            "annotations_table": MetadataValue.path(store.url(annotations_key(batch))),
+            "per annotator": table_metadata(per_annotator(table)),
+            "per class": table_metadata(per_class(table, classes)),
+            "review_folder": MetadataValue.path(store.url(layout.review_prefix(batch))),
+            "annotations_table": MetadataValue.path(store.url(layout.annotations_key(batch))),
             **({"label_studio_pull": pulled} if pulled is not None else {}),
         }
     )
-
-
-def _pull_from_label_studio(context, store, batch, classes, label_studio) -> str:
-    """A snapshot export (full predictions) of the project, the batch's annotated tasks kept under
-    reviews/<batch>/label_studio_api/ when they changed since the last pull. Nothing stored changes
-    when Label Studio cannot be reached or refuses."""
-    from dataset_pipeline.label_studio_connector import LabelStudioError, batch_export, project_title
-
-    title = project_title(label_studio.project_prefix, classes)
-    try:
-        client = label_studio.client()
-        project_id = client.ensure_project(title, classes)
-        tasks = batch_export(client.snapshot_export(project_id), batch, client.users())
-    except LabelStudioError as exc:
-        raise Failure(description=str(exc), allow_retries=False) from None
-    key = save_label_studio_pull(store, batch, tasks, datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ"))
-    context.log.info(
-        f"Label Studio {title!r}: {len(tasks)} annotated tasks of {batch}; "
-        + (f"saved {key}" if key else "unchanged since the last pull")
-    )
-    return f"{len(tasks)} annotated tasks from project {project_id}" + ("" if key else " (unchanged)")

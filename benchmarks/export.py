@@ -2,14 +2,16 @@
 
 Data: ``--images`` demo images at 640x480 (``dataset_pipeline.demo``, ~9 instances each), the
 demo's ground truth as the labels, split scene-wise. Prepared once, before timing, into
-``--work`` (kept between runs): the upload, the Parquet corpus tables, and a COCO copy of
-the corpus (images + ``annotations/instances_<split>.json``) for Datumaro to import.
+``--work`` (kept between runs): the upload and the store's corpus, agreement and splits tables as
+the pipeline's stages write them, and a COCO copy of the corpus (images +
+``annotations/instances_<split>.json``) for Datumaro to import.
 
 Timed, each in its own child process (wall seconds; peak RSS = the child's VmHWM), ``--repeats``
 times, medians reported:
 
-* ``ours``: read the corpus tables, write COCO (RLE) + YOLO-seg + semantic PNG masks + the
-  images into a new release folder (``dataset_release.write_exports``);
+* ``ours``: what the ``dataset_release`` asset does - ``dataset_release.load_release`` (the corpus
+  tables, the reference labels, the version digest) then ``write_exports`` of COCO (RLE) + YOLO-seg
+  + semantic PNG masks + the images into the release folder;
 * ``datumaro``: ``Dataset.import_from(<coco copy>, "coco_instances")`` then export the same
   three formats with media: ``coco_instances`` (segmentation_mode="mask"), ``yolo_ultralytics`` and
   ``voc_segmentation`` (palette class PNGs, plus instance PNGs). Datumaro 1.13 has no YOLO
@@ -60,11 +62,30 @@ def _peak_mib() -> float:
         return int(next(line for line in status if line.startswith("VmHWM")).split()[1]) / 1024
 
 
+FORMATS = ["coco", "yolo_seg", "semantic_png"]
+#: The release prepare() writes once: Datumaro's COCO input and the HDF5 file read at random.
+SOURCE_RELEASE = "coco-source"
+
+
+def _source_path(work: Path, relative: str = "") -> str:
+    """The local path of the source release's folder (or of a file in it)."""
+    from dataset_pipeline.dataset_release import release_folder
+    from dataset_pipeline.store import DatasetStore
+
+    store = DatasetStore(str(work / "store"))
+    folder = release_folder(store, SOURCE_RELEASE)
+    return store.path(folder.key(relative) if relative else folder.prefix)
+
+
 def prepare(work: Path, n_images: int) -> None:
-    """Upload, corpus tables and the COCO copy, once."""
+    """Upload, the corpus / agreement / splits tables and the COCO copy, once."""
     from dataset_pipeline import dataset_release as release
-    from dataset_pipeline.captures import ingest_batch
+    from dataset_pipeline import layout
+    from dataset_pipeline.agreement_report import compute_agreement, write_report
+    from dataset_pipeline.annotation_corpus import Corpus, write_corpus
     from dataset_pipeline.demo import ground_truth_annotations, write_demo_upload
+    from dataset_pipeline.raw_captures import ingest_batch
+    from dataset_pipeline.schemas import SPLITS
     from dataset_pipeline.store import DatasetStore
     from dataset_pipeline.taxonomy import load_taxonomy
 
@@ -73,49 +94,48 @@ def prepare(work: Path, n_images: int) -> None:
         return
     shutil.rmtree(work, ignore_errors=True)
     store = DatasetStore(str(work / "store"))
+    taxonomy = load_taxonomy()
     upload = write_demo_upload(store, "bench", n_images=n_images, seed=0)
     images = ingest_batch(store, "bench").captures
     annotations = ground_truth_annotations(store.read_parquet(upload.ground_truth_key))
     scenes = sorted(images.scene_id.unique())
     split_of = {s: ("train", "val", "test")[i % 3] for i, s in enumerate(scenes)}
-    splits = images[["image_id"]].assign(split=images.scene_id.map(split_of))
-    store.write_parquet("tables/bench/images.parquet", images)
-    store.write_parquet("tables/bench/annotations.parquet", annotations)
-    store.write_parquet("tables/bench/splits.parquet", splits)
-    content = release.ReleaseContent(store, load_taxonomy(), images, annotations, splits)
-    release.write_exports(content, "coco-source", ["coco", "hdf5"])
+    write_corpus(store, Corpus(annotations=annotations, images=images, batches=["bench"]))
+    write_report(store, compute_agreement(annotations, taxonomy))
+    splits = {"image_id": images.image_id, "split": images.scene_id.map(split_of), "group": 0, "dhash": ""}
+    store.write_parquet(layout.SPLITS_KEY, SPLITS.from_columns(splits))
+    content, _ = release.load_release(store, taxonomy, ["coco", "hdf5"], {})
+    release.write_exports(content, SOURCE_RELEASE, ["coco", "hdf5"])
     marker.write_text(json.dumps({"images": n_images, "instances": len(annotations)}))
 
 
-def run_ours(work: Path, version: str, threads: int = 0) -> dict:
+def run_ours(work: Path, threads: int = 0) -> dict:
+    """The dataset_release asset's work, timed from the imports on; the release folder is removed."""
     t0 = time.perf_counter()
     from dataset_pipeline import dataset_release as release
     from dataset_pipeline.store import DatasetStore
     from dataset_pipeline.taxonomy import load_taxonomy
 
     store = DatasetStore(str(work / "store"))
-    content = release.ReleaseContent(
-        store,
-        load_taxonomy(),
-        store.read_table("tables/bench/images.parquet"),
-        store.read_table("tables/bench/annotations.parquet"),
-        store.read_table("tables/bench/splits.parquet"),
-    )
-    outcome = release.write_exports(content, version, ["coco", "yolo_seg", "semantic_png"], threads=threads)
-    return {
+    content, version = release.load_release(store, load_taxonomy(), FORMATS, {"description": "benchmark"})
+    outcome = release.write_exports(content, version, FORMATS, threads=threads)
+    result = {
         "seconds": time.perf_counter() - t0,
         "peak_rss_mib": _peak_mib(),
         "files": sum(len(v) for v in outcome.written.values()),
+        "reused": outcome.reused,
     }
+    shutil.rmtree(store.path(release.release_folder(store, version).prefix))
+    return result
 
 
 def hdf5_access(work: Path, reads: int = 200) -> float:
+    import h5py
     import numpy as np
 
-    from dataset_pipeline.exporters import hdf5
+    from dataset_pipeline.formats.hdf5 import exporter as hdf5
 
-    path = str(work / "store" / "releases" / "coco-source" / "hdf5" / "train.h5")
-    import h5py
+    path = _source_path(work, hdf5.split_file("train"))
 
     with h5py.File(path, "r") as handle:
         n = len(handle["image_ids"])
@@ -141,11 +161,10 @@ def main() -> None:
     parser.add_argument("--datumaro-python", default=None, help="python of a venv with datumaro installed")
     parser.add_argument("--threads", type=int, default=0, help="export threads for ours (0 = one per core)")
     parser.add_argument("--child", choices=["ours"], help=argparse.SUPPRESS)
-    parser.add_argument("--version", default="bench", help=argparse.SUPPRESS)
     args = parser.parse_args()
     work = Path(args.work)
     if args.child == "ours":
-        print(json.dumps(run_ours(work, args.version, args.threads)))
+        print(json.dumps(run_ours(work, args.threads)))
         return
     t0 = time.perf_counter()
     prepare(work, args.images)
@@ -156,18 +175,24 @@ def main() -> None:
     hdf5_read_ms = hdf5_access(work)
     results: dict[str, list[dict]] = {"ours": [], "datumaro": []}
     for repeat in range(args.repeats):
-        version = f"bench-{repeat}"
-        shutil.rmtree(work / "store" / "releases" / version, ignore_errors=True)
         os.sync()  # each side starts on a quiet disk (deleting thousands of files leaves work behind)
         out = subprocess.run(
-            [sys.executable, __file__, "--work", str(work), "--child", "ours", "--version", version]
-            + ["--threads", str(args.threads)],
+            [
+                sys.executable,
+                __file__,
+                "--work",
+                str(work),
+                "--child",
+                "ours",
+                "--threads",
+                str(args.threads),
+            ],
             check=True,
             capture_output=True,
             text=True,
         )
         results["ours"].append(json.loads(out.stdout.strip().splitlines()[-1]))
-        shutil.rmtree(work / "store" / "releases" / version, ignore_errors=True)
+        assert not results["ours"][-1]["reused"], "a release was left from an earlier run: nothing was timed"
         if args.datumaro_python:
             target = work / f"datumaro-{repeat}"
             shutil.rmtree(target, ignore_errors=True)
@@ -177,7 +202,7 @@ def main() -> None:
                     args.datumaro_python,
                     "-c",
                     DATUMARO_CHILD,
-                    str(work / "store" / "releases" / "coco-source"),
+                    _source_path(work),
                     str(target),
                 ],
                 check=True,

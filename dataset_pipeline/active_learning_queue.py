@@ -10,6 +10,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from dataset_pipeline import layout, schemas
+from dataset_pipeline.baseline_model import load_metrics, load_samples, load_trained, predict
+from dataset_pipeline.figures import contact_sheet, png_bytes
+from dataset_pipeline.images import iter_images
+from dataset_pipeline.store import DatasetStore
+from dataset_pipeline.taxonomy import Taxonomy
+
+#: Which captured images are ranked: those without reviews yet, or every captured image.
+POOLS = ("unreviewed", "all")
+
 
 def rank(image_ids: list[str], entropy: np.ndarray, disagreement: np.ndarray | None = None) -> pd.DataFrame:
     """Rank images by mean entropy (+ mean disagreement): the most uncertain first.
@@ -53,3 +63,46 @@ def mc_dropout(model, samples, device: str, passes: int) -> tuple[np.ndarray, np
             informations.append((predictive - expected).clamp_min(0).cpu().numpy())
     model.eval()
     return np.concatenate(entropies), np.concatenate(informations)
+
+
+def pool_images(store: DatasetStore, pool: str = "unreviewed") -> pd.DataFrame:
+    """The captured images to rank: every batch's captures, less the reviewed ones unless ``pool`` is all."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown active-learning pool {pool!r}; use one of {POOLS}")
+    keys = layout.batch_tables(store.list(layout.CAPTURES_PREFIX))
+    captured = [store.read_parquet(k) for k in keys]
+    images = pd.concat(captured, ignore_index=True) if captured else pd.DataFrame(columns=["image_id"])
+    if pool == "unreviewed":
+        reviewed = set(store.read_parquet(layout.CORPUS_ANNOTATIONS_KEY).image_id)
+        images = images[~images.image_id.isin(reviewed)]
+    return images
+
+
+def build_queue(
+    store: DatasetStore, taxonomy: Taxonomy, images: pd.DataFrame, mc_dropout_passes: int = 0
+) -> pd.DataFrame:
+    """The pool ranked by the latest baseline's uncertainty (:data:`schemas.ACTIVE_LEARNING_QUEUE`)."""
+    metrics = load_metrics(store)
+    model, config, device = load_trained(store, metrics, len(taxonomy.classes))
+    samples = load_samples(store, images, None, config.image_size)
+    if len(images) == 0:
+        queue = rank([], np.zeros((0,)))
+    elif mc_dropout_passes > 1:
+        entropy, information = mc_dropout(model, samples, device, mc_dropout_passes)
+        queue = rank(samples.image_ids, entropy, information)
+    else:
+        _, entropy, _ = predict(model, samples, device, config.bf16)
+        queue = rank(samples.image_ids, entropy)
+    if len(queue):
+        queue = queue.merge(images[["image_id", "batch", "uri"]], on="image_id", how="left")
+    return queue.reindex(columns=list(schemas.ACTIVE_LEARNING_QUEUE.columns))
+
+
+def top_png(store: DatasetStore, queue: pd.DataFrame, count: int = 12) -> bytes | None:
+    """The first ``count`` images of the queue, captioned with rank and score; None when empty."""
+    top = queue.head(count)
+    if not len(top):
+        return None
+    tiles = [rgb for _, rgb in iter_images(store, top)]
+    captions = [f"#{r.rank} {r.score:.3f}" for r in top.itertuples()]
+    return png_bytes(contact_sheet(tiles, captions, columns=6, cell=160))

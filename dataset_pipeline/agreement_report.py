@@ -30,8 +30,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from dataset_pipeline.masks import mask_bbox
+from dataset_pipeline import layout, schemas
+from dataset_pipeline.figures import bar_chart, contact_sheet, distinct_colour, overlay, png_bytes
+from dataset_pipeline.images import iter_images
+from dataset_pipeline.masks import decode_mask, mask_bbox
+from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import Taxonomy
+from dataset_pipeline.verdicts import Verdict
 
 REFINED_BELOW_IOU = 0.9
 UNCHANGED_IOU = 0.999
@@ -206,13 +211,14 @@ def compute_agreement(
                     mask_utils.iou([masks[a] for a in present], [consensus], [0] * 1), dtype=np.float64
                 ).reshape(-1)
             for annotator in annotators:
+                consensus_iou: float | None
                 if consensus is None:
-                    iou = 0.0 if annotator in position else None
+                    consensus_iou = 0.0 if annotator in position else None
                 else:
-                    iou = float(against[position[annotator]]) if annotator in position else 0.0
-                if iou is not None:
-                    consensus_ious[(annotator, class_id)].append(iou)
-                    consensus_by_batch[(batch, annotator)].append(iou)
+                    consensus_iou = float(against[position[annotator]]) if annotator in position else 0.0
+                if consensus_iou is not None:
+                    consensus_ious[(annotator, class_id)].append(consensus_iou)
+                    consensus_by_batch[(batch, annotator)].append(consensus_iou)
         per_image.append(
             {
                 "image_id": image_id,
@@ -249,17 +255,14 @@ def compute_agreement(
             }
         )
     per_annotator = annotator_stats(annotations, consensus_ious)
-    per_batch = pd.DataFrame(
-        [
-            {
-                "batch": b,
-                "annotator_id": a,
-                "iou_vs_consensus": round(float(np.mean(v)), 4),
-                "comparisons": len(v),
-            }
-            for (b, a), v in sorted(consensus_by_batch.items())
-        ],
-        columns=["batch", "annotator_id", "iou_vs_consensus", "comparisons"],
+    per_batch = schemas.AGREEMENT_PER_BATCH.frame(
+        {
+            "batch": b,
+            "annotator_id": a,
+            "iou_vs_consensus": round(float(np.mean(v)), 4),
+            "comparisons": len(v),
+        }
+        for (b, a), v in sorted(consensus_by_batch.items())
     )
     velocity_by_batch = _batch_velocity(annotations)
     if len(per_batch):
@@ -268,9 +271,7 @@ def compute_agreement(
         per_class=pd.DataFrame(rows),
         per_annotator=per_annotator,
         per_batch=per_batch,
-        per_image=pd.DataFrame(
-            per_image, columns=["image_id", "annotators", "mean_pairwise_iou", "disagreement"]
-        ),
+        per_image=schemas.AGREEMENT_PER_IMAGE.frame(per_image),
     )
 
 
@@ -291,7 +292,7 @@ def _batch_velocity(annotations: pd.DataFrame) -> pd.DataFrame:
     ).groupby(["batch", "annotator_id"]):
         images_per_hour, _ = _velocity(group)
         rows.append({"batch": batch, "annotator_id": annotator, "images_per_hour": round(images_per_hour, 2)})
-    return pd.DataFrame(rows, columns=["batch", "annotator_id", "images_per_hour"])
+    return schemas.BATCH_VELOCITY.frame(rows)
 
 
 def annotator_stats(annotations: pd.DataFrame, consensus_ious: dict | None = None) -> pd.DataFrame:
@@ -340,3 +341,82 @@ def annotator_stats(annotations: pd.DataFrame, consensus_ious: dict | None = Non
             )
         flags.append("; ".join(reasons))
     return table.assign(flags=flags, flagged=[bool(f) for f in flags])
+
+
+def write_report(store: DatasetStore, report: AgreementReport) -> None:
+    for name, key in layout.AGREEMENT_TABLES.items():
+        store.write_parquet(key, getattr(report, name))
+
+
+def per_class_chart_png(per_class: pd.DataFrame) -> bytes:
+    """Mean pairwise IoU per class as bars, each class's threshold as a tick."""
+    return png_bytes(
+        bar_chart(
+            [f"{r['class']} (n={r.instances})" for _, r in per_class.iterrows()],
+            list(per_class.mean_pairwise_iou),
+            list(per_class.threshold),
+            title="mean pairwise IoU per class (tick: threshold)",
+        )
+    )
+
+
+def disagreements_png(
+    store: DatasetStore, annotations: pd.DataFrame, per_image: pd.DataFrame, count: int = 6
+) -> tuple[bytes, str] | None:
+    """The gold images where annotators agree least, each annotator's outlines in their own colour,
+    and the colour legend (a Markdown table); None without gold images."""
+    if per_image.empty:
+        return None
+    worst = per_image.sort_values("disagreement", ascending=False).head(count)
+    images = store.read_parquet(layout.CORPUS_IMAGES_KEY)
+    annotators = sorted(annotations.annotator_id.unique())
+    colour_of = {a: distinct_colour(i) for i, a in enumerate(annotators)}
+    tiles, captions = [], []
+    chosen = images[images.image_id.isin(worst.image_id)]
+    for image_id, rgb in iter_images(store, chosen):
+        rows = annotations[annotations.image_id == image_id]
+        masks = [decode_mask(r.rle, r.height, r.width) for r in rows.itertuples()]
+        tiles.append(overlay(rgb, masks, [colour_of[a] for a in rows.annotator_id], alpha=0.0))
+        score = float(worst.set_index("image_id").loc[image_id, "mean_pairwise_iou"])
+        captions.append(f"{image_id.rsplit('/', 1)[-1]} IoU {score:.2f}")
+    if not tiles:
+        return None
+    legend = "\n".join(f"| {a} | #{''.join(f'{v:02x}' for v in colour_of[a])} |" for a in annotators)
+    sheet = png_bytes(contact_sheet(tiles, captions, columns=3, cell=320))
+    return sheet, "| annotator | outline |\n|---|---|\n" + legend
+
+
+def thresholds_verdict(per_class: pd.DataFrame) -> Verdict:
+    """Every class with enough gold instances meets its agreement threshold (mean pairwise IoU)."""
+    counted = per_class[per_class.instances >= per_class.min_instances]
+    failing = counted[~counted.passed]
+    too_few = per_class[per_class.instances < per_class.min_instances]
+    if len(failing):
+        summary = "below threshold: " + "; ".join(
+            f"{r['class']} IoU {r.mean_pairwise_iou:.3f} < {r.threshold:.2f} (boundary IoU {r.boundary_iou:.3f}, n={r.instances})"
+            for _, r in failing.iterrows()
+        )
+    else:
+        minimum = int(per_class.min_instances.iloc[0]) if len(per_class) else 0
+        summary = f"all {len(counted)} classes with >= {minimum} gold instances meet their thresholds"
+    if len(too_few):
+        summary += "; too few gold instances to judge: " + ", ".join(
+            f"{r['class']} (n={r.instances})" for _, r in too_few.iterrows()
+        )
+    return Verdict(
+        passed=failing.empty,
+        summary=summary,
+        figures={"failing_classes": len(failing), "judged_classes": len(counted)},
+        tables={"per class": per_class[["class", "mean_pairwise_iou", "threshold", "instances", "passed"]]},
+    )
+
+
+def annotators_verdict(per_annotator: pd.DataFrame) -> Verdict:
+    """No annotator is flagged (velocity, unrefined pre-masks, first-pass acceptance)."""
+    flagged = per_annotator[per_annotator.flagged] if "flagged" in per_annotator else per_annotator.iloc[:0]
+    return Verdict(
+        passed=flagged.empty,
+        summary="; ".join(f"{r.annotator_id}: {r.flags}" for r in flagged.itertuples())
+        or "no annotator flagged",
+        figures={"flagged": len(flagged)},
+    )

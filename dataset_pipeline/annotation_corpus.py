@@ -13,13 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dataset_pipeline.captures import captures_key
+from dataset_pipeline import layout
 from dataset_pipeline.masks import decode_mask_box, paint_class_map, rle_boxes
-from dataset_pipeline.reviewed_annotations import annotations_key
-from dataset_pipeline.store import DatasetStore, join_key
-
-CORPUS_ANNOTATIONS_KEY = join_key("tables", "corpus", "annotations.parquet")
-CORPUS_IMAGES_KEY = join_key("tables", "corpus", "images.parquet")
+from dataset_pipeline.store import DatasetStore
 
 
 @dataclass
@@ -31,15 +27,15 @@ class Corpus:
 
 def build_corpus(store: DatasetStore) -> Corpus:
     """Concatenate every batch that has an annotations table, with its captures; mark gold images."""
-    keys = store.list("tables/annotations")
-    batches = [k.rsplit("/", 1)[1].removesuffix(".parquet") for k in keys if k.endswith(".parquet")]
+    keys = layout.batch_tables(store.list(layout.ANNOTATIONS_PREFIX))
+    batches = [layout.batch_of_table(k) for k in keys]
     annotations = (
-        pd.concat([store.read_parquet(annotations_key(b)) for b in batches], ignore_index=True)
+        pd.concat([store.read_parquet(layout.annotations_key(b)) for b in batches], ignore_index=True)
         if batches
         else pd.DataFrame()
     )
     images = (
-        pd.concat([store.read_parquet(captures_key(b)) for b in batches], ignore_index=True)
+        pd.concat([store.read_parquet(layout.captures_key(b)) for b in batches], ignore_index=True)
         if batches
         else pd.DataFrame()
     )
@@ -51,8 +47,8 @@ def build_corpus(store: DatasetStore) -> Corpus:
 
 
 def write_corpus(store: DatasetStore, corpus: Corpus) -> None:
-    store.write_parquet(CORPUS_ANNOTATIONS_KEY, corpus.annotations)
-    store.write_parquet(CORPUS_IMAGES_KEY, corpus.images)
+    store.write_parquet(layout.CORPUS_ANNOTATIONS_KEY, corpus.annotations)
+    store.write_parquet(layout.CORPUS_IMAGES_KEY, corpus.images)
 
 
 def semantic_class_map(instances: pd.DataFrame, height: int, width: int) -> np.ndarray:

@@ -21,16 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from dataset_pipeline.captures import captures_key, check_batch_name, upload_prefix
-from dataset_pipeline.formats import cvat, label_studio
+from dataset_pipeline import layout, schemas
+from dataset_pipeline.formats.cvat import tasks as cvat
+from dataset_pipeline.formats.label_studio import tasks as label_studio
+from dataset_pipeline.formats.label_studio.client import LabelStudioClient, PushResult, push_tasks
 from dataset_pipeline.masks import decode_mask
-from dataset_pipeline.sam2_premasks import premasks_key
-from dataset_pipeline.store import DatasetStore, join_key
+from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import Taxonomy
-
-
-def tasks_prefix(batch: str) -> str:
-    return join_key("tasks", check_batch_name(batch))
 
 
 def local_files_url(path: str) -> str:
@@ -86,15 +83,14 @@ def write_annotation_tasks(
     cvat_image_names: str = "relative",
 ) -> TaskExport:
     """Write the Label Studio and CVAT task files of ``batch`` (atomically, each file whole)."""
-    captures = store.read_parquet(captures_key(batch))
-    premasks = store.read_parquet(premasks_key(batch))
+    captures = store.read_parquet(layout.captures_key(batch))
+    premasks = store.read_parquet(layout.premasks_key(batch))
     export = TaskExport(
         skipped_rejected=int(premasks.rejected.sum()),
         skipped_unclassed=int((~premasks.rejected & premasks.class_id.isna()).sum()),
     )
     sendable = premasks[~premasks.rejected & premasks.class_id.notna()]
     by_image = {image_id: group for image_id, group in sendable.groupby("image_id", sort=False)}
-    prefix = upload_prefix(batch) + "/"
     ls_tasks, cvat_images = [], []
     model_versions = sorted(set(premasks.model_version)) or ["none"]
     for frame, capture in enumerate(captures.itertuples()):
@@ -118,7 +114,7 @@ def write_annotation_tasks(
                 meta={"batch": batch, "scene_id": capture.scene_id, "episode_id": capture.episode_id},
             )
         )
-        relative = capture.uri[len(prefix) :] if capture.uri.startswith(prefix) else capture.uri
+        relative = layout.upload_relative(batch, capture.uri)
         name = relative if cvat_image_names == "relative" else posixpath.basename(relative)
         cvat_images.append(
             cvat.CvatImage(
@@ -130,23 +126,37 @@ def write_annotation_tasks(
             )
         )
     export.tasks, export.label_studio_tasks = len(ls_tasks), ls_tasks
-    out = tasks_prefix(batch)
-    files = {
-        "label_studio_config": (
-            join_key(out, "label_studio", "labeling_config.xml"),
-            label_studio.labeling_config(taxonomy).encode(),
-        ),
-        "label_studio_tasks": (
-            join_key(out, "label_studio", "tasks.json"),
-            label_studio.tasks_json(ls_tasks),
-        ),
-        "cvat_annotations": (
-            join_key(out, "cvat", "annotations.xml"),
-            cvat.annotations_xml(cvat_images, taxonomy, f"{batch}"),
-        ),
-        "cvat_labels": (join_key(out, "cvat", "labels.json"), cvat.labels_json(taxonomy)),
+    contents = {
+        "label_studio_config": label_studio.labeling_config(taxonomy).encode(),
+        "label_studio_tasks": label_studio.tasks_json(ls_tasks),
+        "cvat_annotations": cvat.annotations_xml(cvat_images, taxonomy, f"{batch}"),
+        "cvat_labels": cvat.labels_json(taxonomy),
     }
-    for role, (key, data) in files.items():
-        store.write_bytes(key, data)
+    for role, key in layout.task_files(batch).items():
+        store.write_bytes(key, contents[role])
         export.files[role] = key
     return export
+
+
+def push_to_label_studio(
+    store: DatasetStore,
+    batch: str,
+    client: LabelStudioClient,
+    title: str,
+    taxonomy: Taxonomy,
+    tasks: list[dict],
+) -> PushResult:
+    """Import the batch's tasks (with their predictions) into the project ``title``, once per image;
+    record the Label Studio task id of every image (``layout.label_studio_tasks_key``)."""
+    pushed = push_tasks(client, title, taxonomy, tasks)
+    store.write_parquet(
+        layout.label_studio_tasks_key(batch),
+        schemas.LABEL_STUDIO_TASKS.from_columns(
+            {
+                "image_id": list(pushed.task_ids),
+                "task_id": list(pushed.task_ids.values()),
+                "project_id": pushed.project_id,
+            }
+        ),
+    )
+    return pushed

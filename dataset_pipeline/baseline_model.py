@@ -12,15 +12,20 @@ training runs under bf16 autocast in channels-last memory format.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from dataset_pipeline import layout
 from dataset_pipeline.annotation_corpus import semantic_class_map
-from dataset_pipeline.captures import decode_image
+from dataset_pipeline.dataset_splits import SPLITS
+from dataset_pipeline.figures import confusion_image, png_bytes
+from dataset_pipeline.images import decode_image
 from dataset_pipeline.metrics import (
     confusion_matrix,
     mean_iou,
@@ -28,7 +33,10 @@ from dataset_pipeline.metrics import (
     per_class_iou,
     pixel_accuracy,
 )
+from dataset_pipeline.sam2_premasks.sam2 import resolve_device
 from dataset_pipeline.store import DatasetStore
+from dataset_pipeline.taxonomy import Taxonomy
+from dataset_pipeline.verdicts import Verdict
 
 REVIEW_RANK = {"expert_approved": 0, "peer_reviewed": 1, "unreviewed": 2}
 
@@ -53,6 +61,24 @@ def reference_annotations(
     chosen = set(zip(best.image_id, best.annotator_id, strict=True))
     keep = [(i, a) in chosen for i, a in zip(annotations.image_id, annotations.annotator_id, strict=True)]
     return annotations[keep].reset_index(drop=True)
+
+
+def reference_labels(store: DatasetStore) -> pd.DataFrame:
+    """The corpus's ground truth: one annotator's instances per image, ranked with the agreement
+    report's consensus IoU. Every stage that scores or ships labels (baseline, zero-shot, release)
+    takes them from here, so they all measure against the same truth."""
+    quality = store.read_parquet(layout.AGREEMENT_TABLES["per_annotator"])
+    return reference_annotations(
+        store.read_parquet(layout.CORPUS_ANNOTATIONS_KEY),
+        dict(zip(quality.annotator_id, quality.iou_vs_consensus.fillna(0), strict=True)),
+    )
+
+
+def images_by_split(store: DatasetStore) -> dict[str, pd.DataFrame]:
+    """The corpus images of each split (train, val, test)."""
+    images = store.read_parquet(layout.CORPUS_IMAGES_KEY)
+    splits = store.read_parquet(layout.SPLITS_KEY)
+    return {s: images[images.image_id.isin(splits[splits.split == s].image_id)] for s in SPLITS}
 
 
 @dataclass
@@ -187,8 +213,6 @@ def train(
 
     import torch
 
-    from dataset_pipeline.sam2_premasks.sam2 import resolve_device
-
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -203,7 +227,8 @@ def train(
         if device.startswith("cuda") and config.bf16
         else contextlib.nullcontext()
     )
-    best, best_score, history = None, -1.0, []
+    best: dict | None = None
+    best_score, history, best_epoch = -1.0, [], -1
     started = time.perf_counter()
     n = len(train_samples.image_ids)
     for epoch in range(config.epochs):
@@ -233,6 +258,7 @@ def train(
             best_score = score if score == score else best_score
             best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             best_epoch = epoch
+    assert best is not None  # the first epoch is always kept
     model.load_state_dict(best)
     return TrainResult(
         state_dict=best,
@@ -278,3 +304,102 @@ def state_dict_bytes(state_dict: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(state_dict, buffer)
     return buffer.getvalue()
+
+
+@dataclass
+class BaselineRun:
+    """A trained and measured baseline: what :func:`save_baseline` stores and the UI shows."""
+
+    metrics: dict
+    evaluation: Evaluation
+    result: TrainResult
+    samples: dict[str, int]  # split -> images
+    per_class: pd.DataFrame  # class, iou
+
+
+def train_baseline(store: DatasetStore, taxonomy: Taxonomy, config: TrainConfig) -> BaselineRun:
+    """Train on the train split, keep the best val epoch, measure on test (reference labels)."""
+    annotations = reference_labels(store)
+    samples = {
+        split: load_samples(store, images, annotations, config.image_size)
+        for split, images in images_by_split(store).items()
+    }
+    num_classes = len(taxonomy.classes)
+    model = build_model(config, num_classes)
+    result = train(model, samples["train"], samples["val"], config, num_classes)
+    evaluation = evaluate(model, samples["test"], num_classes, result.device, config.bf16)
+    names = taxonomy.names
+    per_class = pd.DataFrame(
+        {"class": names, "iou": [round(float(v), 4) if v == v else None for v in evaluation.per_class_iou]}
+    )
+    metrics = {
+        "miou": round(evaluation.miou, 4),
+        "pixel_accuracy": round(evaluation.pixel_accuracy, 4),
+        "latency_ms_per_image": round(evaluation.latency_ms, 2),
+        "per_class_iou": dict(zip(per_class["class"], per_class.iou, strict=True)),
+        "worst_classes": worst_classes(evaluation, names),
+        "best_epoch": result.best_epoch,
+        "history": result.history,
+        "train_seconds": round(result.seconds, 1),
+        "device": result.device,
+        "images": {s: len(v.image_ids) for s, v in samples.items()},
+        "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
+        "taxonomy": taxonomy.tag,
+    }
+    return BaselineRun(
+        metrics, evaluation, result, {s: len(v.image_ids) for s, v in samples.items()}, per_class
+    )
+
+
+def save_baseline(store: DatasetStore, run: BaselineRun) -> str:
+    """Store the checkpoint and its metrics under the checkpoint's digest, and point
+    ``models/baseline/latest.json`` at them; returns the run (the digest)."""
+    checkpoint = state_dict_bytes(run.result.state_dict)
+    digest = hashlib.sha256(checkpoint).hexdigest()[:12]
+    model_key = layout.baseline_checkpoint_key(digest)
+    store.write_bytes(model_key, checkpoint)
+    store.write_bytes(layout.baseline_metrics_key(digest), json.dumps(run.metrics, indent=2).encode())
+    latest = run.metrics | {"checkpoint": model_key}
+    store.write_bytes(layout.BASELINE_LATEST_KEY, json.dumps(latest, indent=2).encode())
+    return digest
+
+
+def confusion_png(run: BaselineRun, taxonomy: Taxonomy) -> bytes:
+    return png_bytes(confusion_image(run.evaluation.confusion, taxonomy.names))
+
+
+def load_metrics(store: DatasetStore) -> dict:
+    """The latest baseline's metrics (with its ``checkpoint`` key)."""
+    return json.loads(store.read_bytes(layout.BASELINE_LATEST_KEY))
+
+
+def load_trained(
+    store: DatasetStore, metrics: dict, num_classes: int
+):  # -> (torch.nn.Module, TrainConfig, str)
+    """The latest baseline rebuilt from its checkpoint, on its training device when that is
+    available here (else the CPU): (model, config, device)."""
+    import torch
+
+    config = TrainConfig(
+        **{k: v for k, v in metrics["config"].items() if k in TrainConfig.__dataclass_fields__}
+    )
+    model = build_model(config, num_classes)
+    state = torch.load(
+        io.BytesIO(store.read_bytes(metrics["checkpoint"])), map_location="cpu", weights_only=True
+    )
+    model.load_state_dict(state)
+    device = metrics["device"] if metrics["device"] == "cpu" or torch.cuda.is_available() else "cpu"
+    return model.to(device), config, device
+
+
+def miou_verdict(metrics: dict, bar: float) -> Verdict:
+    """The baseline reaches the mIoU ``bar``; below it, its worst classes are named."""
+    passed = metrics["miou"] >= bar
+    summary = f"test mIoU {metrics['miou']:.3f} (bar {bar:.2f})"
+    if not passed:
+        summary += (
+            "; worst classes: "
+            + "; ".join(metrics["worst_classes"])
+            + " - often a sign of inconsistent boundary annotation"
+        )
+    return Verdict(passed=passed, summary=summary, figures={"miou": metrics["miou"]})

@@ -1,7 +1,7 @@
 """The ``dataset-pipeline`` console command.
 
 Loads fast: Dagster and every heavy library are imported inside the sub-command that
-needs them. ``demo`` runs the main job through Dagster (dataset_pipeline.automation),
+needs them. ``demo`` runs the main job through Dagster (``dataset_pipeline.definitions.launcher``),
 so its runs are recorded in DAGSTER_HOME and shown by ``dagster dev``.
 """
 
@@ -14,10 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+from dataset_pipeline.formats import IMPORT_FORMATS
+from dataset_pipeline.schemas import REVIEW_STATUSES
+
 DEFAULT_DAGSTER_HOME = ".dagster_home"
 
 
 def main(argv: list[str] | None = None) -> int:
+    # This process's pyarrow allocates from the C allocator, Parquet reader included: the variable
+    # must be set before pyarrow loads, so here, first (store.use_system_arrow_pool has the why).
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     parser = argparse.ArgumentParser(prog="dataset-pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -37,9 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         help="import one annotation export (CVAT XML/COCO, Label Studio JSON, COCO) to Parquet",
     )
     review.add_argument("path", help="the export file")
-    review.add_argument(
-        "--format", default="auto", choices=["auto", "cvat-xml", "cvat-coco", "label-studio", "coco"]
-    )
+    review.add_argument("--format", default="auto", choices=["auto", *IMPORT_FORMATS])
     review.add_argument("--taxonomy", default=None, help="taxonomy YAML (default: the packaged one)")
     review.add_argument(
         "--label-map",
@@ -54,13 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the batch's manifest.csv or image folder, to check image ids and sizes",
     )
     review.add_argument("--annotator", default="unknown", help="annotator of exports that name none")
-    review.add_argument(
-        "--review-status", default="unreviewed", choices=["unreviewed", "peer_reviewed", "expert_approved"]
-    )
+    review.add_argument("--review-status", default="unreviewed", choices=list(REVIEW_STATUSES))
     review.add_argument("--out", required=True, help="the annotations table to write (.parquet)")
 
     args = parser.parse_args(argv)
-    from dataset_pipeline.importers import AnnotationImportError
+    from dataset_pipeline.formats.importing import AnnotationImportError
 
     try:
         if args.command == "demo":
@@ -86,7 +88,7 @@ def _demo_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _store_and_batch(args: argparse.Namespace):
-    from dataset_pipeline.captures import check_batch_name
+    from dataset_pipeline.layout import check_batch_name
     from dataset_pipeline.store import DatasetStore
 
     url = args.out or os.environ.get("DATASET_PIPELINE_STORE", "data")
@@ -95,11 +97,10 @@ def _store_and_batch(args: argparse.Namespace):
 
 
 def _ensure_demo_upload(store, batch: str, images: int, seed: int) -> None:
-    from dataset_pipeline.captures import MANIFEST_FILE, upload_prefix
     from dataset_pipeline.demo import write_demo_upload
-    from dataset_pipeline.store import join_key
+    from dataset_pipeline.layout import manifest_key, upload_prefix
 
-    if store.exists(join_key(upload_prefix(batch), MANIFEST_FILE)):
+    if store.exists(manifest_key(batch)):
         print(
             f"upload {store.url(upload_prefix(batch))} exists already: reusing it (raw uploads are never rewritten)"
         )
@@ -129,7 +130,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"dataset store: {store.root_url}\ndagster home:  {home}")
     _ensure_demo_upload(store, batch, args.images, args.seed)
 
-    from dataset_pipeline.automation import batch_stages, corpus_stages, iter_stages, review_stages
+    from dataset_pipeline.definitions.launcher import batch_stages, corpus_stages, iter_stages, review_stages
 
     pool_batch = f"{batch}-pool"
     plan = [batch_stages(batch), review_stages(batch), batch_stages(pool_batch), corpus_stages()]
@@ -178,8 +179,9 @@ def _run_plan(iter_stages, plan, paths: dict[str, str], first: int, total: int) 
 
 def _ensure_demo_review(store, batch: str, seed: int) -> None:
     """The simulated annotators' exports, written once into reviews/<batch>/ (as people would)."""
-    from dataset_pipeline.reviewed_annotations import list_review_exports, review_prefix
-    from dataset_pipeline.simulated_review import simulate_review
+    from dataset_pipeline.demo import simulate_review
+    from dataset_pipeline.layout import review_prefix
+    from dataset_pipeline.reviewed_annotations import list_review_exports
 
     if list_review_exports(store, batch):
         print(f"review exports in {store.url(review_prefix(batch))} exist already: reusing them")
@@ -195,7 +197,8 @@ def _ensure_demo_review(store, batch: str, seed: int) -> None:
 
 
 def _import_review(args: argparse.Namespace) -> int:
-    from dataset_pipeline.importers import ImportOptions, import_any
+    from dataset_pipeline.formats.importing import ImportOptions
+    from dataset_pipeline.formats.reading import import_any
     from dataset_pipeline.store import DatasetStore
     from dataset_pipeline.taxonomy import load_taxonomy
 
@@ -227,8 +230,8 @@ def _image_index(source: Path):
     """An ImageIndex from a manifest CSV (sizes read from the image headers beside it) or a folder."""
     from PIL import Image
 
-    from dataset_pipeline.captures import image_id_for, read_manifest
-    from dataset_pipeline.importers import ImageIndex, ImageRef
+    from dataset_pipeline.formats.image_index import ImageIndex, ImageRef
+    from dataset_pipeline.raw_captures import image_id_for, read_manifest
 
     if source.is_file():
         manifest = read_manifest(source.read_bytes(), str(source))

@@ -9,49 +9,18 @@ and Parquet, so a buyer can filter (e.g. drop ``assistance == "auto"`` labels).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from dataset_pipeline.exporters import ReleaseContent
+from dataset_pipeline import layout, schemas
+from dataset_pipeline.dataset_release import complete_release, release_folder
+from dataset_pipeline.figures import png_bytes
+from dataset_pipeline.formats.release_content import ReleaseContent
 from dataset_pipeline.masks import rle_areas
-
-IMAGE_PROVENANCE_COLUMNS = [
-    "image_id",
-    "split",
-    "file",
-    "capture_ts",
-    "camera_model",
-    "scene_id",
-    "episode_id",
-    "frame_index",
-    "lighting",
-    "post_processing",
-    "width",
-    "height",
-    "sha256",
-    "batch",
-]
-ANNOTATION_PROVENANCE_COLUMNS = [
-    "annotation_id",
-    "image_id",
-    "split",
-    "class_id",
-    "class_name",
-    "area_px",
-    "annotator_id",
-    "created_at",
-    "seconds_spent",
-    "tool",
-    "tool_version",
-    "assistance",
-    "premask_id",
-    "premask_iou",
-    "review_status",
-    "is_gold",
-    "source_file",
-]
+from dataset_pipeline.store import DatasetStore
 
 
 @dataclass
@@ -71,8 +40,8 @@ class CardInputs:
 
 def image_provenance(content: ReleaseContent) -> pd.DataFrame:
     """One row per released image: where, when and how it was captured, and its file in the release."""
-    frame = content.images.assign(file=[f"images/{content.image_file(r)}" for r in content.iter_rows()])
-    return frame.reindex(columns=IMAGE_PROVENANCE_COLUMNS).reset_index(drop=True)
+    frame = content.images.assign(file=[content.image_file(r) for r in content.iter_rows()])
+    return frame.reindex(columns=list(schemas.IMAGE_PROVENANCE.columns)).reset_index(drop=True)
 
 
 def annotation_provenance(content: ReleaseContent) -> pd.DataFrame:
@@ -81,7 +50,7 @@ def annotation_provenance(content: ReleaseContent) -> pd.DataFrame:
     frame = content.annotations.merge(content.images[["image_id", "split"]], on="image_id", how="left")
     frame["class_name"] = frame.class_id.map(names)
     frame["area_px"] = rle_areas(frame.height, frame.width, frame.rle) if len(frame) else []
-    return frame.reindex(columns=ANNOTATION_PROVENANCE_COLUMNS).reset_index(drop=True)
+    return frame.reindex(columns=list(schemas.ANNOTATION_PROVENANCE.columns)).reset_index(drop=True)
 
 
 def statistics(content: ReleaseContent, annotations: pd.DataFrame) -> dict:
@@ -252,7 +221,7 @@ def render_card(content: ReleaseContent, version: str, inputs: CardInputs, stats
         f"{', '.join(f'{k} {v}' for k, v in stats['images_per_lighting'].items())}.",
         f"- Viewpoints / cameras: {', '.join(f'{k} {v}' for k, v in stats['images_per_camera'].items())}.",
         f"- Mask area (pixels): p5 {stats['mask_area_px']['p5']}, median {stats['mask_area_px']['median']}, "
-        f"p95 {stats['mask_area_px']['p95']} (histogram: `stats/mask_area_histogram.png`).",
+        f"p95 {stats['mask_area_px']['p95']} (histogram: `{layout.MASK_AREA_HISTOGRAM_FILE}`).",
         "- Splits are grouped: no scene, episode or near-duplicate image is in two splits.",
         "",
         "### Taxonomy " + f"`{taxonomy.tag}` (background = 0, classes 1..{len(taxonomy.classes) - 1})",
@@ -260,7 +229,7 @@ def render_card(content: ReleaseContent, version: str, inputs: CardInputs, stats
         "## Collection",
         f"- Captured {' to '.join(stats['capture_dates'])} by robot-mounted cameras "
         f"({', '.join(stats['images_per_camera'])}); per-image timestamp, camera, scene, episode, lighting and "
-        "post-processing are in `provenance/images.csv` / `.parquet`.",
+        f"post-processing are in `{layout.provenance_file('images', 'csv')}` / `.parquet`.",
         "",
         "## Annotation",
         f"- Tools: {', '.join(tools) or 'not recorded'}. Pre-masks by SAM 2 or the classical fallback "
@@ -270,7 +239,7 @@ def render_card(content: ReleaseContent, version: str, inputs: CardInputs, stats
         "- Gold images are labelled independently by two or more annotators; the released label of an image is "
         "one annotator's (expert-approved first, then accepted peer review, then the best agreement with consensus).",
         "- Per-annotation provenance (annotator, time, tool version, assistance, review status): "
-        "`provenance/annotations.csv` / `.parquet`.",
+        f"`{layout.provenance_file('annotations', 'csv')}` / `.parquet`.",
         "",
         "## Quality",
         "### Agreement per class (gold images, mean pairwise IoU)",
@@ -319,3 +288,74 @@ def render_card(content: ReleaseContent, version: str, inputs: CardInputs, stats
         "",
     ]
     return "\n".join(lines)
+
+
+def card_inputs(
+    store: DatasetStore, content: ReleaseContent, hourly_rate: float, currency: str
+) -> CardInputs:
+    """What the card quotes, read from the store's reports (each may be missing)."""
+    issues = (
+        store.read_parquet(layout.QUALITY_ISSUES_KEY) if store.exists(layout.QUALITY_ISSUES_KEY) else None
+    )
+    summary = (
+        json.loads(store.read_bytes(layout.QUALITY_SUMMARY_KEY))
+        if store.exists(layout.QUALITY_SUMMARY_KEY)
+        else {}
+    )
+    quoted = {
+        name: json.loads(store.read_bytes(key))
+        for name, key in (("baseline", layout.BASELINE_LATEST_KEY), ("zero_shot", layout.ZERO_SHOT_KEY))
+        if store.exists(key)
+    }
+    return CardInputs(
+        release_info=content.info,
+        all_annotations=store.read_parquet(layout.CORPUS_ANNOTATIONS_KEY),
+        agreement_per_class=store.read_parquet(layout.AGREEMENT_TABLES["per_class"]),
+        quality_issues=issues,
+        quality_checked=summary.get("checked", {}),
+        baseline=quoted.get("baseline"),
+        zero_shot=quoted.get("zero_shot"),
+        hourly_rate=hourly_rate,
+        currency=currency,
+    )
+
+
+@dataclass
+class Card:
+    """What :func:`write_card` wrote into the release."""
+
+    text: str
+    histogram: bytes
+    cost: dict
+    files: int  # files listed in release.json
+
+
+def write_card(
+    store: DatasetStore,
+    content: ReleaseContent,
+    version: str,
+    inputs: CardInputs,
+    completed_at: str,
+) -> Card:
+    """Write the datasheet, statistics and provenance into ``releases/<version>/``, then
+    ``release.json``, which makes the release complete (and ``releases/latest.json``)."""
+    out = release_folder(store, version)
+    images = image_provenance(content)
+    annotations = annotation_provenance(content)
+    stats = statistics(content, annotations)
+    cost = cost_breakdown(inputs.all_annotations, content.annotations, inputs.hourly_rate)
+    text = render_card(content, version, inputs, stats, cost)
+    histogram = png_bytes(area_histogram(annotations))
+    for name, frame in (("images", images), ("annotations", annotations)):
+        out.write_parquet(layout.provenance_file(name, "parquet"), frame)
+        out.write_text(layout.provenance_file(name, "csv"), frame.to_csv(index=False))
+    out.write_bytes(layout.MASK_AREA_HISTOGRAM_FILE, histogram)
+    out.write_text(layout.STATISTICS_FILE, json.dumps(stats | {"cost": cost}, indent=2, default=str))
+    out.write_text(layout.DATASHEET_FILE, text)
+    manifest = complete_release(
+        store,
+        version,
+        {"images": stats["images"], "instances": stats["instances"]},
+        completed_at=completed_at,
+    )
+    return Card(text, histogram, cost, len(manifest["files"]))

@@ -13,7 +13,7 @@ failed check - and is never listed as a release; re-running finishes it. Once
 (written after the exports) records what the export step wrote, so a re-run after a
 failure in the card step does not rewrite the exports either.
 
-Layout (formats as configured; see each module of ``dataset_pipeline.exporters``)::
+Layout (formats as configured; see each folder of ``dataset_pipeline.formats``)::
 
     images/<split>/<stem>.<ext>        the captures, byte for byte (shared by all formats)
     annotations/instances_<split>.json COCO        labels/<split>/*.txt, data.yaml   YOLO-seg
@@ -31,19 +31,31 @@ import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dataset_pipeline.exporters import ReleaseContent, ReleaseFolder, export_formats
-from dataset_pipeline.store import DatasetStore, join_key
+from dataset_pipeline import layout
+from dataset_pipeline.formats import EXPORT_FORMATS, exporters
+from dataset_pipeline.formats.exporting import PerImageExporter, ReleaseFolder
+from dataset_pipeline.formats.release_content import ReleaseContent
+from dataset_pipeline.store import DatasetStore
+from dataset_pipeline.taxonomy import Taxonomy
+from dataset_pipeline.verdicts import Verdict
 
-RELEASES_PREFIX = "releases"
-MANIFEST_FILE = "release.json"
-EXPORTS_FILE = "exports.json"
-LATEST_KEY = join_key(RELEASES_PREFIX, "latest.json")
-DEFAULT_FORMATS = ("coco", "yolo_seg", "semantic_png", "hdf5", "lerobot", "episode_hdf5")
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_FORMATS = EXPORT_FORMATS
 #: Bump when an exporter's output changes for the same inputs, so releases get new versions.
 EXPORT_LAYOUT_VERSION = 1
+#: Report files the card quotes: a change in any of them makes a new release version.
+QUOTED_KEYS = {
+    "baseline": layout.BASELINE_LATEST_KEY,
+    "zero_shot": layout.ZERO_SHOT_KEY,
+    "agreement_per_class": layout.AGREEMENT_TABLES["per_class"],
+    "quality_summary": layout.QUALITY_SUMMARY_KEY,
+}
 
 
 class ReleaseError(ValueError):
@@ -51,7 +63,44 @@ class ReleaseError(ValueError):
 
 
 def release_folder(store: DatasetStore, version: str) -> ReleaseFolder:
-    return ReleaseFolder(store, join_key(RELEASES_PREFIX, version))
+    return ReleaseFolder(store, layout.release_prefix(version))
+
+
+def quoted_reports(store: DatasetStore) -> dict[str, bytes]:
+    """The bytes of the reports the card quotes (those that exist)."""
+    return {name: store.read_bytes(key) for name, key in QUOTED_KEYS.items() if store.exists(key)}
+
+
+def load_release(
+    store: DatasetStore, taxonomy: Taxonomy, formats: list[str], info: dict
+) -> tuple[ReleaseContent, str]:
+    """(content, version) of the release that the store's corpus, splits and reports make now.
+
+    The images and splits are read as Arrow (the export path never loads pandas for them); the
+    labels are the reference instances every scoring stage uses (:func:`reference_labels`).
+    ``info`` is the release info block (name, licence, ...); the version, year and creation date
+    are added to it.
+    """
+    # Here, not at the top: the export path (write_exports from Arrow tables) never loads pandas,
+    # which the reference-label choice needs.
+    from dataset_pipeline.baseline_model import reference_labels
+
+    content = ReleaseContent(
+        store,
+        taxonomy,
+        store.read_table(layout.CORPUS_IMAGES_KEY),
+        reference_labels(store),
+        store.read_table(layout.SPLITS_KEY),
+        info=info,
+    )
+    version = release_version(content, formats, quoted_reports(store))
+    captured = content.images.capture_ts.max() if len(content.images) else None
+    content.info |= {
+        "version": version,
+        "year": captured.year if captured is not None else 0,
+        "date_created": str(captured.date()) if captured is not None else "",
+    }
+    return content, version
 
 
 def release_version(
@@ -96,21 +145,21 @@ def release_version(
     ]
     ordered = content.annotations.sort_values("annotation_id", kind="stable")[annotation_columns].astype(str)
     digest.update(pd.util.hash_pandas_object(ordered, index=False).values.tobytes())
-    for name in sorted(quoted or {}):
-        digest.update(name.encode() + hashlib.sha256(quoted[name]).digest())
+    for name, data in sorted((quoted or {}).items()):
+        digest.update(name.encode() + hashlib.sha256(data).digest())
     return f"{content.taxonomy.name}-v{content.taxonomy.version}-{digest.hexdigest()[:12]}"
 
 
 def is_complete(store: DatasetStore, version: str) -> bool:
-    return release_folder(store, version).exists(MANIFEST_FILE)
+    return release_folder(store, version).exists(layout.RELEASE_MANIFEST_FILE)
 
 
 def list_releases(store: DatasetStore) -> list[str]:
     """Versions of the complete releases (those with ``release.json``), oldest first by completion."""
     found = []
-    for key in store.glob(f"{RELEASES_PREFIX}/*/{MANIFEST_FILE}"):
+    for key in store.glob(layout.RELEASE_MANIFESTS_GLOB):
         manifest = json.loads(store.read_bytes(key))
-        found.append((manifest.get("completed_at", ""), key.split("/")[1]))
+        found.append((manifest.get("completed_at", ""), layout.version_of_release_manifest(key)))
     return [version for _, version in sorted(found)]
 
 
@@ -130,23 +179,23 @@ def write_exports(
     per-image files are written by ``threads`` threads (0 = one per core): decoding, contour
     tracing, PNG encoding and file writes spend most of their time outside the GIL.
     """
-    known = export_formats()
+    known = exporters()
     unknown = [f for f in formats if f not in known]
     if unknown:
         raise ReleaseError(f"unknown export formats {unknown}; known: {sorted(known)}")
     out = release_folder(content.store, version)
-    if out.exists(EXPORTS_FILE):
-        previous = json.loads(out.read_bytes(EXPORTS_FILE))
+    if out.exists(layout.RELEASE_EXPORTS_FILE):
+        previous = json.loads(out.read_bytes(layout.RELEASE_EXPORTS_FILE))
         return ExportOutcome(version, previous["files"], reused=True)
     # Formats with a file per image are written in one pass with the images: each image's
     # masks are decoded once for all of them. The others write whole splits or episodes.
-    per_image = [name for name in formats if hasattr(known[name], "export_image")]
+    per_image = {name: e for name in formats if isinstance(e := known[name], PerImageExporter)}
     files: dict[str, list[str]] = {"images": []}
-    files.update({name: known[name].export_shared(content, out) for name in per_image})
+    files.update({name: exporter.export_shared(content, out) for name, exporter in per_image.items()})
 
     def write_image(row) -> list[str]:
-        image = out.write_bytes(f"images/{content.image_file(row)}", content.image_bytes(row))
-        return [image] + [known[name].export_image(content, out, row) for name in per_image]
+        image = out.write_bytes(content.image_file(row), content.image_bytes(row))
+        return [image] + [exporter.export_image(content, out, row) for exporter in per_image.values()]
 
     workers = threads if threads > 0 else os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -158,7 +207,7 @@ def write_exports(
         written[name] = files[name] if name in per_image else known[name].export(content, out)
     content.store.sync()  # every file is on disk before the manifest vouches for it
     manifest = json.dumps({"version": version, "formats": list(formats), "files": written}, indent=1)
-    content.store.write_bytes(out.key(EXPORTS_FILE), manifest.encode())
+    content.store.write_bytes(out.key(layout.RELEASE_EXPORTS_FILE), manifest.encode())
     return ExportOutcome(version, written, reused=False)
 
 
@@ -183,12 +232,14 @@ def _ordered_map(pool: ThreadPoolExecutor, function, items: Iterable, window: in
 
 def exported_formats(store: DatasetStore, version: str) -> list[str]:
     out = release_folder(store, version)
-    return json.loads(out.read_bytes(EXPORTS_FILE))["formats"] if out.exists(EXPORTS_FILE) else []
+    if not out.exists(layout.RELEASE_EXPORTS_FILE):
+        return []
+    return json.loads(out.read_bytes(layout.RELEASE_EXPORTS_FILE))["formats"]
 
 
 def validate_format(content: ReleaseContent, version: str, name: str) -> list[str]:
     """Problems found by reading format ``name`` back from the release (empty = valid)."""
-    return export_formats()[name].validate(content, release_folder(content.store, version))
+    return exporters()[name].validate(content, release_folder(content.store, version))
 
 
 def class_id_problems(content: ReleaseContent) -> list[str]:
@@ -234,7 +285,7 @@ def file_digests(out: ReleaseFolder) -> dict[str, dict]:
     """Size and SHA-256 of every file under the release folder (manifests excluded)."""
     digests = {}
     for relative in out.list():
-        if relative in (MANIFEST_FILE,):
+        if relative == layout.RELEASE_MANIFEST_FILE:
             continue
         data = out.read_bytes(relative)
         digests[relative] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -251,6 +302,63 @@ def complete_release(store: DatasetStore, version: str, summary: dict, completed
         "files": file_digests(out),
     }
     store.sync()
-    store.write_bytes(out.key(MANIFEST_FILE), json.dumps(manifest, indent=1, default=str).encode())
-    store.write_bytes(LATEST_KEY, json.dumps({"version": version, "completed_at": completed_at}).encode())
+    store.write_bytes(
+        out.key(layout.RELEASE_MANIFEST_FILE), json.dumps(manifest, indent=1, default=str).encode()
+    )
+    store.write_bytes(
+        layout.RELEASE_LATEST_KEY, json.dumps({"version": version, "completed_at": completed_at}).encode()
+    )
     return manifest
+
+
+def per_split(content: ReleaseContent) -> pd.DataFrame:
+    """Per split of a release: images, scenes, episodes, instances."""
+    table = (
+        content.images.groupby("split")
+        .agg(images=("image_id", "size"), scenes=("scene_id", "nunique"), episodes=("episode_id", "nunique"))
+        .reindex(content.splits)
+        .reset_index()
+    )
+    table["instances"] = [
+        int(content.annotations.image_id.isin(content.split_images(s).image_id).sum()) for s in content.splits
+    ]
+    return table
+
+
+def check_verdicts(
+    content: ReleaseContent, version: str, selected: set[str]
+) -> Iterator[tuple[str, Verdict]]:
+    """(check name, verdict) of the release's checks in ``selected``: ``class_ids_consistent``, then
+    ``<format>_reloads`` for each format, which reads the format's files back with its reader."""
+    if "class_ids_consistent" in selected:
+        problems = class_id_problems(content)
+        yield (
+            "class_ids_consistent",
+            Verdict(
+                passed=not problems,
+                summary="; ".join(problems[:10])
+                if problems
+                else f"{version}: class ids consistent with the taxonomy",
+                figures={"problems": len(problems)},
+            ),
+        )
+    exported = exported_formats(content.store, version)
+    for fmt in DEFAULT_FORMATS:
+        if f"{fmt}_reloads" not in selected:
+            continue
+        if fmt not in exported:
+            yield f"{fmt}_reloads", Verdict(True, f"{fmt} is not among the configured formats")
+            continue
+        problems = validate_format(content, version, fmt)
+        yield (
+            f"{fmt}_reloads",
+            Verdict(
+                passed=not problems,
+                summary=(
+                    f"{fmt}: {len(problems)} problem(s): " + "; ".join(problems[:8])
+                    if problems
+                    else f"{fmt}: every file of {version} reads back equal to the corpus"
+                ),
+                figures={"problems": len(problems), "version": version},
+            ),
+        )

@@ -12,10 +12,16 @@ presence from its target share.
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from dataset_pipeline import layout, schemas
+from dataset_pipeline.store import DatasetStore
+from dataset_pipeline.taxonomy import Taxonomy
+from dataset_pipeline.verdicts import Verdict
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_SHARES = {"train": 0.70, "val": 0.15, "test": 0.15}
@@ -189,3 +195,125 @@ def leaks(
                         f"near-duplicates {frame.image_id.iloc[start + i]} ({splits[start + i]}) and {frame.image_id.iloc[j]} ({splits[j]})"
                     )
     return found
+
+
+def class_presence(annotations: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
+    """0/1 per image (rows) and foreground class (columns, by name): any annotator drew it."""
+    names = {c.id: c.name for c in taxonomy.foreground}
+    present = annotations.assign(name=annotations.class_id.map(names)).dropna(subset=["name"])
+    table = pd.crosstab(present.image_id, present.name).clip(upper=1)
+    return table.reindex(columns=[c.name for c in taxonomy.foreground], fill_value=0)
+
+
+@dataclass
+class SplitOutcome:
+    """What :func:`split_corpus` made: the splits table, its facts (``info.json``), a summary per split."""
+
+    table: pd.DataFrame  # schemas.SPLITS
+    info: dict
+    summary: pd.DataFrame  # per split: images, scenes, groups, per lighting, instances per class
+
+
+def split_corpus(
+    store: DatasetStore,
+    images: pd.DataFrame,
+    annotations: pd.DataFrame,
+    taxonomy: Taxonomy,
+    *,
+    shares: dict[str, float] | None = None,
+    seed: int = 0,
+    held_out_scenes: list[str] | tuple[str, ...] = (),
+    hash_distance: int = 4,
+) -> SplitOutcome:
+    """Split the corpus (every image's dHash read from the store) and describe the result."""
+    hashes = np.array([difference_hash(store.read_bytes(uri)) for uri in images.uri], dtype=np.uint64)
+    presence = class_presence(annotations, taxonomy)
+    plan = assign_splits(
+        images,
+        presence,
+        shares=shares,
+        seed=seed,
+        held_out_scenes=held_out_scenes,
+        hashes=hashes,
+        hash_distance=hash_distance,
+    )
+    table = schemas.SPLITS.from_columns(
+        {**{c: plan.assignments[c] for c in plan.assignments}, "dhash": [f"{h:016x}" for h in hashes]}
+    )
+    found = leaks(plan.assignments, images, hashes, hash_distance)
+    merged = images.merge(plan.assignments, on="image_id")
+    per_split = merged.groupby("split").agg(
+        images=("image_id", "size"), scenes=("scene_id", "nunique"), groups=("group", "nunique")
+    )
+    lighting = pd.crosstab(merged.split, merged.lighting)
+    instances = pd.crosstab(
+        annotations.merge(plan.assignments, on="image_id").split,
+        annotations.class_id.map({c.id: c.name for c in taxonomy.foreground}),
+    )
+    summary = (
+        per_split.join(lighting).join(instances).reindex(list(SPLITS)).fillna(0).astype(int).reset_index()
+    )
+    info = {
+        "shares": plan.shares,
+        "targets": plan.targets,
+        "groups": int(plan.assignments.group.nunique()),
+        "largest_group_share": float(plan.assignments.group.value_counts(normalize=True).max())
+        if len(table)
+        else 0.0,
+        "leaks": found,
+        "classes_missing": {
+            s: [
+                c
+                for c in presence.columns
+                if int(presence.reindex(merged[merged.split == s].image_id).fillna(0)[c].sum()) == 0
+            ]
+            for s in SPLITS
+        },
+        "notes": plan.notes,
+        "seed": seed,
+    }
+    return SplitOutcome(table=table, info=info, summary=summary)
+
+
+def write_splits(store: DatasetStore, outcome: SplitOutcome) -> None:
+    store.write_parquet(layout.SPLITS_KEY, outcome.table)
+    store.write_bytes(layout.SPLIT_INFO_KEY, json.dumps(outcome.info, indent=2).encode())
+
+
+def leakage_verdict(info: dict) -> Verdict:
+    """No scene, episode, checksum or near-duplicate sits in two splits."""
+    found = info["leaks"]
+    return Verdict(
+        passed=not found,
+        summary="; ".join(found[:20]) or "no leakage across splits",
+        figures={"leaks": len(found)},
+    )
+
+
+def shares_verdict(info: dict, tolerance: float) -> Verdict:
+    """Each split's share is within ``tolerance`` of its target."""
+    off = {
+        s: (info["shares"][s], info["targets"][s])
+        for s in SPLITS
+        if abs(info["shares"][s] - info["targets"][s]) > tolerance
+    }
+    summary = ", ".join(
+        f"{s} {v:.1%} (target {t:.0%})"
+        for s, (v, t) in ((s, (info["shares"][s], info["targets"][s])) for s in SPLITS)
+    )
+    if off:
+        summary = (
+            f"off target: {', '.join(off)}; the groups allow no closer split: {info['groups']} leakage groups, "
+            f"the largest holds {info['largest_group_share']:.0%} of the images. " + summary
+        )
+    return Verdict(passed=not off, summary=summary, figures={"groups": info["groups"]})
+
+
+def classes_verdict(info: dict) -> Verdict:
+    """Every class is present in every split."""
+    missing = {s: names for s, names in info["classes_missing"].items() if names}
+    return Verdict(
+        passed=not missing,
+        summary="; ".join(f"{s} lacks {', '.join(n)}" for s, n in missing.items())
+        or "every class in every split",
+    )

@@ -83,8 +83,8 @@ def markdown_image(png: bytes, alt: str, *, max_bytes: int = MAX_EMBEDDED_BYTES)
 
     data = png
     while len(data) > max_bytes:
-        image = Image.open(io.BytesIO(data))
-        image = image.resize((max(1, image.width * 3 // 4), max(1, image.height * 3 // 4)))
+        with Image.open(io.BytesIO(data)) as opened:
+            image = opened.resize((max(1, opened.width * 3 // 4), max(1, opened.height * 3 // 4)))
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", optimize=True)
         data = buffer.getvalue()

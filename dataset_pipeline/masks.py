@@ -224,7 +224,7 @@ def rle_from_coco(segmentation: dict, height: int, width: int) -> str:
     if isinstance(counts, list):
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
             raise ValueError("uncompressed RLE counts must be non-negative integers")
-        runs = counts
+        runs: list[int] | np.ndarray = counts
     elif isinstance(counts, str):
         runs = compressed_rle_counts(counts)
     else:

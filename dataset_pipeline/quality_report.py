@@ -18,13 +18,19 @@ pre-masks they started from that they edited (premask_iou < 0.9), flagged above 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from dataset_pipeline import layout, schemas
+from dataset_pipeline.figures import contact_sheet, overlay, png_bytes
+from dataset_pipeline.images import iter_images
 from dataset_pipeline.masks import decode_mask, mask_bbox, rle_areas, rle_iou
+from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import Taxonomy
+from dataset_pipeline.verdicts import Verdict
 
 BLOCKING_CHECKS: tuple[str, ...] = (
     "completeness",
@@ -216,17 +222,14 @@ def run_quality_checks(
                             )
                         )
 
-    frame = pd.DataFrame(
-        [i.__dict__ for i in issues], columns=["check", "image_id", "annotation_id", "detail"]
-    )
+    frame = schemas.QUALITY_ISSUES.frame(i.__dict__ for i in issues)
     return QualityReport(issues=frame, checked=checked, refinement=refinement_rates(annotations))
 
 
 def refinement_rates(annotations: pd.DataFrame) -> pd.DataFrame:
     """Per annotator: pre-masks started from, how many were edited (IoU < 0.9), the rate, the flag."""
-    columns = ["annotator_id", "assisted", "refined", "refinement_rate", "flagged"]
     if annotations.empty:
-        return pd.DataFrame(columns=columns)
+        return schemas.REFINEMENT.frame()
     linked = annotations[annotations.premask_id.notna()]
     rows = []
     for annotator, group in linked.groupby("annotator_id"):
@@ -241,4 +244,67 @@ def refinement_rates(annotations: pd.DataFrame) -> pd.DataFrame:
                 "flagged": rate > REFINEMENT_FLAG,
             }
         )
-    return pd.DataFrame(rows, columns=columns)
+    return schemas.REFINEMENT.frame(rows)
+
+
+def write_report(store: DatasetStore, report: QualityReport) -> None:
+    """Store the issues, the refinement rates and the per-check summary the checks and the card read."""
+    store.write_parquet(layout.QUALITY_ISSUES_KEY, report.issues)
+    store.write_parquet(layout.REFINEMENT_KEY, report.refinement)
+    summary = {c: report.describe(c) for c in BLOCKING_CHECKS} | {"checked": report.checked}
+    store.write_bytes(layout.QUALITY_SUMMARY_KEY, json.dumps(summary, indent=2).encode())
+
+
+def worst_images_png(
+    store: DatasetStore,
+    annotations: pd.DataFrame,
+    images: pd.DataFrame,
+    issues: pd.DataFrame,
+    taxonomy: Taxonomy,
+    count: int = 6,
+) -> bytes | None:
+    """The images with the most issues (then the most annotators), every annotation outlined in its
+    class colour (invalid class ids in white); None for an empty corpus."""
+    if images.empty or annotations.empty:
+        return None
+    issue_counts = issues.image_id.value_counts() if len(issues) else pd.Series(dtype=int)
+    annotators = annotations.groupby("image_id").annotator_id.nunique()
+    ranking = pd.DataFrame({"issues": issue_counts, "annotators": annotators}).fillna(0)
+    chosen = ranking.sort_values(["issues", "annotators"], ascending=False).head(count).index
+    palette = taxonomy.palette()
+    tiles, captions = [], []
+    for image_id, rgb in iter_images(store, images[images.image_id.isin(chosen)]):
+        rows = annotations[annotations.image_id == image_id]
+        masks = [decode_mask(r.rle, r.height, r.width) for r in rows.itertuples()]
+        colours = [palette[int(c)] if 0 <= int(c) < len(palette) else (255, 255, 255) for c in rows.class_id]
+        tiles.append(overlay(rgb, masks, colours, alpha=0.0))
+        captions.append(f"{image_id.rsplit('/', 1)[-1]} ({int(ranking.loc[image_id, 'issues'])} issues)")
+    return png_bytes(contact_sheet(tiles, captions, columns=3, cell=320))
+
+
+def check_verdict(issues: pd.DataFrame, summary: dict, check: str) -> Verdict:
+    """One blocking check's outcome from the stored report (offending image and annotation ids)."""
+    failed = issues[issues.check == check]
+    return Verdict(
+        passed=failed.empty,
+        summary=summary[check],
+        figures={"checked": summary["checked"].get(check, 0), "failed": len(failed)},
+        tables={"offending": failed[["image_id", "annotation_id", "detail"]].head(25)},
+    )
+
+
+def refinement_verdict(refinement: pd.DataFrame) -> Verdict:
+    """Flags annotators who edited over 40% of the pre-masks they started from."""
+    flagged = refinement[refinement.flagged]
+    return Verdict(
+        passed=flagged.empty,
+        summary=(
+            "refinement over 40%: "
+            + ", ".join(
+                f"{r.annotator_id} {r.refinement_rate:.0%} of {r.assisted}" for r in flagged.itertuples()
+            )
+            if len(flagged)
+            else "no annotator over 40% refinement"
+        ),
+        tables={"per annotator": refinement.head(50)},
+    )

@@ -2,7 +2,7 @@
 
 The drop folder ``reviews/<batch>/`` holds the annotation tools' export files as they
 come (CVAT XML, CVAT COCO, COCO, Label Studio JSON, bare or zipped as the tools export them
-(read by :mod:`dataset_pipeline.archives`); any sub-folders), and optionally
+(read by :mod:`dataset_pipeline.formats.reading`); any sub-folders), and optionally
 ``peer_review.csv`` (image_file, annotator_id, reviewer_id, accepted[, reviewed_at]): a
 peer's verdict on an annotator's work on an image. Every export is imported strictly; if
 any one is malformed the batch's table is not written, so what was imported before stays
@@ -18,57 +18,48 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from dataset_pipeline.captures import captures_key, check_batch_name
-from dataset_pipeline.importers import (
+from dataset_pipeline import layout, schemas
+from dataset_pipeline.formats.importing import (
     AnnotationImportError,
     ImageIndex,
     ImportOptions,
     annotations_frame,
-    import_any,
 )
-from dataset_pipeline.sam2_premasks import premasks_key
-from dataset_pipeline.store import DatasetStore, join_key
+from dataset_pipeline.formats.label_studio.client import LabelStudioClient, batch_export
+from dataset_pipeline.formats.reading import import_any
+from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import Taxonomy
 
-PEER_REVIEW_FILE = "peer_review.csv"
+#: The files of a review drop folder that are imported (the tools' exports, bare or zipped).
 EXPORT_SUFFIXES = (".xml", ".json", ".zip")
-
-
-def review_prefix(batch: str) -> str:
-    return join_key("reviews", check_batch_name(batch))
-
-
-def annotations_key(batch: str) -> str:
-    """Store key of a batch's annotations table."""
-    return join_key("tables", "annotations", f"{check_batch_name(batch)}.parquet")
-
-
-#: Snapshots pulled from a live Label Studio (label_studio_connector) land here, named
-#: ``<UTC time>-<digest>.json``; each holds all of the batch's annotations at that time, so only
-#: the newest is imported (an annotation deleted in Label Studio disappears with the next pull).
-LABEL_STUDIO_PULLS = "label_studio_api"
 
 
 def list_review_exports(store: DatasetStore, batch: str) -> list[str]:
     """The export files in the batch's review drop folder, in name order (of the Label Studio pulls,
     the newest only)."""
     keys = [
-        k for k in store.list(review_prefix(batch), recursive=True) if k.lower().endswith(EXPORT_SUFFIXES)
+        k
+        for k in store.list(layout.review_prefix(batch), recursive=True)
+        if k.lower().endswith(EXPORT_SUFFIXES)
     ]
-    pulls = [k for k in keys if k.startswith(f"{review_prefix(batch)}/{LABEL_STUDIO_PULLS}/")]
+    pulls = [k for k in keys if k.startswith(layout.label_studio_pulls_prefix(batch) + "/")]
     return [k for k in keys if k not in pulls or k == max(pulls)]
 
 
 def save_label_studio_pull(store: DatasetStore, batch: str, tasks: list[dict], now: str) -> str | None:
     """Keep a pulled snapshot of the batch's annotated tasks as a raw review file, unless the newest
-    one holds the same content; returns the new key or None."""
+    one holds the same content; returns the new key or None.
+
+    Each snapshot holds all of the batch's annotations at that time, so only the newest is
+    imported (an annotation deleted in Label Studio disappears with the next pull)."""
     data = json.dumps(tasks, sort_keys=True, separators=(",", ":")).encode()
     digest = hashlib.sha256(data).hexdigest()[:16]
-    prefix = f"{review_prefix(batch)}/{LABEL_STUDIO_PULLS}/"
-    previous = sorted(k for k in store.list(prefix.rstrip("/"), recursive=True) if k.endswith(".json"))
-    if previous and previous[-1].endswith(f"-{digest}.json"):
+    key = layout.label_studio_pull_key(batch, now, digest)
+    prefix = layout.label_studio_pulls_prefix(batch)
+    previous = sorted(k for k in store.list(prefix, recursive=True) if k.endswith(".json"))
+    if previous and previous[-1].endswith(key.rsplit("-", 1)[-1]):
         return None
-    return store.put_upload(f"{prefix}{now}-{digest}.json", data)
+    return store.put_upload(key, data)
 
 
 @dataclass
@@ -92,10 +83,11 @@ def import_batch_reviews(
     exports = list_review_exports(store, batch)
     if not exports:
         raise FileNotFoundError(
-            f"{store.url(review_prefix(batch))}: no review exports (.xml, .json, .zip) yet"
+            f"{store.url(layout.review_prefix(batch))}: no review exports (.xml, .json, .zip) yet"
         )
-    captures = store.read_parquet(captures_key(batch))
-    premasks = store.read_parquet(premasks_key(batch)) if store.exists(premasks_key(batch)) else None
+    captures = store.read_parquet(layout.captures_key(batch))
+    premasks_key = layout.premasks_key(batch)
+    premasks = store.read_parquet(premasks_key) if store.exists(premasks_key) else None
     images = ImageIndex.from_captures(captures)
     frames, result = [], BatchReviews(annotations=annotations_frame([]))
     for key in exports:
@@ -113,7 +105,7 @@ def import_batch_reviews(
         result.skipped += [f"{key}: {s}" for s in imported.skipped]
     table = pd.concat(frames, ignore_index=True) if frames else annotations_frame([])
     table = table.drop_duplicates("annotation_id", keep="last").reset_index(drop=True)
-    review_key = join_key(review_prefix(batch), PEER_REVIEW_FILE)
+    review_key = layout.peer_review_key(batch)
     if store.exists(review_key):
         table, result.peer_reviews = apply_peer_reviews(
             table, store.read_bytes(review_key), store.url(review_key), images
@@ -130,7 +122,7 @@ def apply_peer_reviews(
         sheet = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise AnnotationImportError(source, "document", "", f"not a readable CSV file ({exc})") from None
-    for column in ("image_file", "annotator_id", "reviewer_id", "accepted"):
+    for column in schemas.PEER_REVIEW_REQUIRED:
         if column not in sheet.columns:
             raise AnnotationImportError(source, "header", column, "missing column")
     table = table.copy()
@@ -154,3 +146,44 @@ def apply_peer_reviews(
         table.loc[selected, "review_accepted"] = verdict in ("true", "1", "yes")
         applied += 1
     return table, applied
+
+
+def pull_from_label_studio(
+    store: DatasetStore, batch: str, client: LabelStudioClient, title: str, taxonomy: Taxonomy, now: str
+) -> tuple[int, int, str | None]:
+    """A snapshot export (full predictions) of the project ``title``; the batch's annotated tasks are
+    kept under ``reviews/<batch>/label_studio_api/`` when they changed since the last pull.
+
+    Returns (project id, annotated tasks of the batch, the new snapshot's key or None when unchanged).
+    Nothing stored changes when Label Studio cannot be reached or refuses (LabelStudioError).
+    """
+    project_id = client.ensure_project(title, taxonomy)
+    tasks = batch_export(client.snapshot_export(project_id), batch, client.users())
+    return project_id, len(tasks), save_label_studio_pull(store, batch, tasks, now)
+
+
+def per_annotator(table: pd.DataFrame) -> pd.DataFrame:
+    """Per annotator of a batch: annotations, images, hours, SAM 2-assisted masks, mean pre-mask IoU."""
+    if not len(table):
+        return table
+    return (
+        table.groupby("annotator_id")
+        .agg(
+            annotations=("annotation_id", "size"),
+            images=("image_id", "nunique"),
+            hours=("seconds_spent", lambda s: round(s.sum() / 3600, 2)),
+            sam2_assisted=("assistance", lambda s: int((s == "sam2-assisted").sum())),
+            mean_premask_iou=("premask_iou", lambda s: round(s.mean(), 3)),
+        )
+        .reset_index()
+    )
+
+
+def per_class(table: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
+    """Annotations per class name, most first."""
+    return (
+        table.class_id.map(lambda c: taxonomy.by_id(int(c)).name)
+        .value_counts()
+        .rename_axis("class")
+        .reset_index()
+    )

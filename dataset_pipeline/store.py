@@ -10,91 +10,67 @@ Every stage reads and writes through this class, so three rules hold everywhere:
 * raw uploads under ``incoming/`` are never modified: ordinary writes there are
   refused, and :meth:`DatasetStore.put_upload` only creates files that do not exist.
 
-Keys used by the pipeline (see docs/store-layout.md)::
-
-    incoming/<batch>/manifest.csv, images/..., depth/..., prompts.csv   raw upload
-    ground_truth/<batch>/...                                          demo ground truth
-    tables/<table>/<batch>.parquet                                    per-batch tables
-    previews/<stage>/<batch>/...png                                   full-size pictures
+Which keys exist is :mod:`dataset_pipeline.layout`'s business (and docs/store-layout.md);
+so is the key grammar, which this class applies to every key it is given.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import os
 import posixpath
 import shutil
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-RAW_PREFIX = "incoming/"
-#: Folders of files that arrive from outside (uploads, annotation tools' exports): create-only.
-RAW_PREFIXES = (RAW_PREFIX, "reviews/")
+from dataset_pipeline.layout import RAW_PREFIXES, StoreKeyError, join_key, normalize_key
 
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+__all__ = [
+    "DatasetStore",
+    "RawUploadError",
+    "StoreError",
+    "StoreKeyError",
+    "join_key",
+    "normalize_key",
+    "use_system_arrow_pool",
+]
 
 
 class StoreError(RuntimeError):
     """A store operation failed; the message names the key and the store root."""
 
 
-class StoreKeyError(StoreError, ValueError):
-    """A key would escape the store root or is not a plain relative path."""
-
-
 class RawUploadError(StoreError):
     """A write would modify a raw upload."""
 
 
-def normalize_key(key: str) -> str:
-    """Validate a store key and return it in canonical form.
-
-    >>> normalize_key("tables/captures/b1.parquet")
-    'tables/captures/b1.parquet'
-    >>> normalize_key("../etc/passwd")
-    Traceback (most recent call last):
-    ...
-    dataset_pipeline.store.StoreKeyError: key '../etc/passwd' escapes the store root ('..' segment)
-    """
-    if not isinstance(key, str) or not key.strip():
-        raise StoreKeyError(f"key {key!r} is empty")
-    if "\\" in key or "\x00" in key:
-        raise StoreKeyError(f"key {key!r} contains a backslash or NUL byte")
-    if "://" in key or key.startswith(("/", "~")) or (len(key) > 1 and key[1] == ":"):
-        raise StoreKeyError(f"key {key!r} is absolute; keys are relative to the store root")
-    parts = key.split("/")
-    if ".." in parts:
-        raise StoreKeyError(f"key {key!r} escapes the store root ('..' segment)")
-    normalized = posixpath.normpath(key)
-    if normalized in (".", ""):
-        raise StoreKeyError(f"key {key!r} names the store root itself")
-    return normalized
-
-
-def join_key(*parts: str) -> str:
-    """Join key segments and validate the result (a segment may not contain ``..``)."""
-    return normalize_key("/".join(p.strip("/") for p in parts if p))
-
-
 def use_system_arrow_pool() -> None:
-    """Make pyarrow's Python-level allocations use the C allocator (once per process), unless
-    ``ARROW_DEFAULT_MEMORY_POOL`` names another pool: the fallback for a process that imported
-    pyarrow before ``dataset_pipeline`` set that variable (see ``dataset_pipeline/__init__``).
+    """Have pyarrow allocate from the C allocator in this process (once), unless
+    ``ARROW_DEFAULT_MEMORY_POOL`` names another pool. Every table read and write calls it first.
 
     pyarrow's default pool, mimalloc, keeps its arenas: reading a 3 MB table raised a
     process's resident memory by 58 MiB with it and by 22 MiB with the system pool (a
     1,000-image release export peaked at 228 vs 195 MiB). The pipeline's tables are
     megabytes, read once per step, so the pool's speed does not matter here; every Dagster
     step process reads some, so its memory does.
+
+    Arrow's C++ code reads the variable once, at its first allocation: when pyarrow is not
+    loaded yet, setting it covers the Parquet reader's buffers too (16 MiB less at the peak of
+    a 1,000-image export); when something loaded pyarrow first (pandas does),
+    ``pyarrow.set_memory_pool`` switches what pyarrow's Python-level calls allocate. Done here,
+    on first use, rather than when a module is imported: importing changes no process state.
     """
     global _ARROW_POOL_SET
     if _ARROW_POOL_SET:
         return
+    if "pyarrow" not in sys.modules:
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     import pyarrow
 
     if pyarrow.default_memory_pool().backend_name != "system" and os.environ.get(
@@ -105,6 +81,21 @@ def use_system_arrow_pool() -> None:
 
 
 _ARROW_POOL_SET = False
+
+
+def _umask() -> int:
+    """The process's umask, read once when first needed: reading it means setting it and setting
+    it back, so under a lock (the release writes files from several threads)."""
+    global _UMASK
+    with _UMASK_LOCK:
+        if _UMASK is None:
+            _UMASK = os.umask(0)
+            os.umask(_UMASK)
+        return _UMASK
+
+
+_UMASK: int | None = None
+_UMASK_LOCK = threading.Lock()
 
 
 class DatasetStore:
@@ -229,7 +220,7 @@ class DatasetStore:
             out[self.key_of(path)] = f"{info.get('size')}:{stamp}"
         return dict(sorted(out.items()))
 
-    def glob(self, pattern: str) -> list[str]:
+    def glob(self, pattern: str) -> builtins.list[str]:
         """Keys matching a glob pattern relative to the root (``incoming/*/manifest.csv``)."""
         try:
             found = self.fs.glob(self.path(pattern))
@@ -238,23 +229,23 @@ class DatasetStore:
         return sorted(self.key_of(p) for p in found if not _is_temporary(p))
 
     def read_parquet(self, key: str):  # -> pandas.DataFrame
+        use_system_arrow_pool()  # before pandas, which loads pyarrow
         import pandas as pd
 
-        use_system_arrow_pool()
         data = self.read_bytes(key)
         with self._table_errors(key):
             return pd.read_parquet(io.BytesIO(data))
 
-    def read_table(self, key: str, columns: list[str] | None = None):  # -> pyarrow.Table
+    def read_table(self, key: str, columns: builtins.list[str] | None = None):  # -> pyarrow.Table
         """A Parquet table (or some of its columns) as a pyarrow Table, without pandas.
 
         Read with ``pyarrow.parquet.ParquetFile``: ``pyarrow.parquet.read_table`` goes through
         ``pyarrow.dataset``, which imports pandas (40 MiB) on import.
         """
+        use_system_arrow_pool()  # before pyarrow loads
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        use_system_arrow_pool()
         path = self.path(key)
         # A local file is read from disk as it is decoded, not held whole in memory first.
         source = path if self.is_local and os.path.isfile(path) else io.BytesIO(self.read_bytes(key))
@@ -350,9 +341,10 @@ class DatasetStore:
                 os.makedirs(folder, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
                 try:
-                    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; tools and servers read these
+                    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; tools and servers read these
                     with os.fdopen(fd, "wb") as handle:
                         if local_path is None:
+                            assert data is not None
                             handle.write(data)
                         else:
                             with open(local_path, "rb") as source:

@@ -1,7 +1,8 @@
 """Table validation with Great Expectations, run in memory: statistics → report → summary.
 
 A suite is a list of :class:`Expectation` (plain data: the GE expectation's class name
-and its keyword arguments). :func:`validate_table` runs it on a DataFrame in an
+and its keyword arguments), written by the stage it gates (``raw_captures.captures_suite``).
+:func:`validate_table` runs it on a DataFrame in an
 ephemeral GE context and returns a :class:`ValidationReport` that names, for each
 failed expectation, the offending ids (``id_column``) and values, so a gating check
 can say exactly which rows are wrong.
@@ -19,10 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-
-from dataset_pipeline.captures import REQUIRED_MANIFEST_COLUMNS
-
-DEFAULT_LIGHTING: tuple[str, ...] = ("daylight", "dim", "warm", "overcast", "fluorescent", "mixed")
 
 
 @dataclass(frozen=True)
@@ -92,32 +89,6 @@ class ValidationReport:
             }
             for o in self.outcomes
         ]
-
-
-def captures_suite(
-    allowed_lighting: tuple[str, ...] | list[str] = DEFAULT_LIGHTING,
-    min_side_px: int = 64,
-    max_side_px: int = 8192,
-) -> list[Expectation]:
-    """The expectations every captures table must meet before pre-masking."""
-    required = ["image_id", "uri", "sha256", "width", "height", *REQUIRED_MANIFEST_COLUMNS[1:], "batch"]
-    suite = [Expectation("ExpectColumnToExist", {"column": c}) for c in required]
-    suite += [Expectation("ExpectColumnValuesToNotBeNull", {"column": c}) for c in required]
-    suite += [
-        Expectation(
-            "ExpectColumnValuesToBeBetween", {"column": c, "min_value": min_side_px, "max_value": max_side_px}
-        )
-        for c in ("width", "height")
-    ]
-    suite += [
-        Expectation(
-            "ExpectColumnValuesToBeInSet", {"column": "lighting", "value_set": sorted(allowed_lighting)}
-        ),
-        Expectation("ExpectColumnValuesToBeUnique", {"column": "image_id"}),
-        Expectation("ExpectColumnValuesToBeUnique", {"column": "sha256"}),
-        Expectation("ExpectColumnValuesToBeBetween", {"column": "frame_index", "min_value": 0}),
-    ]
-    return suite
 
 
 def validate_table(

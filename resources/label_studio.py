@@ -24,8 +24,8 @@ class LabelStudioResource(ConfigurableResource):
     )
     timeout_s: float = 60.0
 
-    def client(self):  # -> dataset_pipeline.label_studio_connector.LabelStudioClient
-        from dataset_pipeline.label_studio_connector import LabelStudioClient, LabelStudioError
+    def client(self):  # -> dataset_pipeline.formats.label_studio.client.LabelStudioClient
+        from dataset_pipeline.formats.label_studio.client import LabelStudioClient, LabelStudioError
 
         if not self.api_token:
             raise LabelStudioError(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
-from dataset_pipeline.sam2_premasks import DEFAULT_SCORE_THRESHOLD, PremaskBackend
+from dataset_pipeline.sam2_premasks.backends import PremaskBackend
+from dataset_pipeline.sam2_premasks.batch import DEFAULT_SCORE_THRESHOLD
 from dataset_pipeline.sam2_premasks.sam2 import DEFAULT_MODEL_CONFIG
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from dataset_pipeline.captures import DEFAULT_MAX_PIXELS
-from dataset_pipeline.validation import DEFAULT_LIGHTING
+from dataset_pipeline.formats import EXPORT_FORMATS
+from dataset_pipeline.images import DEFAULT_MAX_PIXELS
+from dataset_pipeline.raw_captures import DEFAULT_LIGHTING
 
 
 class CaptureRules(ConfigurableResource):
@@ -156,8 +157,8 @@ class ReleaseSettings(ConfigurableResource):
     """What a release holds and what its card says about terms and cost."""
 
     formats: list[str] = Field(
-        default=["coco", "yolo_seg", "semantic_png", "hdf5", "lerobot", "episode_hdf5"],
-        description="Export formats: coco, yolo_seg, semantic_png, hdf5, lerobot, episode_hdf5",
+        default=list(EXPORT_FORMATS),
+        description=f"Export formats: {', '.join(EXPORT_FORMATS)}",
     )
     name: str = Field(default="", description="Dataset name on the card; empty = the taxonomy's name")
     description: str = "Robot camera captures with reviewed semantic segmentation masks."

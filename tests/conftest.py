@@ -1,61 +1,45 @@
-"""Shared fixtures: local and S3 (moto server on 127.0.0.1) stores, and small demo batches."""
+"""Fixtures of every lane: local stores, small demo batches, and how a lane meets a missing service.
+
+The lanes: ``unit/`` (no Dagster instance, no services), ``dagster/`` (in-process materializations,
+sensors, the CLI's runs), ``services/`` (PostgreSQL, RabbitMQ and Celery, Label Studio, an S3
+server). ``pytest -q`` runs all three; a service that is not there skips its tests with one line
+naming it and how to start it, unless ``DATASET_PIPELINE_REQUIRE_SERVICES=1`` (CI), which fails them.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from dataset_pipeline.captures import ingest_batch
 from dataset_pipeline.demo import DemoUpload, ground_truth_annotations, write_demo_upload
+from dataset_pipeline.raw_captures import ingest_batch
 from dataset_pipeline.store import DatasetStore
 
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing-key",
-    "AWS_SECRET_ACCESS_KEY": "testing-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+REQUIRE_SERVICES = "DATASET_PIPELINE_REQUIRE_SERVICES"
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server in this process on a free port of 127.0.0.1; stopped at the end."""
-    from moto.server import ThreadedMotoServer
-
-    saved = {k: os.environ.get(k) for k in S3_ENV}
-    os.environ.update(S3_ENV)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def require_service(available: bool, service: str, how_to_start: str) -> None:
+    """Go on when ``available``; else skip the test naming the service and how to start it, or fail
+    it when ``DATASET_PIPELINE_REQUIRE_SERVICES=1`` (CI must not pass by skipping)."""
+    if available:
+        return
+    message = f"{service} is not available: {how_to_start}"
+    if os.environ.get(REQUIRE_SERVICES) == "1":
+        pytest.fail(f"{message} ({REQUIRE_SERVICES}=1)")
+    pytest.skip(message)
 
 
-@pytest.fixture
-def s3_bucket(s3_endpoint: str) -> str:
-    """A fresh, empty bucket; returns its name."""
-    import boto3
-
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-def s3_store(s3_endpoint: str, s3_bucket: str) -> DatasetStore:
-    return DatasetStore(f"s3://{s3_bucket}/segmentation", {"endpoint_url": s3_endpoint})
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex((host, port)) == 0
 
 
 @pytest.fixture
@@ -63,10 +47,11 @@ def local_store(tmp_path: Path) -> DatasetStore:
     return DatasetStore(str(tmp_path / "store"))
 
 
-@pytest.fixture(params=["local", "s3"])
-def any_store(request: pytest.FixtureRequest) -> DatasetStore:
-    """The same test on a local folder and on S3."""
-    return request.getfixturevalue(f"{request.param}_store")
+@pytest.fixture
+def any_store(local_store: DatasetStore) -> DatasetStore:
+    """The store a test runs against: a local folder here; ``services/test_s3.py`` runs the same
+    tests again with an S3 store."""
+    return local_store
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +90,39 @@ def demo_corpus(
     scenes = sorted(images.scene_id.unique())
     split_of = {scene: ("train", "val", "test")[i % 3] for i, scene in enumerate(scenes)}
     return images, annotations, images[["image_id"]].assign(split=images.scene_id.map(split_of))
+
+
+def reviewed_demo(store: DatasetStore, batch: str, n_images: int, seed: int = 0):  # -> Corpus
+    """A demo batch taken through the domain's stages up to its corpus: ingested, pre-masked
+    (classical backend), reviewed by the simulated annotators and imported."""
+    from dataset_pipeline import layout
+    from dataset_pipeline.annotation_corpus import build_corpus
+    from dataset_pipeline.demo import simulate_review
+    from dataset_pipeline.reviewed_annotations import import_batch_reviews
+    from dataset_pipeline.sam2_premasks import premask_batch
+    from dataset_pipeline.sam2_premasks.classical import ClassicalBackend
+    from dataset_pipeline.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    write_demo_upload(store, batch, n_images=n_images, seed=seed)
+    store.write_parquet(layout.captures_key(batch), ingest_batch(store, batch).captures)
+    premasks = premask_batch(store, batch, ClassicalBackend(), taxonomy=taxonomy).table
+    store.write_parquet(layout.premasks_key(batch), premasks)
+    simulate_review(store, batch, seed=seed)
+    annotations = import_batch_reviews(store, batch, taxonomy).annotations
+    store.write_parquet(layout.annotations_key(batch), annotations)
+    return build_corpus(store)
+
+
+@pytest.fixture(scope="session")
+def reviewed_b48(tmp_path_factory: pytest.TempPathFactory):  # -> (DatasetStore, Corpus)
+    """A 48-image demo batch through pre-masks, the simulated annotators and the importers."""
+    store = DatasetStore(str(tmp_path_factory.mktemp("reviewed") / "store"))
+    return store, reviewed_demo(store, "b48", n_images=48)
+
+
+def stage_assets(names: tuple[str, ...] | list[str]) -> list:
+    """The code location's asset definitions of these keys, in pipeline order (for ``materialize``)."""
+    from assets import ALL_ASSETS
+
+    return [a for a in ALL_ASSETS if a.key.to_user_string() in names]

@@ -84,7 +84,7 @@ class ClassicalBackend:
         if wx1 - wx0 < 3 or wy1 - wy0 < 3:
             return PredictedMask(full, 0.0, prompt.prompt_type, prompt.class_id)
         window = np.ascontiguousarray(image[wy0:wy1, wx0:wx1, ::-1])  # GrabCut wants BGR
-        labels = np.full(window.shape[:2], cv2.GC_BGD, np.uint8)
+        labels: np.ndarray = np.full(window.shape[:2], cv2.GC_BGD, np.uint8)
         if prompt.box is not None:
             bx0, by0 = int(max(0, round(x0) - wx0)), int(max(0, round(y0) - wy0))
             bx1, by1 = int(min(wx1 - wx0, round(x1) - wx0)), int(min(wy1 - wy0, round(y1) - wy0))
@@ -125,7 +125,8 @@ class ClassicalBackend:
         if tight is None:
             return 0.0
         if prompt.box is not None:
-            return round(box_iou(tuple(map(float, tight)), prompt.box), 4)
+            x0, y0, x1, y1 = (float(v) for v in tight)
+            return round(box_iou((x0, y0, x1, y1), prompt.box), 4)
         edge = local[0].any() or local[-1].any() or local[:, 0].any() or local[:, -1].any()
         return 0.5 if edge else 1.0
 

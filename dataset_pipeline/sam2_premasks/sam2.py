@@ -230,9 +230,9 @@ class Sam2Backend:
         import torch
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-        if self._reference_predictor is None:
-            self._reference_predictor = SAM2ImagePredictor(self.model)
         predictor = self._reference_predictor
+        if predictor is None:
+            predictor = self._reference_predictor = SAM2ImagePredictor(self.model)
         results: list[list[PredictedMask]] = [[] for _ in images]
         todo = [i for i, p in enumerate(prompts) if p]
         if not todo:

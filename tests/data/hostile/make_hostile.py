@@ -16,8 +16,8 @@ import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent.parent))
-from test_importers import CVAT_XML, coco_document, label_studio_export  # noqa: E402
+sys.path.insert(0, str(HERE.parents[2]))  # the repository root
+from tests.unit.test_importers import CVAT_XML, coco_document, label_studio_export  # noqa: E402
 
 COCO = json.dumps(coco_document()).encode()
 

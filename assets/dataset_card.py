@@ -1,0 +1,55 @@
+"""dataset_card: the release's datasheet, statistics and provenance; it completes the release."""
+
+from datetime import UTC, datetime
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from assets.execution import CPU_TAGS, STORE_RETRY
+from dataset_pipeline import layout
+from dataset_pipeline.dataset_card import card_inputs, write_card
+from dataset_pipeline.dataset_release import is_complete, load_release, release_folder
+from dataset_pipeline.figures import markdown_image
+from resources import DatasetStoreResource, ReleaseSettings, TaxonomyResource
+
+
+@asset(
+    op_tags=CPU_TAGS,
+    deps=["dataset_release"],
+    group_name="release",
+    kinds={"markdown", "parquet"},
+    retry_policy=STORE_RETRY,
+    description="DATASHEET.md (Datasheets for Datasets), statistics, mask-area histogram and per-image / "
+    "per-annotation provenance (CSV + Parquet); then release.json, which makes the release complete.",
+)
+def dataset_card(
+    context: AssetExecutionContext,
+    dataset_store: DatasetStoreResource,
+    taxonomy: TaxonomyResource,
+    release_settings: ReleaseSettings,
+) -> MaterializeResult:
+    store = dataset_store.get_store()
+    classes = taxonomy.load()
+    content, version = load_release(
+        store, classes, list(release_settings.formats), release_settings.info(classes.name)
+    )
+    out = release_folder(store, version)
+    if is_complete(store, version):
+        context.log.info(f"release {version} is complete already; nothing rewritten")
+        text = out.read_bytes(layout.DATASHEET_FILE).decode()
+        return MaterializeResult(
+            metadata={"version": version, "reused": True, "card": MetadataValue.md(text)}
+        )
+    inputs = card_inputs(store, content, release_settings.hourly_rate, release_settings.currency)
+    card = write_card(store, content, version, inputs, completed_at=datetime.now(UTC).isoformat())
+    return MaterializeResult(
+        metadata={
+            "version": version,
+            "reused": False,
+            "files": card.files,
+            "labour_hours": card.cost["labour_hours"],
+            "qc_overhead_share": card.cost["qc_overhead_share"],
+            "card": MetadataValue.md(card.text),
+            "mask areas": MetadataValue.md(markdown_image(card.histogram, "mask areas")),
+            "datasheet": MetadataValue.path(store.url(out.key(layout.DATASHEET_FILE))),
+        }
+    )

@@ -1,0 +1,101 @@
+"""quality_report: the corpus's quality checks, each one a blocking asset check."""
+
+import json
+from typing import Any
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetExecutionContext,
+    AutomationCondition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from assets.execution import CPU_TAGS, STORE_RETRY
+from assets.reporting import check_result, picture_metadata, table_metadata
+from dataset_pipeline import layout
+from dataset_pipeline.quality_report import (
+    BLOCKING_CHECKS,
+    check_verdict,
+    refinement_verdict,
+    run_quality_checks,
+    worst_images_png,
+    write_report,
+)
+from resources import DatasetStoreResource, QualityRules, TaxonomyResource
+
+
+@asset(
+    op_tags=CPU_TAGS,
+    retry_policy=STORE_RETRY,
+    deps=["annotation_corpus"],
+    group_name="quality",
+    kinds={"parquet"},
+    automation_condition=AutomationCondition.eager(),
+    description="Completeness, valid classes, minimum area, thin-structure width, same-z overlaps, mask sizes "
+    "and duplicate images over the whole corpus; per-annotator refinement rates.",
+)
+def quality_report(
+    context: AssetExecutionContext,
+    dataset_store: DatasetStoreResource,
+    taxonomy: TaxonomyResource,
+    quality_rules: QualityRules,
+) -> MaterializeResult:
+    store = dataset_store.get_store()
+    classes = taxonomy.load()
+    annotations = store.read_parquet(layout.CORPUS_ANNOTATIONS_KEY)
+    images = store.read_parquet(layout.CORPUS_IMAGES_KEY)
+    report = run_quality_checks(
+        annotations,
+        images,
+        classes,
+        min_area_px=quality_rules.min_area_px,
+        overlap_tolerance=quality_rules.overlap_tolerance,
+    )
+    write_report(store, report)
+    metadata: dict[str, Any] = {
+        "annotations": len(annotations),
+        "images": len(images),
+        "issues": len(report.issues),
+        "checks": table_metadata(report.summary_table()),
+        "refinement per annotator": table_metadata(report.refinement),
+        "issues_table": MetadataValue.path(store.url(layout.QUALITY_ISSUES_KEY)),
+    }
+    sheet = worst_images_png(store, annotations, images, report.issues, classes)
+    if sheet is not None:
+        metadata |= picture_metadata(store, layout.WORST_IMAGES_PREVIEW, sheet, "worst images")
+    return MaterializeResult(metadata=metadata)
+
+
+def _report_check(check: str) -> AssetChecksDefinition:
+    @asset_check(
+        asset=quality_report,
+        name=f"qc_{check}",
+        blocking=True,
+        description=f"quality_report: {check.replace('_', ' ')} (lists the offending image and annotation ids).",
+    )
+    def _check(context: AssetCheckExecutionContext, dataset_store: DatasetStoreResource) -> AssetCheckResult:
+        store = dataset_store.get_store()
+        summary = json.loads(store.read_bytes(layout.QUALITY_SUMMARY_KEY))
+        return check_result(check_verdict(store.read_parquet(layout.QUALITY_ISSUES_KEY), summary, check))
+
+    return _check
+
+
+@asset_check(
+    asset=quality_report,
+    blocking=False,
+    description="Flags annotators who edited over 40% of the pre-masks they started from (premask_iou < 0.9).",
+)
+def qc_refinement_rate(
+    context: AssetCheckExecutionContext, dataset_store: DatasetStoreResource
+) -> AssetCheckResult:
+    refinement = dataset_store.get_store().read_parquet(layout.REFINEMENT_KEY)
+    return check_result(refinement_verdict(refinement), warn=True)
+
+
+QUALITY_REPORT_CHECKS = [_report_check(check) for check in BLOCKING_CHECKS] + [qc_refinement_rate]

@@ -1,0 +1,92 @@
+"""What the environment configures: the code location's resources and its step executor.
+
+Read once, when the code location loads (``dagster dev``, every step process, every CLI call);
+the variables are listed in the package's docstring and in the README.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import EnvVar
+
+from dataset_pipeline.sam2_premasks.sam2 import DEFAULT_MODEL_CONFIG
+from resources import (
+    AgreementRules,
+    AnnotationToolsResource,
+    BaselineSettings,
+    CaptureRules,
+    ComparisonRules,
+    DatasetStoreResource,
+    LabelStudioResource,
+    QualityRules,
+    ReleaseSettings,
+    Sam2Resource,
+    SplitRules,
+    TaxonomyResource,
+)
+
+
+def build_resources(store_url: str | None = None) -> dict[str, object]:
+    """The resources of the code location, configured from the environment."""
+    return {
+        "dataset_store": DatasetStoreResource(
+            root_url=store_url or os.environ.get("DATASET_PIPELINE_STORE", "data"),
+            endpoint_url=os.environ.get("DATASET_PIPELINE_S3_ENDPOINT") or None,
+            aws_access_key_id=_secret("DATASET_PIPELINE_S3_ACCESS_KEY_ID"),
+            aws_secret_access_key=_secret("DATASET_PIPELINE_S3_SECRET_ACCESS_KEY"),
+        ),
+        "capture_rules": CaptureRules(),
+        "taxonomy": TaxonomyResource(path=os.environ.get("DATASET_PIPELINE_TAXONOMY") or None),
+        "sam2": Sam2Resource(
+            checkpoint_path=os.environ.get("DATASET_PIPELINE_SAM2_CHECKPOINT") or None,
+            model_config_name=os.environ.get("DATASET_PIPELINE_SAM2_CONFIG") or DEFAULT_MODEL_CONFIG,
+        ),
+        "annotation_tools": AnnotationToolsResource(
+            image_url_mode=os.environ.get("DATASET_PIPELINE_IMAGE_URL_MODE", "local-files"),
+            local_files_document_root=os.environ.get("DATASET_PIPELINE_LOCAL_FILES_ROOT") or None,
+        ),
+        "label_studio": LabelStudioResource(
+            enabled=bool(os.environ.get("DATASET_PIPELINE_LABEL_STUDIO_URL")),
+            url=os.environ.get("DATASET_PIPELINE_LABEL_STUDIO_URL") or "http://127.0.0.1:8080",
+            api_token=_secret("DATASET_PIPELINE_LABEL_STUDIO_TOKEN"),
+        ),
+        "quality_rules": QualityRules(),
+        "agreement_rules": AgreementRules(),
+        "split_rules": SplitRules(),
+        "comparison_rules": ComparisonRules(),
+        "release_settings": ReleaseSettings(),
+        "baseline": BaselineSettings(epochs=int(os.environ.get("DATASET_PIPELINE_BASELINE_EPOCHS", "20"))),
+    }
+
+
+def _secret(name: str) -> EnvVar | None:
+    """A secret as ``dagster.EnvVar`` (read when the resource starts, never shown in the UI's
+    configuration or written to the run's config), or None when the variable is unset."""
+    return EnvVar(name) if os.environ.get(name) else None
+
+
+def build_executor():
+    """The step executor: Dagster's default (multiprocess) unless DATASET_PIPELINE_EXECUTOR=celery,
+    which sends each step to Celery workers through DATASET_PIPELINE_CELERY_BROKER (RabbitMQ or
+    Redis URL; default the local RabbitMQ) - GPU steps to the queue ``gpu``, the others to ``cpu``
+    (assets/tags.py). Imported only when chosen: the code location stays light."""
+    choice = os.environ.get("DATASET_PIPELINE_EXECUTOR", "").lower()
+    if choice == "k8s":  # one pod per step; GPU steps request nvidia.com/gpu through their op tags
+        try:
+            from dagster_k8s import k8s_job_executor
+        except ImportError:
+            raise ImportError(
+                "DATASET_PIPELINE_EXECUTOR=k8s needs dagster-k8s==0.29.27 in the image (docs/deploy.md)"
+            ) from None
+        return k8s_job_executor
+    if choice != "celery":
+        return None
+    from dagster_celery import celery_executor
+
+    return celery_executor.configured(
+        {
+            "broker": os.environ.get("DATASET_PIPELINE_CELERY_BROKER", "pyamqp://guest@127.0.0.1:5672//"),
+            "backend": os.environ.get("DATASET_PIPELINE_CELERY_BACKEND", "rpc://"),
+        }
+    )

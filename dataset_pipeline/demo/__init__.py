@@ -1,0 +1,29 @@
+"""The embedded demo data: a robot's uploads rendered procedurally, and people reviewing them.
+
+* ``scenes.py`` - tabletop scenes and episodes, rendered with their exact instance masks;
+* ``upload.py`` - a demo batch written as a robot's upload (``incoming/<batch>/``) plus its
+  ground truth, kept apart from the upload;
+* ``review.py`` - three simulated annotators whose work lands in ``reviews/<batch>/`` as the
+  annotation tools' own export files.
+
+Nothing here is a stage: the pipeline treats the demo's files exactly as it treats a real
+robot's upload and a real team's exports.
+"""
+
+from dataset_pipeline.demo.review import simulate_review
+from dataset_pipeline.demo.scenes import render_episode
+from dataset_pipeline.demo.upload import (
+    DemoUpload,
+    ground_truth_annotations,
+    plan_episodes,
+    write_demo_upload,
+)
+
+__all__ = [
+    "DemoUpload",
+    "ground_truth_annotations",
+    "plan_episodes",
+    "render_episode",
+    "simulate_review",
+    "write_demo_upload",
+]

@@ -1,0 +1,304 @@
+"""The demo's simulated annotators: people reviewing the pre-masks in Label Studio and CVAT.
+
+Three annotators of different skill start from a batch's pre-masks and the demo's ground
+truth and write their work as the tools' own export files into the review drop folder
+``reviews/<batch>/``:
+
+* ``ann_a@demo.example`` and ``ann_b@demo.example`` work in Label Studio: one JSON export
+  holds their annotations (brush RLE, ``completed_by``, ``created_at``, ``lead_time``,
+  results started from predictions keep the prediction's id and ``origin``);
+* ``ann_c`` works in CVAT: a "CVAT for images 1.1" job export (``meta/job/assignee``),
+  with semi-auto masks where a pre-mask was accepted. Gold images are a Label Studio
+  project with three annotations per task, so ``ann_c`` has timed work there too (CVAT's
+  XML carries no working time).
+
+``ann_a`` is careful and slow, ``ann_b`` average, ``ann_c`` the planted weak annotator:
+about 2x faster than the others, accepting half the pre-masks unrefined, missing thin
+structures, wider boundary jitter and some class confusion. About 20% of images are
+gold (all three annotate them); the rest get one annotator; 10-15% of those get a peer
+review by another annotator, recorded in ``peer_review.csv`` (image_file, annotator_id,
+reviewer_id, accepted, reviewed_at).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from dataset_pipeline import layout, schemas
+from dataset_pipeline.formats.cvat import tasks as cvat
+from dataset_pipeline.formats.label_studio.codec import mask_to_brush_rle
+from dataset_pipeline.formats.label_studio.tasks import BRUSH_FROM_NAME, IMAGE_TO_NAME, premask_result_id
+from dataset_pipeline.masks import decode_mask, rle_iou
+from dataset_pipeline.store import DatasetStore
+from dataset_pipeline.taxonomy import Taxonomy, load_taxonomy
+
+GOLD_SHARE = 0.2
+PEER_REVIEW_SHARE = 0.14
+
+
+@dataclass(frozen=True)
+class AnnotatorSkill:
+    """How one simulated person works."""
+
+    annotator_id: str
+    tool: str  # label_studio or cvat
+    jitter_px: int  # boundary displacement, up to this many pixels
+    accept_unrefined: float  # probability of accepting a pre-mask as it is
+    miss_thin: float  # probability of missing a thin structure
+    confusion: float  # probability of picking a wrong class
+    seconds_per_mask: float  # when drawing or refining
+    accuracy: float  # probability that a peer reviewer accepts the image
+
+
+ANNOTATORS: tuple[AnnotatorSkill, ...] = (
+    AnnotatorSkill("ann_a@demo.example", "label_studio", 1, 0.10, 0.0, 0.0, 42.0, 0.97),
+    AnnotatorSkill("ann_b@demo.example", "label_studio", 1, 0.20, 0.05, 0.01, 34.0, 0.92),
+    AnnotatorSkill("ann_c", "cvat", 2, 0.45, 0.25, 0.03, 19.0, 0.65),
+)
+
+
+@dataclass(frozen=True)
+class SimulatedReview:
+    """What :func:`simulate_review` wrote."""
+
+    files: list[str]
+    images: int
+    gold_images: int
+    peer_reviewed: int
+    annotations: int
+
+
+def _jitter(mask: np.ndarray, rng: np.random.Generator, max_px: int, uneven: bool = True) -> np.ndarray:
+    """The mask with its boundary moved by up to ``max_px`` pixels, unevenly (as a hand would)."""
+    import cv2
+
+    if max_px <= 0:
+        return mask.copy()
+    k = int(rng.integers(-max_px, max_px + 1))
+    out = mask.astype(np.uint8)
+    if k:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(k) + 1, 2 * abs(k) + 1))
+        out = cv2.dilate(out, kernel) if k > 0 else cv2.erode(out, kernel)
+    # uneven edges: flip a band of boundary pixels on one side
+    edge = out.astype(bool) ^ cv2.erode(out, np.ones((3, 3), np.uint8)).astype(bool)
+    ys, xs = np.nonzero(edge)
+    if uneven and ys.size:
+        side = xs > np.median(xs) if rng.random() < 0.5 else ys > np.median(ys)
+        out[ys[side], xs[side]] = 0 if rng.random() < 0.5 else 1
+    result = out.astype(bool)
+    return result if result.any() else mask.copy()
+
+
+def _work(
+    skill: AnnotatorSkill,
+    truth: pd.DataFrame,
+    premasks: pd.DataFrame,
+    taxonomy: Taxonomy,
+    rng: np.random.Generator,
+) -> tuple[list[dict], float]:
+    """One annotator's instances for one image: [{class_name, mask, z_order, premask_id, accepted}], seconds."""
+    thin = {c.id for c in taxonomy.foreground if c.category == "thin"} | {
+        taxonomy.by_name("obstacle_deformable").id
+    }
+    instances: list[dict] = []
+    seconds = 0.0
+    # z_order: each shape its own layer in drawing order (ground truth is in painter's order)
+    kept = premasks[~premasks.rejected] if len(premasks) else premasks
+    for gt in truth.itertuples():
+        gt_mask = decode_mask(gt.rle, gt.height, gt.width)
+        is_thin = gt.class_id in thin and gt.area < 3000
+        if is_thin and rng.random() < skill.miss_thin:
+            continue
+        candidates = kept[kept.class_id == gt.class_id] if len(kept) else kept
+        premask_id, premask = None, None
+        if len(candidates):
+            ious = rle_iou(gt.rle, list(candidates.rle), gt.height, gt.width)
+            best = int(np.argmax(ious))
+            if ious[best] >= 0.5:
+                row = candidates.iloc[best]
+                premask_id, premask = row.premask_id, decode_mask(row.rle, row.height, row.width)
+        class_id = int(gt.class_id)
+        if rng.random() < skill.confusion:
+            class_id = int(rng.choice([c.id for c in taxonomy.foreground if c.id != class_id]))
+        if premask is not None and rng.random() < skill.accept_unrefined:
+            mask, accepted = premask, True
+            seconds += skill.seconds_per_mask * 0.15 * rng.lognormal(0, 0.2)
+        else:
+            # small and thin objects get at most 1 px of jitter: a person zooms in on them
+            small = gt.area < 3000  # zoomed in: at most 1 px off, and only some of the time
+            mask = _jitter(
+                gt_mask, rng, int(rng.random() < 0.4) if small else skill.jitter_px, uneven=not small
+            )
+            if mask.sum() < 0.5 * gt.area:
+                mask = gt_mask
+            accepted = False
+            seconds += skill.seconds_per_mask * rng.lognormal(0, 0.3)
+        instances.append(
+            {
+                "class_name": taxonomy.by_id(class_id).name,
+                "mask": mask,
+                "z_order": len(instances),
+                "premask_id": premask_id,
+                "accepted": accepted,
+            }
+        )
+    return instances, seconds
+
+
+def simulate_review(
+    store: DatasetStore, batch: str, seed: int = 0, taxonomy: Taxonomy | None = None
+) -> SimulatedReview:
+    """Write the three annotators' exports (and the peer-review sheet) to ``reviews/<batch>/``."""
+    taxonomy = taxonomy or load_taxonomy()
+    rng = np.random.default_rng([seed, 4242])
+    captures = store.read_parquet(layout.captures_key(batch))
+    truth = store.read_parquet(layout.ground_truth_key(batch))
+    premasks = store.read_parquet(layout.premasks_key(batch))
+    truth_by_image = dict(tuple(truth.groupby("image_id", sort=False)))
+    premasks_by_image = dict(tuple(premasks.groupby("image_id", sort=False)))
+    empty = premasks.iloc[:0]
+    start = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+    ls_tasks: list[dict] = []
+    cvat_images: list[cvat.CvatImage] = []
+    reviews: list[dict] = []
+    n_gold = n_reviewed = n_annotations = 0
+    clock = {s.annotator_id: start for s in ANNOTATORS}
+    for index, capture in enumerate(captures.itertuples()):
+        image_file = layout.upload_relative(batch, capture.uri)
+        gold = rng.random() < GOLD_SHARE
+        people = list(ANNOTATORS) if gold else [ANNOTATORS[index % len(ANNOTATORS)]]
+        n_gold += gold
+        task: dict = {
+            "id": index + 1,
+            "data": {"image": f"/data/local-files/?d={capture.uri}", "image_id": capture.image_id},
+            "annotations": [],
+            "predictions": [],
+        }
+        for skill in people:
+            instances, seconds = _work(
+                skill,
+                truth_by_image.get(capture.image_id, truth.iloc[:0]),
+                premasks_by_image.get(capture.image_id, empty),
+                taxonomy,
+                rng,
+            )
+            n_annotations += len(instances)
+            clock[skill.annotator_id] += timedelta(seconds=seconds + 5)
+            if gold or skill.tool == "label_studio":
+                task["annotations"].append(
+                    _ls_annotation(
+                        skill,
+                        instances,
+                        seconds,
+                        clock[skill.annotator_id],
+                        len(ls_tasks) * 10 + len(task["annotations"]),
+                        capture,
+                    )
+                )
+            else:
+                cvat_images.append(
+                    cvat.CvatImage(
+                        frame=len(cvat_images),
+                        name=image_file,
+                        width=int(capture.width),
+                        height=int(capture.height),
+                        shapes=[
+                            cvat.CvatShape(
+                                label=i["class_name"],
+                                mask=i["mask"],
+                                z_order=i["z_order"],
+                                source="semi-auto" if i["accepted"] else "manual",
+                            )
+                            for i in instances
+                        ],
+                    )
+                )
+            if not gold and rng.random() < PEER_REVIEW_SHARE:
+                reviewer = ANNOTATORS[(index + 1) % len(ANNOTATORS)]
+                n_reviewed += 1
+                reviews.append(
+                    {
+                        "image_file": image_file,
+                        "annotator_id": skill.annotator_id,
+                        "reviewer_id": reviewer.annotator_id,
+                        "accepted": bool(rng.random() < skill.accuracy),
+                        "reviewed_at": (clock[skill.annotator_id] + timedelta(hours=2)).isoformat(),
+                    }
+                )
+        if task["annotations"]:
+            ls_tasks.append(task)
+
+    # The file names are the tools' own: what Label Studio's and CVAT's export buttons download.
+    exports = {
+        layout.review_file(batch, f"label_studio/project-{batch}-export.json"): json.dumps(ls_tasks).encode(),
+        layout.review_file(batch, "cvat/job-ann_c-annotations.xml"): _cvat_job_xml(
+            cvat_images, taxonomy, batch, clock["ann_c"]
+        ),
+        layout.peer_review_key(batch): schemas.PEER_REVIEW.frame(reviews).to_csv(index=False).encode(),
+    }
+    files = []
+    for key, data in exports.items():
+        store.put_upload(key, data)
+        files.append(key)
+    return SimulatedReview(files, len(captures), n_gold, n_reviewed, n_annotations)
+
+
+def _ls_annotation(skill, instances, seconds, when, annotation_id, capture) -> dict:
+    results = []
+    for number, inst in enumerate(instances):
+        from_prediction = inst["premask_id"] is not None
+        results.append(
+            {
+                "id": premask_result_id(inst["premask_id"])
+                if from_prediction
+                else f"m{annotation_id}-{number}",
+                "type": "brushlabels",
+                "from_name": BRUSH_FROM_NAME,
+                "to_name": IMAGE_TO_NAME,
+                "original_width": int(capture.width),
+                "original_height": int(capture.height),
+                "image_rotation": 0,
+                "origin": ("prediction" if inst["accepted"] else "prediction-changed")
+                if from_prediction
+                else "manual",
+                "value": {
+                    "format": "rle",
+                    "rle": mask_to_brush_rle(inst["mask"]),
+                    "brushlabels": [inst["class_name"]],
+                },
+            }
+        )
+    return {
+        "id": 1000 + annotation_id,
+        "completed_by": {
+            "id": 1 + [a.annotator_id for a in ANNOTATORS].index(skill.annotator_id),
+            "email": skill.annotator_id,
+        },
+        "result": results,
+        "was_cancelled": False,
+        "ground_truth": False,
+        "created_at": when.isoformat().replace("+00:00", "Z"),
+        "updated_at": when.isoformat().replace("+00:00", "Z"),
+        "lead_time": round(seconds, 3),
+        "reviews": [],
+    }
+
+
+def _cvat_job_xml(images: list[cvat.CvatImage], taxonomy: Taxonomy, batch: str, updated: datetime) -> bytes:
+    """A CVAT job export: the task XML with a <job> meta naming its assignee."""
+    xml = cvat.annotations_xml(images, taxonomy, batch).decode()
+    job_meta = (
+        f"  <meta>\n    <job>\n      <id>1</id>\n      <size>{len(images)}</size>\n      <mode>annotation</mode>\n"
+        f"      <updated>{updated.isoformat()}</updated>\n      <assignee>\n        <username>ann_c</username>\n"
+        "        <email>ann_c@demo.example</email>\n      </assignee>\n    </job>\n"
+    )
+    return xml.replace("  <meta>\n", job_meta, 1).encode()
+
+
+__all__ = ["ANNOTATORS", "SimulatedReview", "simulate_review"]

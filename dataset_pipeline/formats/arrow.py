@@ -1,0 +1,88 @@
+"""Arrow helpers of the release path: values read from pyarrow Tables without loading pandas.
+
+pyarrow's ``to_numpy``, its timestamp ``to_pylist`` and ``pa.array`` of a list import pandas
+(40 MiB), which the per-image exporters do not otherwise need.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+
+def as_arrow(table: pa.Table | pd.DataFrame) -> pa.Table:
+    """A pyarrow Table of a table given as one or as a pandas DataFrame (its index dropped)."""
+    import pyarrow as pa
+
+    return table if isinstance(table, pa.Table) else pa.Table.from_pandas(table, preserve_index=False)
+
+
+def column_values(table: pa.Table, name: str) -> list:
+    """A column as Python values; timestamps as UTC datetimes.
+
+    Read without pandas: pyarrow's ``to_numpy`` and its timestamp ``to_pylist`` import pandas
+    (40 MiB), which the per-image exporters do not otherwise need.
+    """
+    import pyarrow as pa
+
+    column = table.column(name)
+    if not pa.types.is_timestamp(column.type):
+        return column.to_pylist()
+    unit = column.type.unit
+    return [
+        None if ticks is None else _utc(ticks, unit)
+        for chunk in column.chunks
+        for ticks in chunk.view(pa.int64()).to_pylist()
+    ]
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+
+
+def _utc(ticks: int, unit: str) -> datetime.datetime:
+    """An Arrow timestamp's ticks (of ``unit``) since the epoch as a UTC datetime (to the µs)."""
+    return _EPOCH + datetime.timedelta(microseconds=ticks * 10**6 // _PER_SECOND[unit])
+
+
+def run_list(values: list) -> list[tuple]:
+    """``(value, start, end)`` of each run of equal consecutive values.
+
+    >>> run_list(["a", "a", "b", "a"])
+    [('a', 0, 2), ('b', 2, 3), ('a', 3, 4)]
+    """
+    runs: list[tuple] = []
+    for index, value in enumerate(values):
+        if runs and runs[-1][0] == value:
+            runs[-1] = (value, runs[-1][1], index + 1)
+        else:
+            runs.append((value, index, index + 1))
+    return runs
+
+
+class Cells:
+    """Some columns of a table read one row at a time, in place (timestamps as UTC datetimes):
+    a row's values without a Python object per cell of the table."""
+
+    def __init__(self, table: pa.Table, names: list[str]) -> None:
+        import pyarrow as pa
+
+        self._columns: dict[str, tuple[pa.Array, str | None]] = {}
+        for name in names:
+            column = table.column(name)
+            if column.num_chunks == 0:  # an empty table: no row is ever read
+                continue
+            array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+            unit = column.type.unit if pa.types.is_timestamp(column.type) else None
+            self._columns[name] = (array.view(pa.int64()) if unit else array, unit)
+
+    def row(self, position: int) -> dict:
+        values = {}
+        for name, (array, unit) in self._columns.items():
+            value = array[position].as_py()
+            values[name] = _utc(value, unit) if unit and value is not None else value
+        return values

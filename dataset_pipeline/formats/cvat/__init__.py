@@ -1,0 +1,1 @@
+"""CVAT: its mask encoding (codec), the task files annotation_tasks writes (tasks), the XML importer."""

@@ -1,0 +1,1 @@
+"""ALOHA/ACT-style episode HDF5: the release exporter."""

@@ -1,0 +1,1 @@
+"""HDF5, one file per split: the release exporter and its pair reader."""

@@ -1,0 +1,1 @@
+"""LeRobot v3.0: the release exporter."""

@@ -1,0 +1,1 @@
+"""Semantic PNG class maps (palette, value = class id): the release exporter."""

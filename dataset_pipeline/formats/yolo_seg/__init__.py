@@ -1,0 +1,1 @@
+"""YOLO segmentation (ultralytics): the release exporter."""

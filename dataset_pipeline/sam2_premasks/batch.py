@@ -1,0 +1,145 @@
+"""Pre-mask one batch: every captured image through a backend, prompted where the upload has prompts.
+
+A mask scoring under the threshold is kept but marked ``rejected``; an empty prediction is not
+a pre-mask at all (it is counted as a failed prompt). The table is :data:`schemas.PREMASKS`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from dataset_pipeline import layout, schemas
+from dataset_pipeline.figures import contact_sheet, distinct_colour, overlay, png_bytes, spread
+from dataset_pipeline.images import iter_images
+from dataset_pipeline.masks import encode_mask
+from dataset_pipeline.sam2_premasks.backends import PredictedMask, PremaskBackend
+from dataset_pipeline.sam2_premasks.prompts import read_prompts
+from dataset_pipeline.store import DatasetStore
+from dataset_pipeline.taxonomy import Taxonomy
+
+DEFAULT_SCORE_THRESHOLD = 0.7
+
+
+@dataclass
+class PremaskRun:
+    """What :func:`premask_batch` made."""
+
+    table: pd.DataFrame
+    images: int
+    prompted_images: int
+    failed_prompts: int
+    seconds: float
+    previews: list[tuple[str, np.ndarray, list[PredictedMask]]] = field(default_factory=list)
+    prompted_without_kept: list[str] = field(default_factory=list)
+
+    @property
+    def masks(self) -> int:
+        return len(self.table)
+
+    @property
+    def kept_share(self) -> float:
+        return float((~self.table.rejected).mean()) if len(self.table) else 0.0
+
+
+def premask_batch(
+    store: DatasetStore,
+    batch: str,
+    backend: PremaskBackend,
+    *,
+    taxonomy: Taxonomy,
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    image_batch_size: int = 4,
+    previews: int = 6,
+) -> PremaskRun:
+    """Pre-mask every captured image of ``batch`` with ``backend``. Reads only; returns the table."""
+    captures = store.read_parquet(layout.captures_key(batch))
+    prompts = read_prompts(store, batch, captures, taxonomy) or {}
+    rows: list[dict[str, object]] = []
+    kept_previews: list[tuple[str, np.ndarray, list[PredictedMask]]] = []
+    preview_ids = {captures.image_id.iloc[i] for i in spread(len(captures), previews)}
+    failed = 0
+    prompted_without_kept: list[str] = []
+    started = time.perf_counter()
+    images = iter_images(store, captures)
+    while True:
+        chunk = [item for _, item in zip(range(image_batch_size), images, strict=False)]
+        if not chunk:
+            break
+        chunk_started = time.perf_counter()
+        prompted = [(i, img) for i, img in chunk if prompts.get(i)]
+        predictions: dict[str, list[PredictedMask]] = {}
+        if prompted:
+            outputs = backend.predict([img for _, img in prompted], [prompts[i] for i, _ in prompted])
+            predictions.update({i: out for (i, _), out in zip(prompted, outputs, strict=True)})
+        for image_id, image in chunk:
+            if image_id not in predictions:
+                predictions[image_id] = backend.generate(image)
+        seconds_per_image = (time.perf_counter() - chunk_started) / len(chunk)
+        for image_id, image in chunk:
+            made = [m for m in predictions[image_id] if m.mask.any()]
+            failed += len(predictions[image_id]) - len(made)
+            if image_id in prompts and not any(m.score >= score_threshold for m in made):
+                prompted_without_kept.append(image_id)
+            for number, predicted in enumerate(made):
+                rows.append(
+                    {
+                        "premask_id": f"{image_id}#p{number}",
+                        "image_id": image_id,
+                        "class_id": predicted.class_id,
+                        "height": int(image.shape[0]),
+                        "width": int(image.shape[1]),
+                        "rle": encode_mask(predicted.mask),
+                        "score": float(predicted.score),
+                        "prompt_type": predicted.prompt_type,
+                        "backend": backend.name,
+                        "model_version": backend.model_version,
+                        "seconds": seconds_per_image / max(1, len(made)),
+                        "rejected": bool(predicted.score < score_threshold),
+                    }
+                )
+            if image_id in preview_ids:
+                kept_previews.append((image_id, image, made))
+    table = schemas.PREMASKS.frame(rows)
+    return PremaskRun(
+        table=table,
+        images=len(captures),
+        prompted_images=sum(1 for i in captures.image_id if prompts.get(i)),
+        failed_prompts=failed,
+        seconds=time.perf_counter() - started,
+        previews=kept_previews,
+        prompted_without_kept=prompted_without_kept,
+    )
+
+
+def class_counts(premasks: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
+    """Pre-masks per class: total, kept, rejected, mean score (rows in taxonomy order; 'unclassed' last)."""
+    names = premasks.class_id.map(lambda c: taxonomy.by_id(int(c)).name if pd.notna(c) else "unclassed")
+    table = (
+        premasks.assign(class_name=names)
+        .groupby("class_name")
+        .agg(masks=("premask_id", "size"), rejected=("rejected", "sum"), mean_score=("score", "mean"))
+    )
+    table["kept"] = table.masks - table.rejected
+    order = [n for n in [*taxonomy.names, "unclassed"] if n in table.index]
+    return (
+        table.loc[order, ["masks", "kept", "rejected", "mean_score"]].round({"mean_score": 3}).reset_index()
+    )
+
+
+def overlays_png(run: PremaskRun, taxonomy: Taxonomy, score_threshold: float) -> bytes:
+    """The preview images with their kept pre-masks drawn over them, in their class colours
+    (automatic masks without a class: distinct colours), captioned with the file names."""
+    palette = taxonomy.palette()
+    tiles, captions = [], []
+    for image_id, image, masks in run.previews:
+        kept = [m for m in masks if m.score >= score_threshold]
+        colours = [
+            palette[m.class_id] if m.class_id is not None else distinct_colour(k) for k, m in enumerate(kept)
+        ]
+        tiles.append(overlay(image, [m.mask for m in kept], colours))
+        captions.append(image_id.rsplit("/", 1)[-1])
+    return png_bytes(contact_sheet(tiles, captions, columns=3, cell=320))

@@ -1,0 +1,242 @@
+"""The tables of the pipeline: the one home of every table's columns and dtypes.
+
+Each table is a :class:`TableSchema`: its columns in order, and the dtype each column is cast
+to when the table is built (columns without one keep the type of their values: text stays
+``object``, nullable text holds None). A stage builds its table with :meth:`TableSchema.frame`
+(from rows) or :meth:`TableSchema.from_columns` (from whole columns), so an empty table has
+the same columns and types as a full one, and a reader can rely on them.
+
+Masks are three columns everywhere (DESIGN.md): ``height``, ``width`` and ``rle``, the COCO
+compressed counts string. pandas is imported only when a table is built: the release's
+export path reads Parquet as Arrow and never loads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A table's columns, in order, and the dtypes they are cast to.
+
+    >>> table = TableSchema("pairs", ("name", "count"), {"count": "int64"})
+    >>> frame = table.frame([{"name": "a", "count": 1}])
+    >>> list(frame.columns), str(frame["count"].dtype), len(table.frame())
+    (['name', 'count'], 'int64', 0)
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    dtypes: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.dtypes) - set(self.columns)
+        if unknown:
+            raise ValueError(f"table {self.name}: dtypes for columns it does not have: {sorted(unknown)}")
+
+    def frame(self, rows: Iterable[Mapping[str, Any]] = ()) -> pd.DataFrame:
+        """The table of ``rows`` (dicts by column name; missing keys are empty), typed."""
+        import pandas as pd
+
+        return self.cast(pd.DataFrame(list(rows), columns=list(self.columns)))
+
+    def from_columns(self, columns: Mapping[str, Any]) -> pd.DataFrame:
+        """The table of whole columns (arrays, lists or scalars broadcast), in schema order, typed."""
+        import pandas as pd
+
+        missing = [c for c in self.columns if c not in columns]
+        if missing:
+            raise ValueError(f"table {self.name}: columns {missing} are missing")
+        return self.cast(pd.DataFrame({c: columns[c] for c in self.columns}))
+
+    def cast(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.astype(dict(self.dtypes)) if self.dtypes else frame
+
+
+# -- what arrives from outside ----------------------------------------------------------------
+
+#: The columns an upload's ``manifest.csv`` must have (DESIGN.md's captures, as the robot knows them).
+MANIFEST_REQUIRED: tuple[str, ...] = (
+    "image_file",
+    "capture_ts",
+    "camera_model",
+    "scene_id",
+    "lighting",
+    "episode_id",
+    "frame_index",
+)
+MANIFEST_OPTIONAL: tuple[str, ...] = ("image_id", "depth_file", "post_processing")
+#: ``prompts.csv``: a detector's boxes and/or points per image, with the class it saw.
+PROMPT_BOX_COLUMNS: tuple[str, ...] = ("x0", "y0", "x1", "y1")
+PROMPT_POINT_COLUMNS: tuple[str, ...] = ("point_x", "point_y")
+#: ``reviews/<batch>/peer_review.csv``: a peer's verdict on an annotator's work on an image.
+PEER_REVIEW = TableSchema(
+    "peer_review", ("image_file", "annotator_id", "reviewer_id", "accepted", "reviewed_at")
+)
+PEER_REVIEW_REQUIRED: tuple[str, ...] = PEER_REVIEW.columns[:4]
+
+# -- per-batch tables -------------------------------------------------------------------------
+
+CAPTURES = TableSchema(
+    "captures",
+    (
+        "image_id",
+        "uri",
+        "sha256",
+        "width",
+        "height",
+        "capture_ts",
+        "camera_model",
+        "scene_id",
+        "lighting",
+        "episode_id",
+        "frame_index",
+        "depth_uri",
+        "batch",
+        "post_processing",
+    ),
+    {"width": "int64", "height": "int64", "frame_index": "int64", "capture_ts": "datetime64[us, UTC]"},
+)
+QUARANTINE = TableSchema(
+    "quarantine", ("batch", "manifest_row", "image_file", "image_id", "reason"), {"manifest_row": "int64"}
+)
+PREMASKS = TableSchema(
+    "premasks",
+    (
+        "premask_id",
+        "image_id",
+        "class_id",
+        "height",
+        "width",
+        "rle",
+        "score",
+        "prompt_type",
+        "backend",
+        "model_version",
+        "seconds",
+        "rejected",
+    ),
+    {"class_id": "Int64", "height": "int64", "width": "int64", "score": "float64", "rejected": "bool"},
+)
+#: One row per mask a person (or a tool on their behalf) made; ``created_at`` is a UTC time,
+#: parsed by the importers (which name the record of a time they cannot read).
+ANNOTATIONS = TableSchema(
+    "annotations",
+    (
+        "annotation_id",
+        "image_id",
+        "annotator_id",
+        "class_id",
+        "height",
+        "width",
+        "rle",
+        "z_order",
+        "created_at",
+        "seconds_spent",
+        "tool",
+        "tool_version",
+        "assistance",
+        "premask_id",
+        "premask_iou",
+        "review_status",
+        "review_accepted",
+        "is_gold",
+        "source_file",
+    ),
+    {
+        "class_id": "int64",
+        "height": "int64",
+        "width": "int64",
+        "z_order": "int64",
+        "seconds_spent": "float64",
+        "premask_iou": "float64",
+        "review_accepted": "boolean",
+        "is_gold": "bool",
+    },
+)
+REVIEW_STATUSES: tuple[str, ...] = ("unreviewed", "peer_reviewed", "expert_approved")
+ASSISTANCE_KINDS: tuple[str, ...] = ("manual", "sam2-assisted", "auto")
+#: The demo's exact visible instances (``ground_truth/<batch>/instances.parquet``).
+GROUND_TRUTH = TableSchema(
+    "ground_truth",
+    (
+        "image_id",
+        "image_file",
+        "instance_id",
+        "class_id",
+        "class_name",
+        "z_order",
+        "height",
+        "width",
+        "rle",
+        "area",
+    ),
+)
+#: A live Label Studio's task id of each pushed image.
+LABEL_STUDIO_TASKS = TableSchema("label_studio_tasks", ("image_id", "task_id", "project_id"))
+
+# -- corpus-wide tables -----------------------------------------------------------------------
+
+QUALITY_ISSUES = TableSchema("quality_issues", ("check", "image_id", "annotation_id", "detail"))
+REFINEMENT = TableSchema("refinement", ("annotator_id", "assisted", "refined", "refinement_rate", "flagged"))
+AGREEMENT_PER_IMAGE = TableSchema(
+    "agreement_per_image", ("image_id", "annotators", "mean_pairwise_iou", "disagreement")
+)
+AGREEMENT_PER_BATCH = TableSchema(
+    "agreement_per_batch", ("batch", "annotator_id", "iou_vs_consensus", "comparisons")
+)
+BATCH_VELOCITY = TableSchema("batch_velocity", ("batch", "annotator_id", "images_per_hour"))
+SPLITS = TableSchema("splits", ("image_id", "split", "group", "dhash"))
+ACTIVE_LEARNING_QUEUE = TableSchema(
+    "active_learning_queue", ("image_id", "mean_entropy", "mc_disagreement", "score", "rank", "batch", "uri")
+)
+
+# -- release provenance -----------------------------------------------------------------------
+
+IMAGE_PROVENANCE = TableSchema(
+    "image_provenance",
+    (
+        "image_id",
+        "split",
+        "file",
+        "capture_ts",
+        "camera_model",
+        "scene_id",
+        "episode_id",
+        "frame_index",
+        "lighting",
+        "post_processing",
+        "width",
+        "height",
+        "sha256",
+        "batch",
+    ),
+)
+ANNOTATION_PROVENANCE = TableSchema(
+    "annotation_provenance",
+    (
+        "annotation_id",
+        "image_id",
+        "split",
+        "class_id",
+        "class_name",
+        "area_px",
+        "annotator_id",
+        "created_at",
+        "seconds_spent",
+        "tool",
+        "tool_version",
+        "assistance",
+        "premask_id",
+        "premask_iou",
+        "review_status",
+        "is_gold",
+        "source_file",
+    ),
+)

@@ -1,0 +1,79 @@
+"""The code location: loads fast (no heavy imports), validates, holds every stage and routes GPU work."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = [
+    "torch",
+    "torchvision",
+    "sam2",
+    "segmentation_models_pytorch",
+    "great_expectations",
+    "timm",
+    "s3fs",
+    "dagster_aws",
+    "cv2",
+]
+
+
+def test_loading_the_code_location_imports_no_heavy_library():
+    code = (
+        "import json, sys; import dataset_pipeline.definitions as d; "
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_dagster_definitions_validate_passes():
+    dagster = Path(sys.executable).with_name("dagster")
+    out = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DAGSTER_HOME": ""},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Validation successful" in out.stdout + out.stderr
+
+
+def test_definitions_hold_the_stage_its_checks_job_and_sensor():
+    from dataset_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    assert "raw_captures" in {k.to_user_string() for k in graph.get_all_asset_keys()}
+    checks = {k.name for k in graph.asset_check_keys}
+    assert {"captures_table_expectations", "quarantine_share_under_limit"} <= checks
+    assert defs.resolve_sensor_def("capture_upload_sensor").job_name == "capture_batch_job"
+
+
+GPU_ASSETS = {"sam2_premasks", "baseline_model", "zero_shot_comparison", "active_learning_queue"}
+
+
+def test_every_gpu_asset_requests_a_gpu_and_no_cpu_asset_does():
+    """The op tags that Kubernetes (dagster-k8s), Celery and the run queue read, checked on the code location."""
+    from assets import ALL_ASSETS
+    from dataset_pipeline.definitions import defs
+
+    tags = {asset.key.to_user_string(): asset.op.tags for asset in ALL_ASSETS}
+    assert len(tags) == len(defs.resolve_asset_graph().get_all_asset_keys())  # every asset of the location
+    gpu = {name for name, t in tags.items() if t.get("dataset_pipeline/device") == "gpu"}
+    assert gpu == GPU_ASSETS
+    for name, t in tags.items():
+        k8s = json.loads(t["dagster-k8s/config"]) if "dagster-k8s/config" in t else {}  # tags hold JSON
+        limits = k8s.get("container_config", {}).get("resources", {}).get("limits", {}) if k8s else {}
+        ecs = json.loads(t["ecs/container_overrides"]) if "ecs/container_overrides" in t else {}
+        if name in GPU_ASSETS:
+            assert limits.get("nvidia.com/gpu") == "1" and t["dagster-celery/queue"] == "gpu", name
+            assert {"type": "GPU", "value": "1"} in ecs["resourceRequirements"], name
+        else:
+            assert "nvidia.com/gpu" not in str(t) and "GPU" not in str(t), name
+            assert t.get("dagster-celery/queue") == "cpu", name
+    for job in ("capture_batch_job", "corpus_job"):
+        assert defs.resolve_job_def(job).tags.get("dataset_pipeline/uses-gpu") == "true"
+    assert "dataset_pipeline/uses-gpu" not in defs.resolve_job_def("review_job").tags

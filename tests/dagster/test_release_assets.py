@@ -1,0 +1,130 @@
+"""dataset_release and dataset_card as Dagster assets: checks, immutability, blocking, the nightly schedule."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from dagster import AssetKey, AssetMaterialization, DagsterInstance, build_schedule_context, materialize
+
+from assets.dataset_card import dataset_card
+from assets.dataset_release import DATASET_RELEASE_CHECKS, dataset_release
+from dataset_pipeline import dataset_release as release
+from dataset_pipeline.agreement_report import compute_agreement
+from dataset_pipeline.definitions.environment import build_resources
+from dataset_pipeline.definitions.schedules import nightly_release_schedule
+from dataset_pipeline.layout import (
+    AGREEMENT_TABLES,
+    CORPUS_ANNOTATIONS_KEY,
+    CORPUS_IMAGES_KEY,
+    QUALITY_ISSUES_KEY,
+    QUALITY_SUMMARY_KEY,
+    SPLITS_KEY,
+)
+from dataset_pipeline.quality_report import run_quality_checks
+from dataset_pipeline.store import DatasetStore
+from dataset_pipeline.taxonomy import load_taxonomy
+from tests.conftest import demo_corpus
+
+
+def _prepare(store: DatasetStore, plant_class: int | None = None) -> None:
+    """The tables the release reads, from a demo corpus (ground truth as one annotator's labels)."""
+    images, annotations, splits = demo_corpus(store, "ra-b1", 12)
+    if plant_class is not None:
+        annotations.loc[int(annotations.z_order.idxmax()), "class_id"] = plant_class
+    store.write_parquet(CORPUS_IMAGES_KEY, images)
+    store.write_parquet(CORPUS_ANNOTATIONS_KEY, annotations)
+    store.write_parquet(SPLITS_KEY, splits)
+    taxonomy = load_taxonomy()
+    report = compute_agreement(annotations, taxonomy)
+    for name, key in AGREEMENT_TABLES.items():
+        store.write_parquet(key, getattr(report, name))
+    quality = run_quality_checks(annotations, images, taxonomy)
+    store.write_parquet(QUALITY_ISSUES_KEY, quality.issues)
+    store.write_bytes(QUALITY_SUMMARY_KEY, json.dumps({"checked": quality.checked}).encode())
+
+
+def _materialize(store: DatasetStore, instance: DagsterInstance):
+    return materialize(
+        [dataset_release, dataset_card, *DATASET_RELEASE_CHECKS],
+        resources=build_resources(store.root),
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def test_release_and_card_complete_once_and_never_rewrite(tmp_path):
+    store = DatasetStore(str(tmp_path / "store"))
+    _prepare(store)
+    with DagsterInstance.ephemeral() as instance:
+        first = _materialize(store, instance)
+        assert first.success
+        checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
+        assert set(checks) == {spec.name for c in DATASET_RELEASE_CHECKS for spec in c.check_specs}
+        assert all(checks.values()), checks
+        (version,) = release.list_releases(store)
+        manifest = json.loads(store.read_bytes(f"releases/{version}/release.json"))
+        card = store.read_bytes(f"releases/{version}/DATASHEET.md").decode()
+        assert "## Quality" in card and "Model-training grant" in card and version in card
+        assert {
+            "provenance/images.csv",
+            "provenance/annotations.parquet",
+            "stats/mask_area_histogram.png",
+            "annotations/instances_train.json",
+            "data.yaml",
+            "hdf5/test.h5",
+            "lerobot/meta/info.json",
+            "episodes/index.csv",
+        } <= set(manifest["files"])
+        provenance = store.read_parquet(f"releases/{version}/provenance/annotations.parquet")
+        assert set(provenance.assistance) == {"auto"} and provenance.annotator_id.notna().all()
+        folder = store.path(f"releases/{version}")
+        stamps = {f: os.stat(os.path.join(d, f)).st_mtime_ns for d, _, fs in os.walk(folder) for f in fs}
+        second = _materialize(store, instance)
+        assert second.success
+        metadata = {
+            e.asset_key.path[-1]: e.materialization.metadata
+            for e in second.get_asset_materialization_events()
+        }
+        assert metadata["dataset_release"]["version"].value == version
+        assert (
+            metadata["dataset_release"]["reused"].value is True and metadata["dataset_card"]["reused"].value
+        )
+        assert stamps == {
+            f: os.stat(os.path.join(d, f)).st_mtime_ns for d, _, fs in os.walk(folder) for f in fs
+        }
+
+
+def test_a_class_outside_the_taxonomy_blocks_the_card(tmp_path):
+    store = DatasetStore(str(tmp_path / "store"))
+    _prepare(store, plant_class=42)
+    with DagsterInstance.ephemeral() as instance:
+        result = _materialize(store, instance)
+        failed = {e.check_name: e.description for e in result.get_asset_check_evaluations() if not e.passed}
+        assert "class_id 42" in failed["class_ids_consistent"]
+        assert "category_id 42" in failed["coco_reloads"]
+        assert not result.get_asset_materialization_events() or all(
+            e.asset_key != AssetKey("dataset_card") for e in result.get_asset_materialization_events()
+        )
+    assert release.list_releases(store) == []  # never visible as complete
+
+
+def _tick(instance: DagsterInstance):
+    """One evaluation of the nightly schedule; the context is closed after it (a context left
+    open keeps a reference to the instance in the schedule definition that later tests reuse)."""
+    with build_schedule_context(instance=instance) as context:
+        return nightly_release_schedule(context)
+
+
+def test_nightly_schedule_runs_only_after_a_new_review(tmp_path):
+    with DagsterInstance.local_temp(str(tmp_path)) as instance:
+        assert "no batch has been reviewed" in _tick(instance).skip_message
+        instance.report_runless_asset_event(AssetMaterialization("reviewed_annotations", partition="b1"))
+        request = _tick(instance)
+        assert request.run_key.startswith("nightly-release:")
+        again = _tick(instance)
+        assert again.run_key == request.run_key  # a re-evaluated tick asks for the same run, never a second
+        instance.report_runless_asset_event(AssetMaterialization("dataset_card"))
+        assert "no batch reviewed since" in _tick(instance).skip_message
+        instance.report_runless_asset_event(AssetMaterialization("reviewed_annotations", partition="b2"))
+        assert _tick(instance).run_key != request.run_key

@@ -1,0 +1,215 @@
+"""The production profile against the real services of this machine kind: PostgreSQL on
+127.0.0.1:5432 (dagster-postgres), S3 compute logs (moto), Celery workers on the local RabbitMQ.
+
+These tests need the services; when one is absent they skip naming it (and fail with
+DATASET_PIPELINE_REQUIRE_SERVICES=1, as `.ci/run` runs them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from dagster import AssetCheckKey, AssetKey, DagsterInstance
+
+from tests.conftest import copy_upload, demo_command
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+GPU_ASSETS = {"sam2_premasks", "baseline_model", "zero_shot_comparison", "active_learning_queue"}
+
+
+@pytest.fixture
+def production_env(tmp_path, postgres_db, s3_endpoint, monkeypatch):
+    """DAGSTER_HOME with dagster.prod.yaml as its dagster.yaml, and the environment it reads."""
+    import boto3
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.prod.yaml", home / "dagster.yaml")
+    bucket = f"logs-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    env = {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": "5432",
+        "DAGSTER_PG_USERNAME": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_DB": postgres_db,
+        "DAGSTER_COMPUTE_LOGS_BUCKET": bucket,
+        "DAGSTER_COMPUTE_LOGS_PREFIX": "compute-logs",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "DATASET_PIPELINE_STORE": str(tmp_path / "store"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return {**os.environ, **env}, bucket
+
+
+def _add_partitions(*batches: str) -> None:
+    with DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("capture_batches", list(batches))
+
+
+def _materialize_batch(env: dict, batch: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "dataset_pipeline.definitions",
+            "--select",
+            "raw_captures,sam2_premasks,annotation_tasks",
+            "--partition",
+            batch,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_the_demo_graph_runs_on_postgres_beside_a_concurrent_batch(production_env, demo_batch, s3_endpoint):
+    """The README demo (all 16 stages) with its instance on PostgreSQL and compute logs on S3, while a
+    second process materializes another batch: both complete, and everything reads back from Postgres."""
+    import boto3
+    import psycopg2
+
+    env, bucket = production_env
+    store_dir = Path(env["DATASET_PIPELINE_STORE"])
+    from dataset_pipeline.store import DatasetStore
+
+    source, upload = demo_batch
+    copy_upload(source, upload.batch, DatasetStore(str(store_dir)), "pg-b2")
+    _add_partitions("pg-b2")
+    demo = subprocess.Popen(
+        demo_command(store_dir, env["DAGSTER_HOME"]),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(5)  # the second batch starts while the demo's first stages run
+    second = _materialize_batch(env, "pg-b2")
+    second_out, _ = second.communicate(timeout=600)
+    demo_out, _ = demo.communicate(timeout=900)
+    assert second.returncode == 0, second_out[-3000:]
+    assert demo.returncode == 0, demo_out[-3000:]
+    assert "dataset_card: ok" in demo_out
+
+    with DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.compute_log_manager).__name__ == "S3ComputeLogManager"
+        runs = instance.get_runs()
+        assert runs and all(r.is_success for r in runs), [
+            (r.run_id, r.status) for r in runs if not r.is_success
+        ]
+        assert {"demo-s0-n120", "pg-b2"} <= instance.get_materialized_partitions(AssetKey("raw_captures"))
+        for asset in (
+            "annotation_corpus",
+            "dataset_splits",
+            "baseline_model",
+            "dataset_release",
+            "dataset_card",
+        ):
+            assert instance.get_latest_materialization_event(AssetKey(asset)) is not None, asset
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(AssetKey("dataset_release"), "coco_reloads"), limit=5
+        )
+        assert history and history[0].status.value == "SUCCEEDED"
+    with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=env["DAGSTER_PG_DB"]) as connection:
+        cursor = connection.cursor()
+        cursor.execute("SELECT count(*) FROM runs")
+        assert cursor.fetchone()[0] == len(runs)
+        cursor.execute("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
+        assert cursor.fetchone()[0] >= 16
+    logs = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="compute-logs")
+    assert logs.get("KeyCount", 0) > 0
+
+
+def _start_worker(env: dict, queues: str, name: str, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            str(BIN / "celery"),
+            "-A",
+            "dagster_celery.app",
+            "worker",
+            "-Q",
+            queues,
+            "--pool",
+            "solo",
+            "-n",
+            f"{name}@%h",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_celery_workers_run_the_demo_graph_gpu_steps_on_the_gpu_queue(production_env, rabbitmq, tmp_path):
+    """The README demo (all 16 stages) with DATASET_PIPELINE_EXECUTOR=celery: a `gpu` worker and a
+    `cpu` worker (solo pools, so a step runs in the worker's own process) execute every step; the
+    event log shows each GPU asset's step in the GPU worker and every other step in the CPU one."""
+    env, _ = production_env
+    env = {**env, "DATASET_PIPELINE_EXECUTOR": "celery"}
+    subprocess.run(
+        [str(BIN / "celery"), "-A", "dagster_celery.app", "purge", "-f", "-Q", "gpu,cpu,dagster"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    gpu = _start_worker(env, "gpu", "gpu", tmp_path / "gpu.log")
+    cpu = _start_worker(env, "cpu,dagster", "cpu", tmp_path / "cpu.log")
+    try:
+        demo = subprocess.run(
+            demo_command(env["DATASET_PIPELINE_STORE"], env["DAGSTER_HOME"]),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+        assert "dataset_card: ok" in demo.stdout
+        with DagsterInstance.get() as instance:
+            started = {}
+            for run in instance.get_runs():
+                assert run.is_success, run.run_id
+                for record in instance.all_logs(run.run_id):
+                    event = record.dagster_event
+                    if event and event.event_type_value == "STEP_START":
+                        started.setdefault(record.step_key, set()).add(event.pid)
+    finally:
+        _stop(gpu)
+        _stop(cpu)
+    assert gpu.poll() is not None and cpu.poll() is not None  # stopped by their PIDs
+    assert GPU_ASSETS <= set(started)
+    for step, pids in started.items():
+        assert pids == ({gpu.pid} if step in GPU_ASSETS else {cpu.pid}), step

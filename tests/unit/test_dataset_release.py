@@ -1,0 +1,291 @@
+"""The release: every exporter against its validator, holes, immutability, planted defects."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from dataset_pipeline import dataset_release as release
+from dataset_pipeline.demo import ground_truth_annotations
+from dataset_pipeline.formats.hdf5 import exporter as hdf5
+from dataset_pipeline.formats.release_content import ReleaseContent
+from dataset_pipeline.formats.yolo_seg import exporter as yolo_seg
+from dataset_pipeline.masks import decode_mask, encode_mask
+from dataset_pipeline.store import DatasetStore
+from dataset_pipeline.taxonomy import load_taxonomy
+from tests.conftest import demo_corpus
+
+FORMATS = list(release.DEFAULT_FORMATS)
+
+
+def make_content(store: DatasetStore, images, annotations, splits) -> ReleaseContent:
+    return release.ReleaseContent(
+        store, load_taxonomy(), images, annotations, splits, info={"description": "test"}
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[ReleaseContent, str]:
+    store = DatasetStore(str(tmp_path_factory.mktemp("release") / "store"))
+    content = make_content(store, *demo_corpus(store, "rel-b1", 24))
+    version = release.release_version(content, FORMATS)
+    release.write_exports(content, version, FORMATS)
+    return content, version
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_exporter_reloads_equal_to_the_corpus(exported, fmt):
+    content, version = exported
+    assert release.validate_format(content, version, fmt) == []
+
+
+def test_coco_instances_are_rle_strings_iscrowd_0_with_pixel_areas(exported):
+    content, version = exported
+    out = release.release_folder(content.store, version)
+    document = json.loads(out.read_bytes("annotations/instances_train.json"))
+    taxonomy = content.taxonomy
+    assert [c["id"] for c in document["categories"]] == list(range(1, len(taxonomy.classes)))
+    assert "background" not in {c["name"] for c in document["categories"]}
+    assert {"info", "licenses", "images", "annotations"} <= set(document)
+    assert document["annotations"], "the train split has instances"
+    by_uid = content.annotations.set_index("annotation_id")
+    for ann in document["annotations"]:
+        assert ann["iscrowd"] == 0
+        assert isinstance(ann["segmentation"]["counts"], str)
+        source = by_uid.loc[ann["attributes"]["annotation_uid"]]
+        assert ann["area"] == int(decode_mask(source.rle, source.height, source.width).sum())
+    image = document["images"][0]
+    assert {"id", "file_name", "width", "height"} <= set(image)
+    assert out.exists(f"images/train/{image['file_name']}")
+
+
+def _ring_content(store: DatasetStore) -> ReleaseContent:
+    """One 64x80 image: a ring (class target_object, a hole inside) and a two-part container."""
+    height, width = 64, 80
+    rgb = np.full((height, width, 3), 90, np.uint8)
+    ok, png = cv2.imencode(".png", rgb)
+    store.write_bytes("tables/ring.png", png.tobytes())
+    ring = np.zeros((height, width), bool)
+    ring[8:40, 10:50] = True
+    ring[16:30, 20:38] = False
+    parts = np.zeros((height, width), bool)
+    parts[45:60, 5:20] = True
+    parts[45:60, 50:75] = True
+    images = pd.DataFrame(
+        [
+            {
+                "image_id": "b/ring",
+                "uri": "tables/ring.png",
+                "sha256": "x",
+                "width": width,
+                "height": height,
+                "capture_ts": pd.Timestamp("2026-11-20T12:00:00Z"),
+                "camera_model": "cam",
+                "scene_id": "s",
+                "lighting": "daylight",
+                "episode_id": "e1",
+                "frame_index": 0,
+                "depth_uri": None,
+                "batch": "b",
+                "post_processing": None,
+            }
+        ]
+    )
+    taxonomy = load_taxonomy()
+    annotations = ground_truth_annotations(
+        pd.DataFrame(
+            {
+                "instance_id": ["ring", "parts"],
+                "image_id": ["b/ring"] * 2,
+                "class_id": [taxonomy.by_name("target_object").id, taxonomy.by_name("container").id],
+                "rle": [encode_mask(ring), encode_mask(parts)],
+                "height": [height] * 2,
+                "width": [width] * 2,
+                "z_order": [1, 0],
+            }
+        )
+    )
+    return release.ReleaseContent(
+        store, taxonomy, images, annotations, images[["image_id"]].assign(split="train")
+    )
+
+
+def test_a_hole_survives_coco_and_png_exactly_and_yolo_above_095(local_store):
+    content = _ring_content(local_store)
+    version = release.release_version(content, FORMATS)
+    release.write_exports(content, version, ["coco", "yolo_seg", "semantic_png"])
+    for fmt in ("coco", "yolo_seg", "semantic_png"):
+        assert release.validate_format(content, version, fmt) == [], fmt
+    out = release.release_folder(local_store, version)
+    rows = yolo_seg.parse_label_file(out.read_bytes("labels/train/b__ring.txt").decode(), "labels", 8)
+    assert sorted(c for c, _ in rows) == [0, 2, 2]  # the ring in one row (hole bridged), the container in two
+    ring = decode_mask(content.annotations.rle.iloc[0], 64, 80)
+    # Rasterize as ultralytics does (cv2.fillPoly on pixel coordinates): the hole stays empty.
+    drawn = np.zeros((64, 80), np.uint8)
+    points = rows[0][1] * (80, 64)
+    cv2.fillPoly(drawn, [np.round(points - 0.5).astype(np.int32)], 1)
+    iou = (ring & drawn.astype(bool)).sum() / (ring | drawn.astype(bool)).sum()
+    assert iou >= 0.9 and not drawn[20:26, 24:34].any()
+
+
+def test_threads_write_the_same_files_as_one_thread(tmp_path):
+    """The per-image pass on 4 threads writes byte-identical files, listed in the same order."""
+    trees = []
+    for threads in (1, 4):
+        store = DatasetStore(str(tmp_path / f"t{threads}"))
+        content = make_content(store, *demo_corpus(store, "rel-threads", 12))
+        outcome = release.write_exports(content, "v", ["coco", "yolo_seg", "semantic_png"], threads=threads)
+        trees.append((outcome.written, _release_files(store, "v")))
+    (written_1, files_1), (written_4, files_4) = trees
+    assert written_1 == written_4 and len(written_1["yolo_seg"]) == 13  # data.yaml + 12 label files
+    assert files_1 == files_4
+
+
+def _release_files(store: DatasetStore, version: str) -> dict[str, bytes]:
+    folder = store.path(f"releases/{version}")
+    return {
+        os.path.relpath(os.path.join(d, f), folder): Path(d, f).read_bytes()
+        for d, _, names in os.walk(folder)
+        for f in names
+    }
+
+
+def test_arrow_tables_give_the_release_that_pandas_frames_give_without_loading_pandas(tmp_path):
+    """Content built from Parquet read as Arrow (the lean export path) writes the same bytes as
+    content built from DataFrames, and the per-image formats and COCO import neither pandas
+    nor pyarrow.compute (the content joins the tables by row positions)."""
+    import subprocess
+    import sys
+
+    store = DatasetStore(str(tmp_path / "store"))
+    images, annotations, splits = demo_corpus(store, "rel-arrow", 10)
+    # one image without a split: not released, its instances left out
+    unreleased = splits.image_id.iloc[0]
+    splits = splits.iloc[1:]
+    # shuffled: the content finds each image's instances itself (each image's keep their order)
+    shuffled = annotations.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    content = make_content(store, images, shuffled, splits)
+    assert unreleased not in set(content.images.image_id) | set(content.annotations.image_id)
+    expected = shuffled[shuffled.image_id != unreleased].sort_values("image_id", kind="stable")
+    assert content.annotations.annotation_id.tolist() == expected.annotation_id.tolist()
+    for name, frame in {"images": images, "annotations": shuffled, "splits": splits}.items():
+        store.write_parquet(f"tables/arrow/{name}.parquet", frame)
+    formats = ["coco", "yolo_seg", "semantic_png"]
+    release.write_exports(content, "from-pandas", formats)
+    script = f"""
+import sys
+from dataset_pipeline import dataset_release as release
+from dataset_pipeline.store import DatasetStore
+from dataset_pipeline.taxonomy import load_taxonomy
+store = DatasetStore({str(tmp_path / "store")!r})
+tables = [store.read_table(f"tables/arrow/{{n}}.parquet") for n in ("images", "annotations", "splits")]
+content = release.ReleaseContent(store, load_taxonomy(), *tables, info={{"description": "test"}})
+release.write_exports(content, "from-arrow", {formats!r})
+print("imported:", sorted({{"pandas", "pyarrow.compute"}} & set(sys.modules)))
+"""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "imported: []"
+    from_pandas, from_arrow = _release_files(store, "from-pandas"), _release_files(store, "from-arrow")
+    assert (
+        len(from_arrow) == 3 * 9 + 3 + 1 + 1
+    )  # images, labels, masks; 3 COCO files, data.yaml, exports.json
+    from_arrow.pop("exports.json"), from_pandas.pop("exports.json")  # names the version
+    assert from_arrow == from_pandas
+
+
+def test_second_run_gives_the_same_version_and_rewrites_nothing(local_store):
+    images, annotations, splits = demo_corpus(local_store, "rel-imm", 8)
+    content = make_content(local_store, images, annotations, splits)
+    version = release.release_version(content, FORMATS)
+    first = release.write_exports(content, version, FORMATS)
+    folder = local_store.path(f"releases/{version}")
+    stamps = {p: os.stat(os.path.join(d, p)).st_mtime_ns for d, _, files in os.walk(folder) for p in files}
+    again = make_content(local_store, images, annotations, splits)
+    assert release.release_version(again, FORMATS) == version
+    second = release.write_exports(again, version, FORMATS)
+    assert second.reused and not first.reused and second.written == first.written
+    assert stamps == {
+        p: os.stat(os.path.join(d, p)).st_mtime_ns for d, _, files in os.walk(folder) for p in files
+    }
+    changed = annotations.copy()
+    changed.loc[0, "class_id"] = 3 if changed.class_id.iloc[0] != 3 else 4
+    assert release.release_version(make_content(local_store, images, changed, splits), FORMATS) != version
+    assert release.list_releases(local_store) == []  # exports alone do not make a complete release
+    release.complete_release(local_store, version, {}, "2026-11-27T00:00:00Z")
+    assert release.list_releases(local_store) == [version]
+
+
+def test_an_annotation_outside_the_taxonomy_fails_validation_with_its_name(local_store):
+    images, annotations, splits = demo_corpus(local_store, "rel-bad", 8)
+    planted = annotations.copy()
+    top = int(planted.z_order.idxmax())  # drawn over everything else: its pixels show in the class map
+    planted.loc[top, "class_id"] = 42
+    bad_id = planted.annotation_id.iloc[top]
+    content = make_content(local_store, images, planted, splits)
+    problems = release.class_id_problems(content)
+    assert len(problems) == 1 and bad_id in problems[0] and "class_id 42" in problems[0]
+    version = release.release_version(content, FORMATS)
+    release.write_exports(content, version, ["coco", "semantic_png"])
+    assert any(
+        "category_id 42" in p and bad_id in p for p in release.validate_format(content, version, "coco")
+    )
+    assert any("[42]" in p for p in release.validate_format(content, version, "semantic_png"))
+
+
+def test_validators_catch_a_corrupted_file(exported, tmp_path):
+    content, version = exported
+    out = release.release_folder(content.store, version)
+    row = next(content.iter_rows("train"))
+    name = f"masks/train/{row.image_id.replace('/', '__')}.png"
+    original = out.read_bytes(name)
+    try:
+        out.write_bytes(name, original[: len(original) // 2])
+        problems = release.validate_format(content, version, "semantic_png")
+        assert any(name in p for p in problems)
+    finally:
+        out.write_bytes(name, original)
+    label = yolo_seg.label_file(row.split, row.image_id)
+    text = out.read_bytes(label)
+    try:
+        out.write_text(label, "0 0.1 0.1 0.2 0.1 0.2 0.2\n")
+        assert any(label in p for p in release.validate_format(content, version, "yolo_seg"))
+        out.write_text(label, "0 0.1 0.1 nan 0.1 0.2 0.2\n")
+        assert any("outside [0, 1]" in p for p in release.validate_format(content, version, "yolo_seg"))
+    finally:
+        out.write_bytes(label, text)
+    assert release.validate_format(content, version, "yolo_seg") == []
+
+
+def test_hdf5_random_access_returns_the_pair(exported):
+    content, version = exported
+    rows = list(content.iter_rows("val"))
+    with release.release_folder(content.store, version).local_copy("hdf5/val.h5") as path:
+        image_id, rgb, class_map = hdf5.read_pair(path, len(rows) - 1)
+    assert image_id == rows[-1].image_id
+    assert np.array_equal(rgb, content.rgb(rows[-1])) and np.array_equal(
+        class_map, content.class_map(rows[-1])
+    )
+
+
+def test_lerobot_layout_declares_the_segmentation_feature_and_episode_ranges(exported):
+    content, version = exported
+    out = release.release_folder(content.store, version)
+    info = json.loads(out.read_bytes("lerobot/meta/info.json"))
+    assert info["codebase_version"] == "v3.0" and info["video_path"] is None
+    feature = info["features"]["observation.segmentation"]
+    assert feature["dtype"] == "uint8" and feature["shape"] == [
+        int(content.images.height.iloc[0]),
+        int(content.images.width.iloc[0]),
+    ]
+    starts = [int(r.split(":")[0]) for r in info["splits"].values()]
+    assert starts == sorted(starts) and info["total_frames"] == len(content.images)
+    assert info["total_episodes"] == content.images.episode_id.nunique()

@@ -1,0 +1,92 @@
+"""Faults mid-run: SIGKILL during writes, idempotent re-runs (an S3 outage during a run and planted
+secrets: services/test_s3.py).
+
+Counts for the closing figures: each test names what it injects; bytes lost must be 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from dataset_pipeline import dataset_release as release
+from dataset_pipeline.store import DatasetStore
+from dataset_pipeline.taxonomy import load_taxonomy
+from tests.conftest import demo_corpus
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _checksums(store: DatasetStore, prefix: str) -> dict[str, str]:
+    return {k: hashlib.sha256(store.read_bytes(k)).hexdigest() for k in store.list(prefix, recursive=True)}
+
+
+def _spawn(code: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT)
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the condition was not reached")
+        time.sleep(0.02)
+
+
+def test_sigkill_while_a_table_is_written_leaves_the_old_or_the_new_file_never_a_part(local_store):
+    """5 kills of a process rewriting one 8 MiB file: the key always holds a complete version."""
+    versions = {hashlib.sha256(bytes([v]) * (8 * 2**20)).hexdigest() for v in range(256)}
+    key = "tables/captures/killed.parquet"
+    for kill in range(5):
+        child = _spawn(
+            f"""
+            from dataset_pipeline.store import DatasetStore
+            store = DatasetStore({local_store.root!r})
+            for round in range(10_000):
+                store.write_bytes({key!r}, bytes([round % 256]) * (8 * 2**20))
+            """
+        )
+        time.sleep(0.4 + 0.15 * kill)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        if local_store.exists(key):
+            assert hashlib.sha256(local_store.read_bytes(key)).hexdigest() in versions
+        assert local_store.list("tables/captures") in ([], [key])  # a leftover .tmp-*.part is never listed
+
+
+def test_sigkill_during_a_release_then_a_rerun_completes_and_raw_files_are_untouched(tmp_path):
+    store = DatasetStore(str(tmp_path / "store"))
+    images, annotations, splits = demo_corpus(store, "kill-b1", 16)
+    raw_before = _checksums(store, "incoming")
+    for name, frame in (("images", images), ("annotations", annotations), ("splits", splits)):
+        store.write_parquet(f"tables/fault/{name}.parquet", frame)
+    content = release.ReleaseContent(store, load_taxonomy(), images, annotations, splits)
+    formats = list(release.DEFAULT_FORMATS)
+    version = release.release_version(content, formats)
+    child = _spawn(
+        f"""
+        from dataset_pipeline import dataset_release as release
+        from dataset_pipeline.store import DatasetStore
+        from dataset_pipeline.taxonomy import load_taxonomy
+        store = DatasetStore({store.root!r})
+        content = release.ReleaseContent(store, load_taxonomy(), *(store.read_parquet(f"tables/fault/{{n}}.parquet")
+                                         for n in ("images", "annotations", "splits")))
+        release.write_exports(content, {version!r}, {formats!r})
+        """
+    )
+    folder = store.path(f"releases/{version}")
+    _wait_for(lambda: os.path.isdir(os.path.join(folder, "labels")))  # images done, formats under way
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not store.exists(f"releases/{version}/exports.json")
+    assert release.list_releases(store) == []  # never visible as complete
+    outcome = release.write_exports(content, version, formats)  # the re-run
+    assert not outcome.reused
+    assert {f: release.validate_format(content, version, f) for f in formats} == {f: [] for f in formats}
+    assert _checksums(store, "incoming") == raw_before
