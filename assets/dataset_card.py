@@ -7,7 +7,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from assets.execution import CPU_TAGS, STORE_RETRY
 from dataset_pipeline import layout
 from dataset_pipeline.dataset_card import card_inputs, write_card
-from dataset_pipeline.dataset_release import is_complete, load_release, release_folder
+from dataset_pipeline.dataset_release import is_complete, release_folder
 from dataset_pipeline.figures import markdown_image
 from resources import DatasetStoreResource, ReleaseSettings, TaxonomyResource
 
@@ -28,10 +28,7 @@ def dataset_card(
     release_settings: ReleaseSettings,
 ) -> MaterializeResult:
     store = dataset_store.get_store()
-    classes = taxonomy.load()
-    content, version = load_release(
-        store, classes, list(release_settings.formats), release_settings.info(classes.name)
-    )
+    content, version = release_settings.load_release(store, taxonomy.load())
     out = release_folder(store, version)
     if is_complete(store, version):
         context.log.info(f"release {version} is complete already; nothing rewritten")

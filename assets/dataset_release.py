@@ -19,7 +19,6 @@ from dataset_pipeline.dataset_release import (
     DEFAULT_FORMATS,
     check_verdicts,
     is_complete,
-    load_release,
     per_split,
     release_folder,
     sample_overlays,
@@ -45,9 +44,8 @@ def dataset_release(
     release_settings: ReleaseSettings,
 ) -> MaterializeResult:
     store = dataset_store.get_store()
-    classes = taxonomy.load()
     formats = list(release_settings.formats)
-    content, version = load_release(store, classes, formats, release_settings.info(classes.name))
+    content, version = release_settings.load_release(store, taxonomy.load())
     outcome = write_exports(content, version, formats, threads=release_settings.export_threads)
     context.log.info(
         f"release {version}: "
@@ -98,11 +96,7 @@ def release_checks(
 ):
     """All of the release's checks in one step: the release content (corpus, reference labels,
     version digest) is built once for them, not once per check."""
-    store = dataset_store.get_store()
-    classes = taxonomy.load()
-    content, version = load_release(
-        store, classes, list(release_settings.formats), release_settings.info(classes.name)
-    )
+    content, version = release_settings.load_release(dataset_store.get_store(), taxonomy.load())
     selected = {key.name for key in context.selected_asset_check_keys}
     for name, verdict in check_verdicts(content, version, selected):
         yield check_result(verdict, check_name=name)

@@ -180,6 +180,12 @@ class ReleaseSettings(ConfigurableResource):
         default=0, description="Threads writing the per-image files (images, YOLO, PNG); 0 = one per core"
     )
 
+    def load_release(self, store, taxonomy):  # -> (ReleaseContent, version)
+        """The release the store's corpus, splits and reports make now, under these settings."""
+        from dataset_pipeline.dataset_release import load_release
+
+        return load_release(store, taxonomy, list(self.formats), self.info(taxonomy.name))
+
     def info(self, taxonomy_name: str) -> dict:
         """The release info block (COCO ``info``, the card's header); part of the version digest."""
         return {
