@@ -47,10 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     review.add_argument("--taxonomy", default=None, help="taxonomy YAML (default: the packaged one)")
     review.add_argument(
         "--label-map",
-        nargs="*",
+        action="extend",  # repeated flags and several pairs after one flag accumulate
+        nargs="+",
         default=[],
         metavar="NAME=CLASS",
-        help="map a tool's label to a taxonomy class",
+        help="map a tool's label to a taxonomy class (repeatable: --label-map a=x b=y --label-map c=z)",
     )
     review.add_argument(
         "--images",

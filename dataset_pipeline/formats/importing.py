@@ -15,6 +15,7 @@ import json
 import posixpath
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pandas as pd
@@ -125,9 +126,26 @@ class ImportOptions:
         return cls.id
 
     def image(
-        self, name: str, height: int | None, width: int | None, record: str, field_name: str
+        self,
+        name: str,
+        height: int | None,
+        width: int | None,
+        record: str,
+        field_name: str,
+        *,
+        url: bool = False,
     ) -> ImageRef:
-        """The image an export record names, checked against the batch when an index is given."""
+        """The image an export record names, checked against the batch when an index is given.
+
+        ``name`` is a file name (COCO ``file_name``, CVAT ``name``), or with ``url`` an image URL
+        (Label Studio's ``data.image``). A name that leaves the batch folder (a ``..`` segment, an
+        absolute file path) is refused in every context: without an index it would become an
+        image id, and ids become file names in a release.
+        """
+        try:
+            path = image_path(name, url=url)
+        except ValueError as exc:
+            raise AnnotationImportError(self.source_file, record, field_name, f"image {name!r} {exc}") from None
         if self.images is not None:
             ref = self.images.find(name)
             if ref is None:
@@ -153,7 +171,7 @@ class ImportOptions:
             raise AnnotationImportError(
                 self.source_file, record, field_name, f"no valid size for image {name!r}"
             )
-        return ImageRef(posixpath.splitext(name.split("?d=")[-1].lstrip("/"))[0], int(height), int(width))
+        return ImageRef(posixpath.splitext(path)[0], int(height), int(width))
 
     def row(
         self,
@@ -222,6 +240,36 @@ class ImportOptions:
         if ious[best] >= PREMASK_LINK_IOU:
             return str(candidates.premask_id.iloc[best]), round(float(ious[best]), 4)
         return None, None
+
+
+def image_path(name: str, *, url: bool = False) -> str:
+    """The path inside the batch that an export names an image by, or ValueError saying why not.
+
+    >>> image_path("images/frame_0001.jpg")
+    'images/frame_0001.jpg'
+    >>> image_path("/data/local-files/?d=incoming/b1/images/a%20b.jpg", url=True)
+    'incoming/b1/images/a b.jpg'
+    >>> image_path("../../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    ValueError: leaves the batch folder (a '..' segment); image names are paths inside it
+    """
+    if url:
+        # Label Studio's local-files URLs carry the path after ?d=; other URLs (its uploads, http,
+        # s3) are read by their path.
+        text = name.split("?d=", 1)[1] if "?d=" in name else urlsplit(name).path
+        path = unquote(text).lstrip("/")
+    else:
+        path = name
+        if path.startswith(("/", "~")) or "://" in path or (len(path) > 1 and path[1] == ":"):
+            raise ValueError("is an absolute path; image names are paths inside the batch folder")
+    if "\\" in path or "\x00" in path:
+        raise ValueError("holds a backslash or NUL byte; image names are paths inside the batch folder")
+    if ".." in path.split("/"):
+        raise ValueError("leaves the batch folder (a '..' segment); image names are paths inside it")
+    if not path.strip("/"):
+        raise ValueError("names no file")
+    return path
 
 
 @dataclass

@@ -32,13 +32,13 @@ EXPORTS = {
     "cvat_polygon_nan.xml": "<polygon> #1, field 'points': polygon 0 has a NaN or infinite coordinate",
     "cvat_polygon_outside_image.xml": "field 'points': polygon 0 reaches (4.0..4000.0, 0.0..6.0), outside the 8x6",
     "cvat_rle_overruns_box.xml": "<mask> #0, field 'rle': rle counts add up to 911 pixels; the 4x3 box has 12",
-    "cvat_image_path_traversal.xml": "field 'name': image '../../etc/passwd' is not in the batch",
+    "cvat_image_path_traversal.xml": "field 'name': image '../../etc/passwd' leaves the batch folder",
     "cvat_negative_size.xml": "field 'width': -8 is not a valid size",
     "cvat_label_not_in_taxonomy.xml": "field 'label': unknown label 'teapot'",
     "coco_truncated.json": "file: neither XML nor JSON (Unterminated string",
     "coco_latin1_bytes.json": "'utf-8' codec can't decode byte 0xe9",
-    "coco_file_name_traversal.json": "images[0], field 'file_name': image '../../../etc/passwd' is not in the batch",
-    "coco_file_name_absolute.json": "images[0], field 'file_name': image '/etc/passwd' is not in the batch",
+    "coco_file_name_traversal.json": "images[0], field 'file_name': image '../../../etc/passwd' leaves the batch",
+    "coco_file_name_absolute.json": "images[0], field 'file_name': image '/etc/passwd' is an absolute path",
     "coco_rle_overruns_image.json": "annotations[1] (id 2), field 'segmentation': RLE runs cover 4006 pixels",
     "coco_negative_size.json": "images[0], field 'file_name': image 'images/f1.jpg' is -8x6 in the export",
     "coco_huge_size.json": "is 1000000000x1000000000 in the export but 8x6 in the batch",
@@ -79,6 +79,27 @@ def test_hostile_export_is_refused_naming_file_record_and_field(name):
         )
     assert str(error.value).startswith(f"{name}: ")
     assert EXPORTS[name] in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["cvat_image_path_traversal.xml", "coco_file_name_traversal.json", "coco_file_name_absolute.json"]
+)
+def test_a_path_leaving_the_batch_is_refused_without_an_image_index_too(name):
+    """With no batch to look the image up in (`import-review` without --images), the name would become
+    the image id (and the id a file name in a release): it is refused the same way."""
+    with pytest.raises(AnnotationImportError) as error:
+        import_export((HOSTILE / name).read_bytes(), options(label_map=LABEL_MAP, source_file=name))
+    assert str(error.value).startswith(f"{name}: ") and EXPORTS[name] in str(error.value)
+
+
+def test_label_studio_image_urls_are_read_by_their_path_and_may_not_climb_out():
+    from dataset_pipeline.formats.importing import image_path
+
+    assert image_path("/data/upload/3/1f2e-frame.jpg", url=True) == "data/upload/3/1f2e-frame.jpg"
+    assert image_path("s3://robot-data/incoming/b1/images/a.jpg", url=True) == "incoming/b1/images/a.jpg"
+    for hostile in ("/data/local-files/?d=../../etc/passwd", "/data/local-files/?d=%2e%2e/%2e%2e/etc/passwd"):
+        with pytest.raises(ValueError, match="leaves the batch folder"):
+            image_path(hostile, url=True)
 
 
 @pytest.mark.parametrize("name", sorted(ARCHIVES))

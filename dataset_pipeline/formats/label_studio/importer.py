@@ -91,7 +91,7 @@ def import_label_studio(data: bytes, options: ImportOptions) -> ImportResult:
                         "original_width/original_height",
                         f"not positive integers ({width!r}, {height!r})",
                     )
-                ref = options.image(name, height, width, task_record, "data.image")
+                ref = options.image(name, height, width, task_record, "data.image", url=True)
                 value = result.get("value")
                 if not isinstance(value, dict):
                     raise AnnotationImportError(file, result_record, "value", "missing")
