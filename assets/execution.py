@@ -7,8 +7,8 @@
   are limited to one ``nvidia.com/gpu`` (and tolerate the usual GPU node taint);
 * ``ecs/container_overrides``: with ``dagster_aws``' ECS executor, a GPU step's container asks ECS
   for one GPU (``resourceRequirements``; the cluster needs a GPU capacity provider);
-* the run tag ``dataset_pipeline/uses-gpu`` on the jobs that contain GPU assets, for the run
-  queue's tag concurrency limit (dagster.prod.yaml).
+* the run tag ``dataset_pipeline/uses-gpu`` on the runs that contain a GPU step, for the run
+  queue's tag concurrency limit (dagster.prod.yaml); given per run (``definitions.jobs.run_tags``).
 
 Every asset that reads or writes the store retries on a failed step (``STORE_RETRY``): an S3
 outage of a few seconds is ridden out by the retries, not reported as a failed run.

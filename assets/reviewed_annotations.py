@@ -71,6 +71,7 @@ def reviewed_annotations(
             "export_files": len(result.files),
             "skipped_records": len(result.skipped),
             "peer_reviews": result.peer_reviews,
+            "review_files_digest": result.digest,
             "exports": MetadataValue.json(result.files),
             "per annotator": table_metadata(per_annotator(table)),
             "per class": table_metadata(per_class(table, classes)),

@@ -34,6 +34,26 @@ from dataset_pipeline.taxonomy import Taxonomy
 EXPORT_SUFFIXES = (".xml", ".json", ".zip")
 
 
+def review_files(store: DatasetStore, batch: str | None = None) -> dict[str, str]:
+    """Key -> signature (size and modification stamp / ETag) of every file an import of the batch
+    (or of every batch) reads: the exports and the peer-review sheet."""
+    prefix = layout.review_prefix(batch) if batch is not None else layout.REVIEWS
+    return {
+        key: signature
+        for key, signature in store.signatures(prefix).items()
+        if key.lower().endswith(EXPORT_SUFFIXES) or key.endswith("/" + layout.PEER_REVIEW_FILE)
+    }
+
+
+def files_digest(files: dict[str, str]) -> str:
+    """One digest of a batch's review files: equal digests = the same files, unchanged.
+
+    >>> files_digest({"reviews/b1/a.json": "12:1.0"}) == files_digest({"reviews/b1/a.json": "12:1.0"})
+    True
+    """
+    return hashlib.sha1(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def list_review_exports(store: DatasetStore, batch: str) -> list[str]:
     """The export files in the batch's review drop folder, in name order (of the Label Studio pulls,
     the newest only)."""
@@ -70,6 +90,7 @@ class BatchReviews:
     files: dict[str, int] = field(default_factory=dict)  # export key -> annotations
     skipped: list[str] = field(default_factory=list)
     peer_reviews: int = 0
+    digest: str = ""  # files_digest of the files read (the review sensor compares it)
 
 
 def import_batch_reviews(
@@ -80,6 +101,7 @@ def import_batch_reviews(
     default_annotator: str = "unknown",
 ) -> BatchReviews:
     """Import every export of ``reviews/<batch>/`` against the batch's captures and pre-masks."""
+    digest = files_digest(review_files(store, batch))
     exports = list_review_exports(store, batch)
     if not exports:
         raise FileNotFoundError(
@@ -89,7 +111,7 @@ def import_batch_reviews(
     premasks_key = layout.premasks_key(batch)
     premasks = store.read_parquet(premasks_key) if store.exists(premasks_key) else None
     images = ImageIndex.from_captures(captures)
-    frames, result = [], BatchReviews(annotations=annotations_frame([]))
+    frames, result = [], BatchReviews(annotations=annotations_frame([]), digest=digest)
     for key in exports:
         options = ImportOptions(
             taxonomy,

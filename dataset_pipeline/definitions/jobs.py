@@ -1,8 +1,12 @@
-"""The jobs: which stages run together, per upload batch or over the whole corpus."""
+"""The jobs: which stages run together, per upload batch or over the whole corpus; and the run tag
+that tells the run queue a run holds a GPU step."""
+
+from collections.abc import Iterable
 
 from dagster import AssetSelection, define_asset_job
 
-from assets.execution import GPU_RUN_TAGS
+from assets import ALL_ASSETS
+from assets.execution import GPU_RUN_TAGS, GPU_TAGS
 from assets.partitions import capture_batches
 
 #: Materialized per upload batch, in pipeline order, until the tasks go to people.
@@ -22,11 +26,29 @@ CORPUS_STAGES: tuple[str, ...] = (
     "dataset_card",
 )
 
+#: The stages whose steps want a GPU (their op tags say so).
+GPU_STAGES: frozenset[str] = frozenset(
+    a.key.to_user_string()
+    for a in ALL_ASSETS
+    if a.op.tags.get("dataset_pipeline/device") == GPU_TAGS["dataset_pipeline/device"]
+)
+
+
+def run_tags(stages: Iterable[str]) -> dict[str, str]:
+    """The run tags of a run that materializes ``stages``: ``dataset_pipeline/uses-gpu`` when one of
+    them is a GPU stage (the production run queue admits two such runs at once), nothing otherwise.
+
+    Given per run (sensors, schedule, the CLI's per-stage runs), not per job: a job's own tags would
+    mark a run of its CPU stages alone as a GPU run too. Runs started by hand in the UI carry none;
+    their GPU steps are held by the ``gpu`` pool all the same.
+    """
+    return dict(GPU_RUN_TAGS) if GPU_STAGES.intersection(stages) else {}
+
+
 capture_batch_job = define_asset_job(
     "capture_batch_job",
     selection=AssetSelection.assets(*PER_BATCH_STAGES),
     partitions_def=capture_batches,
-    tags=GPU_RUN_TAGS,
     description="Everything that runs for one upload batch, with its gating checks.",
 )
 
@@ -40,7 +62,6 @@ review_job = define_asset_job(
 corpus_job = define_asset_job(
     "corpus_job",
     selection=AssetSelection.assets(*CORPUS_STAGES),
-    tags=GPU_RUN_TAGS,
     description="The whole-corpus stages: corpus, quality report and what follows.",
 )
 

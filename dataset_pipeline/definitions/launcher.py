@@ -20,6 +20,7 @@ from dataset_pipeline.definitions.jobs import (
     capture_batch_job,
     corpus_job,
     review_job,
+    run_tags,
 )
 
 
@@ -73,8 +74,10 @@ def iter_stages(
     for job_name, asset_name, partition in plan:
         if partition is not None and partition not in instance.get_dynamic_partitions(CAPTURE_BATCHES):
             instance.add_dynamic_partitions(CAPTURE_BATCHES, [partition])
-        tags = {"dataset_pipeline/stage": asset_name} | (
-            {"dataset_pipeline/batch": partition} if partition else {}
+        tags = (
+            {"dataset_pipeline/stage": asset_name}
+            | ({"dataset_pipeline/batch": partition} if partition else {})
+            | run_tags([asset_name])
         )
         with _stage_run(job_name, asset_name, partition, instance, tags, quiet) as result:
             outcome = _outcome(result, asset_name, partition, blocking)

@@ -10,7 +10,7 @@ from dagster import (
     schedule,
 )
 
-from dataset_pipeline.definitions.jobs import corpus_job
+from dataset_pipeline.definitions.jobs import CORPUS_STAGES, corpus_job, run_tags
 
 
 @schedule(
@@ -32,7 +32,7 @@ def nightly_release_schedule(context: ScheduleEvaluationContext) -> RunRequest |
         return SkipReason("no batch reviewed since the last release card")
     return RunRequest(
         run_key=f"nightly-release:{newest_review}",
-        tags={"dataset_pipeline/trigger": "nightly_release_schedule"},
+        tags={"dataset_pipeline/trigger": "nightly_release_schedule"} | run_tags(CORPUS_STAGES),
     )
 
 

@@ -1,10 +1,14 @@
-"""The sensors: new uploads, new or changed review exports, and reviews in a live Label Studio."""
+"""The sensors: new uploads, new or changed review exports, reviews in a live Label Studio, and the
+automation conditions (a new review leads to the corpus stages)."""
 
-import hashlib
 import json
 
 from dagster import (
     AssetKey,
+    AssetRecordsFilter,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -15,10 +19,16 @@ from dagster import (
 
 from assets.partitions import CAPTURE_BATCHES, capture_batches
 from dataset_pipeline import layout
-from dataset_pipeline.definitions.jobs import capture_batch_job, review_job
+from dataset_pipeline.definitions.jobs import (
+    PER_BATCH_STAGES,
+    REVIEW_STAGES,
+    capture_batch_job,
+    review_job,
+    run_tags,
+)
 from dataset_pipeline.formats.label_studio.client import project_title, review_signatures
 from dataset_pipeline.raw_captures import find_ready_batches
-from dataset_pipeline.reviewed_annotations import EXPORT_SUFFIXES
+from dataset_pipeline.reviewed_annotations import files_digest, review_files
 from resources import DatasetStoreResource, LabelStudioResource, TaxonomyResource
 
 
@@ -44,7 +54,11 @@ def capture_upload_sensor(
     done = context.instance.get_materialized_partitions(AssetKey("raw_captures"))
     to_add = [b for b in new if b not in known]
     requests = [
-        RunRequest(partition_key=b, run_key=f"capture_batch:{b}", tags={"dataset_pipeline/batch": b})
+        RunRequest(
+            partition_key=b,
+            run_key=f"capture_batch:{b}",
+            tags={"dataset_pipeline/batch": b} | run_tags(PER_BATCH_STAGES),
+        )
         for b in new
         if b not in done
     ]
@@ -67,13 +81,11 @@ def review_export_sensor(
 ) -> SensorResult | SkipReason:
     """The cursor holds each review file's signature (size and modification stamp); a new or
     changed file requests a run for its batch, keyed by the batch's set of signatures, so
-    the same files never run twice, also across overlapping ticks or restarts."""
+    the same files never run twice, also across overlapping ticks or restarts. A batch whose
+    latest import read exactly these files (the CLI's `demo` imports its own) is registered
+    without a run."""
     store = dataset_store.get_store()
-    files = {
-        key: signature
-        for key, signature in store.signatures(layout.REVIEWS).items()
-        if key.lower().endswith(EXPORT_SUFFIXES) or key.endswith("/" + layout.PEER_REVIEW_FILE)
-    }
+    files = review_files(store)
     seen = json.loads(context.cursor) if context.cursor else {}
     changed = sorted(
         {layout.batch_of_review(key) for key, signature in files.items() if seen.get(key) != signature}
@@ -88,13 +100,15 @@ def review_export_sensor(
                 f"{layout.review_prefix(batch)}/ has exports but no capture batch {batch!r}: ignored"
             )
             continue
-        batch_files = {k: v for k, v in files.items() if layout.batch_of_review(k) == batch}
-        digest = hashlib.sha1(json.dumps(batch_files, sort_keys=True).encode()).hexdigest()[:16]
+        digest = files_digest({k: v for k, v in files.items() if layout.batch_of_review(k) == batch})
+        if _imported_digest(context.instance, batch) == digest:
+            context.log.info(f"{layout.review_prefix(batch)}/: these files are imported already")
+            continue
         requests.append(
             RunRequest(
                 partition_key=batch,
                 run_key=f"review:{batch}:{digest}",
-                tags={"dataset_pipeline/batch": batch},
+                tags={"dataset_pipeline/batch": batch} | run_tags(REVIEW_STAGES),
             )
         )
     return SensorResult(run_requests=requests, cursor=json.dumps(files, sort_keys=True))
@@ -135,7 +149,8 @@ def label_studio_review_sensor(
                 tags={
                     "dataset_pipeline/batch": batch,
                     "dataset_pipeline/trigger": "label_studio_review_sensor",
-                },
+                }
+                | run_tags(REVIEW_STAGES),
             )
             for batch in changed
         ],
@@ -143,4 +158,34 @@ def label_studio_review_sensor(
     )
 
 
-SENSORS = [capture_upload_sensor, review_export_sensor, label_studio_review_sensor]
+#: Evaluates the assets' automation conditions (eager: annotation_corpus after a new review, then
+#: quality_report, agreement_report, dataset_splits, the baseline and what follows it), running from
+#: the first `dagster dev` on: Dagster's own default sensor for them starts stopped, so the eager
+#: conditions would never fire unless someone turned it on.
+automation_condition_sensor = AutomationConditionSensorDefinition(
+    "automation_condition_sensor",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Materializes what follows a new review (the eager stages): annotation_corpus, the reports, "
+    "splits, baseline, zero-shot and the active-learning queue. The release follows nightly.",
+)
+
+
+def _imported_digest(instance: DagsterInstance, batch: str) -> str | None:
+    """The review files' digest the batch's latest reviewed_annotations materialization recorded."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("reviewed_annotations"), asset_partitions=[batch]), limit=1
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    value = records[0].asset_materialization.metadata.get("review_files_digest")
+    return str(value.value) if value is not None else None
+
+
+SENSORS = [
+    capture_upload_sensor,
+    review_export_sensor,
+    label_studio_review_sensor,
+    automation_condition_sensor,
+]

@@ -145,7 +145,9 @@ class ImportOptions:
         try:
             path = image_path(name, url=url)
         except ValueError as exc:
-            raise AnnotationImportError(self.source_file, record, field_name, f"image {name!r} {exc}") from None
+            raise AnnotationImportError(
+                self.source_file, record, field_name, f"image {name!r} {exc}"
+            ) from None
         if self.images is not None:
             ref = self.images.find(name)
             if ref is None:

@@ -32,6 +32,13 @@ def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
     }
     assert instance.get_latest_materialization_event(AssetKey("baseline_model")) is not None
     assert (home / "dagster.yaml").exists()
+    # one run per stage; only the runs of a GPU stage count against the queue's GPU-run limit
+    gpu = {"sam2_premasks", "baseline_model", "zero_shot_comparison", "active_learning_queue"}
+    runs = instance.get_runs()
+    assert len(runs) == 16
+    for run in runs:
+        stage = run.tags["dataset_pipeline/stage"]
+        assert (run.tags.get("dataset_pipeline/uses-gpu") == "true") is (stage in gpu), stage
     # The reviewed demo corpus ends in one complete release whose every format read back equal.
     assert "dataset_card: ok" in out.stdout and "_reloads: FAILED" not in out.stdout
     for fmt in ("coco", "yolo_seg", "semantic_png", "hdf5", "lerobot", "episode_hdf5"):

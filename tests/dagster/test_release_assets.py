@@ -122,6 +122,7 @@ def test_nightly_schedule_runs_only_after_a_new_review(tmp_path):
         instance.report_runless_asset_event(AssetMaterialization("reviewed_annotations", partition="b1"))
         request = _tick(instance)
         assert request.run_key.startswith("nightly-release:")
+        assert request.tags["dataset_pipeline/uses-gpu"] == "true"  # the corpus job trains the baseline
         again = _tick(instance)
         assert again.run_key == request.run_key  # a re-evaluated tick asks for the same run, never a second
         instance.report_runless_asset_event(AssetMaterialization("dataset_card"))

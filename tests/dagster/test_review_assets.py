@@ -164,11 +164,43 @@ def test_review_sensor_runs_a_batch_once_per_set_of_files(local_store):
         first = tick()
         assert isinstance(first, SensorResult)
         assert [r.partition_key for r in first.run_requests] == ["b1"]  # the unknown batch is ignored
+        assert "dataset_pipeline/uses-gpu" not in first.run_requests[0].tags  # importing reviews is CPU work
         assert isinstance(tick(first.cursor), SkipReason)  # nothing new
         local_store.put_upload("reviews/b1/cvat/job-2.xml", b"<annotations/>")
         second = tick(first.cursor)
         assert [r.partition_key for r in second.run_requests] == ["b1"]
         assert second.run_requests[0].run_key != first.run_requests[0].run_key
+
+
+def test_files_imported_already_start_no_second_run(store_with_reviews, tmp_path):
+    """The CLI's demo imports its batch's reviews itself; the first tick of `dagster dev` afterwards
+    (a sensor without a cursor) must not start review_job again for the same files."""
+    source, batch = store_with_reviews
+    store = DatasetStore(str(tmp_path / "store"))  # a copy: the shared store is left as it is
+    for key in source.list("incoming", recursive=True) + source.list("reviews", recursive=True):
+        store.put_upload(key, source.read_bytes(key))
+    for key in source.list("tables", recursive=True):
+        store.write_bytes(key, source.read_bytes(key))
+    resource = DatasetStoreResource(root_url=store.root_url)
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions(capture_batches.name, [batch])
+        imported = materialize(
+            [reviewed_annotations], partition_key=batch, instance=instance, resources=_resources(store)
+        )
+        assert imported.success
+
+        def tick(cursor=None):
+            context = build_sensor_context(
+                instance=instance, cursor=cursor, resources={"dataset_store": resource}
+            )
+            return review_export_sensor(context)
+
+        first = tick()
+        assert isinstance(first, SensorResult) and first.run_requests == []  # known: no run
+        assert isinstance(tick(first.cursor), SkipReason)
+        store.put_upload(f"reviews/{batch}/label_studio/second-export.json", b"[]")  # a new export lands
+        second = tick(first.cursor)
+        assert [r.partition_key for r in second.run_requests] == [batch]
 
 
 def test_import_review_cli(store_with_reviews, tmp_path):

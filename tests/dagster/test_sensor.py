@@ -39,6 +39,7 @@ def test_new_batch_gives_one_run_and_then_none(store_and_resource):
         assert isinstance(first, SensorResult)
         assert [r.partition_key for r in first.run_requests] == ["b-1"]
         assert first.run_requests[0].run_key == "capture_batch:b-1"
+        assert first.run_requests[0].tags["dataset_pipeline/uses-gpu"] == "true"  # the batch job pre-masks
         assert first.dynamic_partitions_requests[0].partition_keys == ["b-1"]
 
         # the same batch on the next tick (cursor carried over): nothing
@@ -68,3 +69,28 @@ def test_folders_with_invalid_batch_names_are_ignored(local_store):
     local_store.put_upload("incoming/bad name!/manifest.csv", MANIFEST)
     with instance_for_test() as instance:
         assert isinstance(_tick(instance, DatasetStoreResource(root_url=local_store.root_url)), SkipReason)
+
+
+def test_a_new_review_leads_to_the_corpus_stages_without_anyone_turning_a_sensor_on():
+    from dagster import (
+        AutomationConditionSensorDefinition,
+        DefaultSensorStatus,
+        evaluate_automation_conditions,
+    )
+
+    from dataset_pipeline.definitions import defs
+
+    sensor = defs.resolve_sensor_def("automation_condition_sensor")
+    assert isinstance(sensor, AutomationConditionSensorDefinition)
+    assert sensor.default_status == DefaultSensorStatus.RUNNING  # on in a fresh `dagster dev`
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("capture_batches", ["b1"])
+        first = evaluate_automation_conditions(defs=defs, instance=instance)
+        assert first.total_requested == 0  # nothing new: nothing runs
+        instance.report_runless_asset_event(
+            AssetMaterialization(AssetKey("reviewed_annotations"), partition="b1")
+        )
+        after = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        requested = {r.key.to_user_string() for r in after.results if r.true_subset.size}
+    assert {"annotation_corpus", "quality_report", "agreement_report", "dataset_splits"} <= requested
+    assert "dataset_release" not in requested  # the release follows the nightly schedule
