@@ -81,10 +81,18 @@ def agreement_report(
     description="Every class with enough gold instances meets its agreement threshold (mean pairwise IoU).",
 )
 def agreement_meets_thresholds(
-    context: AssetCheckExecutionContext, dataset_store: DatasetStoreResource
+    context: AssetCheckExecutionContext,
+    dataset_store: DatasetStoreResource,
+    agreement_rules: AgreementRules,
+    taxonomy: TaxonomyResource,
 ) -> AssetCheckResult:
     per_class = dataset_store.get_store().read_parquet(layout.AGREEMENT_TABLES["per_class"])
-    return check_result(thresholds_verdict(per_class))
+    settings = {
+        "threshold_overrides": dict(agreement_rules.threshold_overrides),
+        "min_instances": agreement_rules.min_instances,
+        "taxonomy.path": taxonomy.load().source,  # each class's agreement_threshold
+    }
+    return check_result(thresholds_verdict(per_class, settings), resource="agreement_rules")
 
 
 @asset_check(

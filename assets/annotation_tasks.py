@@ -34,7 +34,7 @@ def annotation_tasks(
     try:
         url_for = image_url_builder(
             store,
-            annotation_tools.image_url_mode,
+            annotation_tools.url_mode(store),
             annotation_tools.local_files_document_root,
             annotation_tools.image_base_url,
         )
@@ -48,9 +48,15 @@ def annotation_tasks(
         "skipped_rejected": export.skipped_rejected,
         "skipped_unclassed": export.skipped_unclassed,
         "masks per class": MetadataValue.json(export.masks_per_class),
-        "image_url_mode": annotation_tools.image_url_mode,
+        "image_url_mode": annotation_tools.url_mode(store),
     }
     metadata |= {role: MetadataValue.path(store.url(key)) for role, key in export.files.items()}
+    if export.no_premask_reason is not None:
+        context.log.warning(f"batch {batch}: no pre-mask sent: {export.no_premask_reason}")
+        metadata["pre-annotations"] = MetadataValue.md(
+            f"**No pre-mask was sent**: {export.no_premask_reason}. Every task says so "
+            "(Label Studio: the task's `pre_annotation` field; CVAT: a comment at the top of the XML)."
+        )
     if label_studio.enabled:
         title = project_title(label_studio.project_prefix, classes)
         try:

@@ -34,7 +34,7 @@ from resources import DatasetStoreResource, ReleaseSettings, TaxonomyResource
     group_name="release",
     kinds={"json", "hdf5", "parquet"},
     retry_policy=STORE_RETRY,
-    description="releases/<version>/: COCO (RLE, iscrowd 0), YOLO-seg, semantic PNG, HDF5, LeRobot and episode "
+    description="`releases/<version>/`: COCO (RLE, iscrowd 0), YOLO-seg, semantic PNG, HDF5, LeRobot and episode "
     "HDF5 per split, content-addressed and never rewritten once complete.",
 )
 def dataset_release(
@@ -61,6 +61,9 @@ def dataset_release(
         "files": sum(len(v) for v in outcome.written.values()),
         "reused": outcome.reused,
         "complete": is_complete(store, version),
+        "status": "complete"
+        if is_complete(store, version)
+        else "exports written; complete once its checks pass and dataset_card writes release.json",
         "per split": table_metadata(per_split(content)),
         **picture_metadata(store, layout.release_samples_preview(version), sheet, "random samples"),
     }

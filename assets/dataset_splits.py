@@ -77,20 +77,24 @@ def _info(dataset_store: DatasetStoreResource) -> dict:
     description="No scene, episode, checksum or near-duplicate sits in two splits.",
 )
 def splits_no_leakage(
-    context: AssetCheckExecutionContext, dataset_store: DatasetStoreResource
+    context: AssetCheckExecutionContext, dataset_store: DatasetStoreResource, split_rules: SplitRules
 ) -> AssetCheckResult:
-    return check_result(leakage_verdict(_info(dataset_store)))
+    return check_result(
+        leakage_verdict(_info(dataset_store), split_rules.hash_distance), resource="split_rules"
+    )
 
 
 @asset_check(
     asset=dataset_splits,
     blocking=True,
-    description="Each split's share is within the tolerance of its target.",
+    description="Each split's share is within the tolerance of its target; when no split keeping the leakage "
+    "groups whole can be, a warning that does not block.",
 )
 def split_shares_on_target(
     context: AssetCheckExecutionContext, dataset_store: DatasetStoreResource, split_rules: SplitRules
 ) -> AssetCheckResult:
-    return check_result(shares_verdict(_info(dataset_store), split_rules.share_tolerance))
+    verdict = shares_verdict(_info(dataset_store), split_rules.share_tolerance, split_rules.seed)
+    return check_result(verdict, resource="split_rules")
 
 
 @asset_check(asset=dataset_splits, blocking=False, description="Warns when a class is absent from a split.")

@@ -78,10 +78,21 @@ def _report_check(check: str) -> AssetChecksDefinition:
         blocking=True,
         description=f"quality_report: {check.replace('_', ' ')} (lists the offending image and annotation ids).",
     )
-    def _check(context: AssetCheckExecutionContext, dataset_store: DatasetStoreResource) -> AssetCheckResult:
+    def _check(
+        context: AssetCheckExecutionContext,
+        dataset_store: DatasetStoreResource,
+        quality_rules: QualityRules,
+        taxonomy: TaxonomyResource,
+    ) -> AssetCheckResult:
         store = dataset_store.get_store()
         summary = json.loads(store.read_bytes(layout.QUALITY_SUMMARY_KEY))
-        return check_result(check_verdict(store.read_parquet(layout.QUALITY_ISSUES_KEY), summary, check))
+        settings = {
+            "min_area_px": quality_rules.min_area_px,
+            "overlap_tolerance": quality_rules.overlap_tolerance,
+            "taxonomy.path": taxonomy.load().source,
+        }
+        issues = store.read_parquet(layout.QUALITY_ISSUES_KEY)
+        return check_result(check_verdict(issues, summary, check, settings), resource="quality_rules")
 
     return _check
 
@@ -89,7 +100,7 @@ def _report_check(check: str) -> AssetChecksDefinition:
 @asset_check(
     asset=quality_report,
     blocking=False,
-    description="Flags annotators who edited over 40% of the pre-masks they started from (premask_iou < 0.9).",
+    description="Flags annotators who edited over 40% of the pre-masks they started from (`premask_iou < 0.9`).",
 )
 def qc_refinement_rate(
     context: AssetCheckExecutionContext, dataset_store: DatasetStoreResource

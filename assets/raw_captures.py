@@ -90,14 +90,16 @@ def captures_table_expectations(
     return check_result(
         captures_verdict(
             captures, capture_rules.allowed_lighting, capture_rules.min_side_px, capture_rules.max_side_px
-        )
+        ),
+        resource="capture_rules",
     )
 
 
 @batch_check(
     asset=raw_captures,
     blocking=True,
-    description="The share of the batch's images that were quarantined is under the configured limit.",
+    description="The share of the batch's images that were quarantined is under the configured limit "
+    "(or fewer images than `min_quarantined_to_block` were).",
 )
 def quarantine_share_under_limit(
     context: AssetCheckExecutionContext, dataset_store: DatasetStoreResource, capture_rules: CaptureRules
@@ -109,7 +111,9 @@ def quarantine_share_under_limit(
             store.read_parquet(layout.captures_key(batch)),
             store.read_parquet(layout.quarantine_key(batch)),
             capture_rules.max_quarantine_share,
-        )
+            capture_rules.min_quarantined_to_block,
+        ),
+        resource="capture_rules",
     )
 
 

@@ -43,20 +43,44 @@ def picture_metadata(store: DatasetStore, key: str, png: bytes, title: str) -> d
     }
 
 
-def check_result(verdict: Verdict, *, warn: bool = False, **kwargs: Any) -> AssetCheckResult:
-    """A domain verdict as Dagster's check result: its figures and tables as metadata.
+def check_result(
+    verdict: Verdict, *, resource: str | None = None, warn: bool = False, **kwargs: Any
+) -> AssetCheckResult:
+    """A domain verdict as Dagster's check result: its figures and tables as metadata; a failure
+    names the settings that decide it (fields of ``resource``) and how to change them.
 
-    ``warn`` marks a non-blocking check's failure as a warning; ``kwargs`` go to
-    :class:`AssetCheckResult` (``check_name`` in a multi-check).
+    ``warn`` marks a non-blocking check's failure as a warning (a verdict may say so itself: a
+    warning does not stop what follows a blocking check); ``kwargs`` go to :class:`AssetCheckResult`
+    (``check_name`` in a multi-check).
     """
     metadata: dict[str, Any] = dict(verdict.figures)
     metadata |= {name: table_metadata(frame, max_rows=len(frame)) for name, frame in verdict.tables.items()}
+    description = verdict.summary
+    if not verdict.passed and verdict.settings and resource:
+        description += "\n" + settings_hint(resource, verdict.settings)
     return AssetCheckResult(
         passed=verdict.passed,
-        severity=AssetCheckSeverity.WARN if warn else AssetCheckSeverity.ERROR,
-        description=verdict.summary,
+        severity=AssetCheckSeverity.WARN if warn or verdict.warning else AssetCheckSeverity.ERROR,
+        description=description,
         metadata=metadata,
         **kwargs,
+    )
+
+
+def settings_hint(resource: str, settings: dict[str, object]) -> str:
+    """Which settings decide a check, their values, and where a person changes them (a setting of
+    another resource is named ``resource.field``).
+
+    >>> print(settings_hint("capture_rules", {"max_quarantine_share": 0.05}))
+    Decided by capture_rules.max_quarantine_share = 0.05. To change it: the launchpad (Resources → capture_rules → max_quarantine_share) or run config `resources: {capture_rules: {config: {max_quarantine_share: ...}}}`.
+    """
+    named = {(name if "." in name else f"{resource}.{name}"): value for name, value in settings.items()}
+    values = ", ".join(f"{name} = {value!r}" for name, value in named.items())
+    owner, _, field_name = next(iter(named)).partition(".")
+    return (
+        f"Decided by {values}. To change {'it' if len(named) == 1 else 'them'}: the launchpad "
+        f"(Resources → {owner} → {field_name}) or run config "
+        f"`resources: {{{owner}: {{config: {{{field_name}: ...}}}}}}`."
     )
 
 

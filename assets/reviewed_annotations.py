@@ -26,7 +26,7 @@ from resources import AnnotationToolsResource, DatasetStoreResource, LabelStudio
     group_name="annotation",
     kinds={"parquet"},
     retry_policy=STORE_RETRY,
-    description="Every CVAT / Label Studio / COCO export in reviews/<batch>/ imported with provenance "
+    description="Every CVAT / Label Studio / COCO export in `reviews/<batch>/` imported with provenance "
     "(annotator, time, tool, assistance, pre-mask link and IoU, review status). A malformed file "
     "refuses the whole batch and leaves its previous table untouched.",
 )
@@ -59,7 +59,9 @@ def reviewed_annotations(
         result = import_batch_reviews(
             store, batch, classes, annotation_tools.label_map, annotation_tools.default_annotator
         )
-    except (AnnotationImportError, FileNotFoundError) as exc:
+    except AnnotationImportError as exc:
+        raise Failure(description=f"{exc} (in the store {store.root_url})", allow_retries=False) from None
+    except FileNotFoundError as exc:
         raise Failure(description=str(exc), allow_retries=False) from None
     table = result.annotations
     store.write_parquet(layout.annotations_key(batch), table)

@@ -17,6 +17,7 @@ from assets.execution import GPU_TAGS, STORE_RETRY
 from assets.partitions import batch_check, capture_batches
 from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
+from dataset_pipeline.annotation_tasks import no_premask_reason
 from dataset_pipeline.sam2_premasks import PromptError, class_counts, premask_batch, read_prompts
 from dataset_pipeline.sam2_premasks.batch import overlays_png
 from dataset_pipeline.sam2_premasks.checks import (
@@ -81,8 +82,16 @@ def sam2_premasks(
         "images_per_second": round(run.images / run.seconds, 2) if run.seconds else 0.0,
         "masks_per_second": round(run.masks / run.seconds, 2) if run.seconds else 0.0,
         "premasks_table": MetadataValue.path(store.url(layout.premasks_key(batch))),
+        "masks_for_annotators": int((~table.rejected & table.class_id.notna()).sum()),
         "per class": table_metadata(class_counts(table, classes)),
     }
+    reason = no_premask_reason(table)
+    if reason is not None:
+        context.log.warning(f"batch {batch}: no pre-mask can go to annotators: {reason}")
+        metadata["for annotators"] = MetadataValue.md(
+            f"**No pre-mask can be sent to annotators**: {reason}. The annotation tasks will carry no "
+            "prediction; annotators start from empty images."
+        )
     metadata |= picture_metadata(
         store,
         layout.premask_overlays_preview(batch),
@@ -111,7 +120,9 @@ def premasks_not_empty(
 def premask_class_ids_valid(
     context: AssetCheckExecutionContext, dataset_store: DatasetStoreResource, taxonomy: TaxonomyResource
 ) -> AssetCheckResult:
-    return check_result(class_ids_verdict(_premasks(context, dataset_store), taxonomy.load()))
+    return check_result(
+        class_ids_verdict(_premasks(context, dataset_store), taxonomy.load()), resource="taxonomy"
+    )
 
 
 @batch_check(
@@ -123,12 +134,14 @@ def prompted_images_have_kept_premask(
     context: AssetCheckExecutionContext,
     dataset_store: DatasetStoreResource,
     taxonomy: TaxonomyResource,
+    sam2: Sam2Resource,
 ) -> AssetCheckResult:
     store = dataset_store.get_store()
     batch = context.partition_key
     captures = store.read_parquet(layout.captures_key(batch))
     prompts = read_prompts(store, batch, captures, taxonomy.load()) or {}
-    return check_result(prompted_kept_verdict(_premasks(context, dataset_store), prompts))
+    verdict = prompted_kept_verdict(_premasks(context, dataset_store), prompts, sam2.score_threshold)
+    return check_result(verdict, resource="sam2")
 
 
 @batch_check(

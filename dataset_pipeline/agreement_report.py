@@ -386,8 +386,11 @@ def disagreements_png(
     return sheet, "| annotator | outline |\n|---|---|\n" + legend
 
 
-def thresholds_verdict(per_class: pd.DataFrame) -> Verdict:
-    """Every class with enough gold instances meets its agreement threshold (mean pairwise IoU)."""
+def thresholds_verdict(per_class: pd.DataFrame, settings: dict[str, object] | None = None) -> Verdict:
+    """Every class with enough gold instances meets its agreement threshold (mean pairwise IoU).
+
+    ``settings``: the agreement rules in force (per-class threshold overrides, the gold instances a
+    class needs), named by a refusal beside the taxonomy's own thresholds."""
     counted = per_class[per_class.instances >= per_class.min_instances]
     failing = counted[~counted.passed]
     too_few = per_class[per_class.instances < per_class.min_instances]
@@ -408,6 +411,7 @@ def thresholds_verdict(per_class: pd.DataFrame) -> Verdict:
         summary=summary,
         figures={"failing_classes": len(failing), "judged_classes": len(counted)},
         tables={"per class": per_class[["class", "mean_pairwise_iou", "threshold", "instances", "passed"]]},
+        settings=dict(settings or {}),
     )
 
 

@@ -39,6 +39,21 @@ def local_files_url(path: str) -> str:
     return "/data/local-files/?d=" + quote(path)
 
 
+def _none_sent(reason: str | None) -> str:
+    return "no pre-mask: " + (reason or "no kept pre-mask with a class for this image")
+
+
+def default_image_url_mode(s3: bool) -> str:
+    """How task files point at images unless configured: Label Studio's local-files serving for a
+    folder store, the store's own ``s3://`` URLs for an S3 store (a Label Studio project with that
+    bucket connected as source storage resolves them).
+
+    >>> default_image_url_mode(s3=True)
+    'store'
+    """
+    return "store" if s3 else "local-files"
+
+
 def image_url_builder(
     store: DatasetStore, mode: str, document_root: str | None = None, base_url: str | None = None
 ) -> Callable[[str], str]:
@@ -73,6 +88,29 @@ class TaskExport:
     skipped_unclassed: int = 0
     masks_per_class: dict[str, int] = field(default_factory=dict)
     label_studio_tasks: list[dict] = field(default_factory=list, repr=False)  # as written to tasks.json
+    #: Why no pre-mask at all went out (None when some did): said in the task files too.
+    no_premask_reason: str | None = None
+
+
+def no_premask_reason(premasks) -> str | None:  # premasks: schemas.PREMASKS
+    """Why none of a batch's pre-masks can be sent to annotators, or None when some can: a pre-mask
+    goes out only when it scored at least the threshold and has a class to label it with.
+
+    >>> import pandas as pd
+    >>> print(no_premask_reason(pd.DataFrame({"rejected": [False], "class_id": [None]})))
+    no pre-mask has a class: they are automatic segments, since the upload has no prompts.csv ...
+    """
+    if not len(premasks):
+        return "the pre-mask stage made no mask in these images"
+    kept = premasks[~premasks.rejected]
+    if not len(kept):
+        return f"every pre-mask ({len(premasks)}) scored under the score threshold (sam2.score_threshold)"
+    if kept.class_id.isna().all():
+        return (
+            "no pre-mask has a class: they are automatic segments, since the upload has no prompts.csv "
+            "(a detector's boxes with class names) to prompt the model with"
+        )
+    return None
 
 
 def write_annotation_tasks(
@@ -89,6 +127,7 @@ def write_annotation_tasks(
         skipped_rejected=int(premasks.rejected.sum()),
         skipped_unclassed=int((~premasks.rejected & premasks.class_id.isna()).sum()),
     )
+    export.no_premask_reason = no_premask_reason(premasks)
     sendable = premasks[~premasks.rejected & premasks.class_id.notna()]
     by_image = {image_id: group for image_id, group in sendable.groupby("image_id", sort=False)}
     ls_tasks, cvat_images = [], []
@@ -111,7 +150,8 @@ def write_annotation_tasks(
                 int(capture.width),
                 items,
                 model_version=",".join(model_versions),
-                meta={"batch": batch, "scene_id": capture.scene_id, "episode_id": capture.episode_id},
+                meta={"batch": batch, "scene_id": capture.scene_id, "episode_id": capture.episode_id}
+                | ({} if items else {"pre_annotation": _none_sent(export.no_premask_reason)}),
             )
         )
         relative = layout.upload_relative(batch, capture.uri)
@@ -129,7 +169,12 @@ def write_annotation_tasks(
     contents = {
         "label_studio_config": label_studio.labeling_config(taxonomy).encode(),
         "label_studio_tasks": label_studio.tasks_json(ls_tasks),
-        "cvat_annotations": cvat.annotations_xml(cvat_images, taxonomy, f"{batch}"),
+        "cvat_annotations": cvat.annotations_xml(
+            cvat_images,
+            taxonomy,
+            f"{batch}",
+            note=_none_sent(export.no_premask_reason) if export.no_premask_reason else None,
+        ),
         "cvat_labels": cvat.labels_json(taxonomy),
     }
     for role, key in layout.task_files(batch).items():

@@ -74,6 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     except AnnotationImportError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(
+            f"\ninterrupted during {exc.stage}; nothing half-written is kept. Run the same command again to "
+            "continue: it reuses the upload and the reviews, and a release already written.",
+            file=sys.stderr,
+        )
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -90,11 +100,10 @@ def _demo_options(parser: argparse.ArgumentParser) -> None:
 
 def _store_and_batch(args: argparse.Namespace):
     from dataset_pipeline.layout import check_batch_name
-    from dataset_pipeline.store import DatasetStore
+    from dataset_pipeline.store import StoreConfig
 
-    url = args.out or os.environ.get("DATASET_PIPELINE_STORE", "data")
     batch = check_batch_name(args.batch or f"demo-s{args.seed}-n{args.images}")
-    return DatasetStore(url), batch
+    return StoreConfig.from_environment(args.out).open(), batch
 
 
 def _ensure_demo_upload(store, batch: str, images: int, seed: int) -> None:
@@ -150,6 +159,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(
         f"\n{'done' if ok else 'stopped'} in {time.perf_counter() - started:.1f} s. Results in {store.root_url}:"
     )
+    if ok:
+        _print_release(store)
     width = max((len(k) for k in paths), default=0)
     for label, path in paths.items():
         print(f"  {label:<{width}}  {path}")
@@ -160,22 +171,61 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+class Interrupted(Exception):
+    """Ctrl-C during a stage: which stage, for the message."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(stage)
+        self.stage = stage
+
+
 def _run_plan(iter_stages, plan, paths: dict[str, str], first: int, total: int) -> bool:
-    """Run ``plan`` and print each stage's figures, checks and errors as it ends."""
-    for index, outcome in enumerate(iter_stages(plan), start=first):
-        status = "ok" if outcome.passed else "FAILED"
-        print(f"[{index}/{total}] {outcome.asset}: {status} (run {outcome.run_id[:8]})", flush=True)
-        if outcome.figures:
-            print("      " + ", ".join(f"{k}={v}" for k, v in outcome.figures.items() if len(str(v)) < 80))
-        for name, check_status, description in outcome.checks:
-            first_line = description.splitlines()[0] if description else ""
-            print(f"      check {name}: {check_status} - {first_line}")
-        if outcome.error:
-            print(f"      error: {outcome.error}")
-        paths |= {f"{outcome.asset}: {k}": v for k, v in outcome.paths.items()}
-        if not outcome.passed:
-            return False
+    """Run ``plan`` and print each stage's figures, checks and errors as it ends; a failed blocking
+    check is printed whole (what it found, the setting that decides it) with what it holds back."""
+    done = 0
+    try:
+        for index, outcome in enumerate(iter_stages(plan), start=first):
+            done += 1
+            status = "ok" if outcome.passed else "FAILED"
+            print(f"[{index}/{total}] {outcome.asset}: {status} (run {outcome.run_id[:8]})", flush=True)
+            if outcome.figures:
+                print(
+                    "      " + ", ".join(f"{k}={v}" for k, v in outcome.figures.items() if len(str(v)) < 80)
+                )
+            for check in outcome.checks:
+                lines = check.description.splitlines() or [""]
+                print(f"      check {check.name}: {check.status} - {lines[0]}")
+                if check.status == "FAILED":
+                    for line in lines[1:]:
+                        print(f"            {line}")
+                    if check.gates:
+                        print(f"            it holds back: {', '.join(check.gates)} (and what follows them)")
+            if outcome.error:
+                print(f"      error: {outcome.error}")
+            paths |= {f"{outcome.asset}: {k}": v for k, v in outcome.paths.items()}
+            if not outcome.passed:
+                print(
+                    "      the run's log in the Dagster UI has the details; after the fix, the same command "
+                    "runs again on the upload and the reviews already written"
+                )
+                return False
+    except KeyboardInterrupt:
+        _, asset, partition = plan[min(done, len(plan) - 1)]
+        raise Interrupted(f"{asset} [{partition}]" if partition else asset) from None
     return True
+
+
+def _print_release(store) -> None:
+    """Where the release is, that it is complete, and what ``releases/latest.json`` names."""
+    from dataset_pipeline.dataset_release import latest_release, release_folder
+    from dataset_pipeline.layout import RELEASE_LATEST_KEY, RELEASE_MANIFEST_FILE
+
+    latest = latest_release(store)
+    if latest is None:
+        return
+    manifest = store.url(release_folder(store, latest["version"]).key(RELEASE_MANIFEST_FILE))
+    print(f"release {latest['version']}: complete ({manifest})")
+    print(f"  {store.url(RELEASE_LATEST_KEY)} names it (completed {latest['completed_at']})")
 
 
 def _ensure_demo_review(store, batch: str, seed: int) -> None:

@@ -66,9 +66,23 @@ def release_folder(store: DatasetStore, version: str) -> ReleaseFolder:
     return ReleaseFolder(store, layout.release_prefix(version))
 
 
+#: Report fields that are measurements of a run, not content: the card quotes them, the version
+#: digest leaves them out (the same inputs give the same version on any machine, at any load).
+MEASURED_FIELDS = {"baseline": ("latency_ms_per_image", "train_seconds")}
+
+
 def quoted_reports(store: DatasetStore) -> dict[str, bytes]:
-    """The bytes of the reports the card quotes (those that exist)."""
-    return {name: store.read_bytes(key) for name, key in QUOTED_KEYS.items() if store.exists(key)}
+    """The content of the reports the card quotes (those that exist), measured fields left out."""
+    quoted = {}
+    for name, key in QUOTED_KEYS.items():
+        if not store.exists(key):
+            continue
+        data = store.read_bytes(key)
+        if name in MEASURED_FIELDS:
+            document = {k: v for k, v in json.loads(data).items() if k not in MEASURED_FIELDS[name]}
+            data = json.dumps(document, sort_keys=True).encode()
+        quoted[name] = data
+    return quoted
 
 
 def load_release(
@@ -161,6 +175,13 @@ def list_releases(store: DatasetStore) -> list[str]:
         manifest = json.loads(store.read_bytes(key))
         found.append((manifest.get("completed_at", ""), layout.version_of_release_manifest(key)))
     return [version for _, version in sorted(found)]
+
+
+def latest_release(store: DatasetStore) -> dict | None:
+    """What ``releases/latest.json`` says (version, completed_at), or None before the first release."""
+    if not store.exists(layout.RELEASE_LATEST_KEY):
+        return None
+    return json.loads(store.read_bytes(layout.RELEASE_LATEST_KEY))
 
 
 @dataclass

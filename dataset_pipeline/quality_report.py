@@ -41,6 +41,16 @@ BLOCKING_CHECKS: tuple[str, ...] = (
     "mask_size",
     "duplicate_images",
 )
+#: What it means that a check found nothing to look at.
+NOTHING: dict[str, str] = {
+    "completeness": "no captured image",
+    "class_ids_valid": "no annotation",
+    "min_area": "no annotation",
+    "thin_width": "no annotation of a class with a minimum width",
+    "same_z_overlap": "no two instances of one annotator share a z_order on an image",
+    "mask_size": "no annotation",
+    "duplicate_images": "no captured image",
+}
 REFINED_BELOW_IOU = 0.9
 REFINEMENT_FLAG = 0.40
 
@@ -82,8 +92,13 @@ class QualityReport:
     def describe(self, check: str, limit: int = 15) -> str:
         """The check's outcome with the offending image and annotation ids."""
         failed = self.failed(check)
+        checked = self.checked.get(check, 0)
         if failed.empty:
-            return f"{check}: all {self.checked.get(check, 0)} passed"
+            return (
+                f"{check}: all {checked} passed"
+                if checked
+                else f"{check}: nothing to check ({NOTHING[check]})"
+            )
         lines = [f"{check}: {len(failed)} of {self.checked.get(check, 0)} failed"]
         for row in failed.head(limit).itertuples():
             lines.append(
@@ -282,14 +297,25 @@ def worst_images_png(
     return png_bytes(contact_sheet(tiles, captions, columns=3, cell=320))
 
 
-def check_verdict(issues: pd.DataFrame, summary: dict, check: str) -> Verdict:
-    """One blocking check's outcome from the stored report (offending image and annotation ids)."""
+#: The quality rules (``run_quality_checks``' parameters) and taxonomy fields that decide each check.
+CHECK_SETTINGS: dict[str, tuple[str, ...]] = {
+    "class_ids_valid": ("taxonomy.path",),
+    "min_area": ("min_area_px",),
+    "thin_width": ("taxonomy.path",),  # each class's min_width_px
+    "same_z_overlap": ("overlap_tolerance",),
+}
+
+
+def check_verdict(issues: pd.DataFrame, summary: dict, check: str, settings: dict[str, object]) -> Verdict:
+    """One blocking check's outcome from the stored report (offending image and annotation ids);
+    ``settings`` are the values in force of :data:`CHECK_SETTINGS`' names."""
     failed = issues[issues.check == check]
     return Verdict(
         passed=failed.empty,
         summary=summary[check],
         figures={"checked": summary["checked"].get(check, 0), "failed": len(failed)},
         tables={"offending": failed[["image_id", "annotation_id", "detail"]].head(25)},
+        settings={name: settings[name] for name in CHECK_SETTINGS.get(check, ()) if name in settings},
     )
 
 

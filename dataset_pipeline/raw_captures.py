@@ -302,31 +302,58 @@ def captures_verdict(
     min_side_px: int = 64,
     max_side_px: int = 8192,
 ) -> Verdict:
-    """The Great Expectations suite on a batch's captures table (and at least one usable image)."""
-    report = validate_table(
-        captures,
-        captures_suite(allowed_lighting, min_side_px, max_side_px),
-        name="captures",
-        id_column="image_id",
-    )
+    """The Great Expectations suite on a batch's captures table (and at least one usable image);
+    a failed expectation that a setting decides names the setting."""
+    suite = captures_suite(allowed_lighting, min_side_px, max_side_px)
+    report = validate_table(captures, suite, name="captures", id_column="image_id")
+    settings: dict[str, object] = {}
+    for outcome in report.failed:
+        column = outcome.expectation.kwargs.get("column")
+        if outcome.expectation.type == "ExpectColumnValuesToBeInSet" and column == "lighting":
+            settings["allowed_lighting"] = list(allowed_lighting)
+        elif outcome.expectation.type == "ExpectColumnValuesToBeBetween" and column in ("width", "height"):
+            settings |= {"min_side_px": min_side_px, "max_side_px": max_side_px}
     return Verdict(
         passed=report.success and len(captures) > 0,
         summary=report.summary() if len(captures) else "the batch has no usable image",
         figures={"rows": report.rows, "expectations_failed": len(report.failed)},
         tables={"expectations": pd.DataFrame(report.as_rows())},
+        settings=settings,
     )
 
 
-def quarantine_verdict(captures: pd.DataFrame, quarantine: pd.DataFrame, limit: float) -> Verdict:
-    """The share of the batch's images that were quarantined is at most ``limit``."""
+def quarantine_verdict(
+    captures: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    max_quarantine_share: float,
+    min_quarantined_to_block: int = 3,
+) -> Verdict:
+    """At most ``max_quarantine_share`` of the batch's images were quarantined - or fewer than
+    ``min_quarantined_to_block`` images: two bad files in a 39-image upload are 5.1%, and no reason
+    to refuse the 37 good ones."""
     total = len(captures) + len(quarantine)
     share = len(quarantine) / total if total else 1.0
+    over = share > max_quarantine_share
+    blocks = over and (len(quarantine) >= min_quarantined_to_block or captures.empty)
     reasons = quarantine["reason"].str.split(":").str[0].value_counts().to_dict() if len(quarantine) else {}
-    summary = f"{len(quarantine)} of {total} images quarantined ({share:.1%}, limit {limit:.1%})"
+    summary = (
+        f"{len(quarantine)} of {total} images quarantined ({share:.1%}, limit {max_quarantine_share:.1%})"
+    )
+    if over and not blocks:
+        summary += f": over the share, but fewer than {min_quarantined_to_block} images, so the batch goes on"
     if reasons:
         summary += f"; reasons: {reasons}; files: {quarantine['image_file'].head(10).tolist()}"
     return Verdict(
-        passed=share <= limit,
+        passed=not blocks,
         summary=summary,
-        figures={"quarantined": len(quarantine), "images": total, "share": round(share, 4), "limit": limit},
+        figures={
+            "quarantined": len(quarantine),
+            "images": total,
+            "share": round(share, 4),
+            "limit": max_quarantine_share,
+        },
+        settings={
+            "max_quarantine_share": max_quarantine_share,
+            "min_quarantined_to_block": min_quarantined_to_block,
+        },
     )

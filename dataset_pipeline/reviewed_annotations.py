@@ -115,7 +115,9 @@ def import_batch_reviews(
     for key in exports:
         options = ImportOptions(
             taxonomy,
-            source_file=store.url(key),
+            # The store key, not the store's URL: provenance (and the release's version digest)
+            # must not carry a machine's path; a message names the key within the store.
+            source_file=key,
             label_map=dict(label_map or {}),
             images=images,
             premasks=premasks,

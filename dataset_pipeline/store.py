@@ -25,7 +25,8 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from dataset_pipeline.layout import RAW_PREFIXES, StoreKeyError, join_key, norma
 
 __all__ = [
     "DatasetStore",
+    "StoreConfig",
     "RawUploadError",
     "StoreError",
     "StoreKeyError",
@@ -96,6 +98,75 @@ def _umask() -> int:
 
 _UMASK: int | None = None
 _UMASK_LOCK = threading.Lock()
+
+
+#: The environment that configures the store, read alike by the CLI and the code location.
+STORE_VARIABLE = "DATASET_PIPELINE_STORE"
+ENDPOINT_VARIABLE = "DATASET_PIPELINE_S3_ENDPOINT"
+KEY_ID_VARIABLE = "DATASET_PIPELINE_S3_ACCESS_KEY_ID"
+SECRET_VARIABLE = "DATASET_PIPELINE_S3_SECRET_ACCESS_KEY"
+DEFAULT_ROOT = "data"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the store is and how to reach it: a folder, or ``s3://bucket/prefix`` with an optional
+    S3-compatible endpoint (MinIO, Ceph, moto) and credentials. Unset credentials leave botocore's
+    own chain (AWS_* variables, profiles, instance roles) to find them.
+
+    >>> StoreConfig("s3://robot-data/seg", endpoint_url="http://127.0.0.1:9000").storage_options()
+    {'endpoint_url': 'http://127.0.0.1:9000'}
+    """
+
+    root_url: str = DEFAULT_ROOT
+    endpoint_url: str | None = None
+    key: str | None = None
+    secret: str | None = None
+    region_name: str | None = None
+    connect_timeout_s: float | None = None
+    max_attempts: int | None = None
+
+    @classmethod
+    def from_environment(
+        cls, root_url: str | None = None, environ: Mapping[str, str] | None = None
+    ) -> StoreConfig:
+        """The store the environment names (``root_url``, when given, wins over DATASET_PIPELINE_STORE)."""
+        env = os.environ if environ is None else environ
+        return cls(
+            root_url=root_url or env.get(STORE_VARIABLE) or DEFAULT_ROOT,
+            endpoint_url=env.get(ENDPOINT_VARIABLE) or None,
+            key=env.get(KEY_ID_VARIABLE) or None,
+            secret=env.get(SECRET_VARIABLE) or None,
+        )
+
+    @property
+    def is_s3(self) -> bool:
+        return self.root_url.startswith("s3://")
+
+    def storage_options(self) -> dict[str, Any]:
+        """The s3fs options (nothing for a local folder)."""
+        if not self.is_s3:
+            return {}
+        options: dict[str, Any] = {}
+        if self.endpoint_url:
+            options["endpoint_url"] = self.endpoint_url
+        if self.key:
+            options["key"] = self.key
+        if self.secret:
+            options["secret"] = self.secret
+        if self.region_name:
+            options["client_kwargs"] = {"region_name": self.region_name}
+        config: dict[str, Any] = {}
+        if self.connect_timeout_s is not None:
+            config["connect_timeout"] = self.connect_timeout_s
+        if self.max_attempts is not None:
+            config["retries"] = {"max_attempts": self.max_attempts}
+        if config:
+            options["config_kwargs"] = config
+        return options
+
+    def open(self) -> DatasetStore:
+        return DatasetStore(self.root_url, self.storage_options())
 
 
 class DatasetStore:

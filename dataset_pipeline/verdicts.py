@@ -15,7 +15,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Passed or not; one summary a person can act on; figures; the offending rows, if any.
+    """Passed or not; one summary a person can act on; figures; the offending rows, if any; and the
+    settings that decided it (the check's parameter names, which are the fields of the resource
+    that configures the stage, with their values), so a refusal names what would change it.
+
+    ``warning``: not passed, but not a reason to stop what follows (a target the data cannot meet).
 
     >>> Verdict(True, "all 3 images usable", {"images": 3}).passed
     True
@@ -25,3 +29,5 @@ class Verdict:
     summary: str
     figures: dict[str, object] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    settings: dict[str, object] = field(default_factory=dict)
+    warning: bool = False

@@ -22,6 +22,10 @@ class CaptureRules(ConfigurableResource):
     max_quarantine_share: float = Field(
         default=0.05, description="Blocking check: share of a batch's images that may be quarantined"
     )
+    min_quarantined_to_block: int = Field(
+        default=3,
+        description="The share blocks a batch only from this many quarantined images on (small batches)",
+    )
 
 
 class TaxonomyResource(ConfigurableResource):
@@ -41,10 +45,20 @@ class AnnotationToolsResource(ConfigurableResource):
     ``image_url_mode``: ``local-files`` (Label Studio's local file serving; the store must be a
     folder under ``local_files_document_root``), ``store`` (the store URL as is, e.g. s3://...
     for a Label Studio project with S3 storage connected), or ``base-url`` (``image_base_url`` +
-    the store key, for any web server in front of the store).
+    the store key, for any web server in front of the store). Unset: what the store can serve,
+    ``local-files`` for a folder, ``store`` for S3.
     """
 
-    image_url_mode: str = Field(default="local-files")
+    image_url_mode: str | None = Field(
+        default=None,
+        description="local-files, store or base-url; unset = local-files for a folder store, store for S3",
+    )
+
+    def url_mode(self, store) -> str:  # store: dataset_pipeline.store.DatasetStore
+        from dataset_pipeline.annotation_tasks import default_image_url_mode
+
+        return self.image_url_mode or default_image_url_mode(s3=not store.is_local)
+
     local_files_document_root: str | None = Field(
         default=None, description="LOCAL_FILES_DOCUMENT_ROOT of Label Studio; unset = the store root"
     )

@@ -7,7 +7,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
-from dataset_pipeline.store import DatasetStore
+from dataset_pipeline.store import DatasetStore, StoreConfig
 
 
 class DatasetStoreResource(ConfigurableResource):
@@ -35,28 +35,21 @@ class DatasetStoreResource(ConfigurableResource):
 
     _store: DatasetStore | None = PrivateAttr(default=None)
 
+    def config(self) -> StoreConfig:
+        return StoreConfig(
+            root_url=self.root_url,
+            endpoint_url=self.endpoint_url,
+            key=self.aws_access_key_id,
+            secret=self.aws_secret_access_key,
+            region_name=self.region_name,
+            connect_timeout_s=self.connect_timeout_s,
+            max_attempts=self.max_attempts,
+        )
+
     def storage_options(self) -> dict[str, Any]:
-        if not self.root_url.startswith("s3://"):
-            return {}
-        options: dict[str, Any] = {}
-        if self.endpoint_url:
-            options["endpoint_url"] = self.endpoint_url
-        if self.aws_access_key_id:
-            options["key"] = self.aws_access_key_id
-        if self.aws_secret_access_key:
-            options["secret"] = self.aws_secret_access_key
-        if self.region_name:
-            options["client_kwargs"] = {"region_name": self.region_name}
-        config: dict[str, Any] = {}
-        if self.connect_timeout_s is not None:
-            config["connect_timeout"] = self.connect_timeout_s
-        if self.max_attempts is not None:
-            config["retries"] = {"max_attempts": self.max_attempts}
-        if config:
-            options["config_kwargs"] = config
-        return options
+        return self.config().storage_options()
 
     def get_store(self) -> DatasetStore:
         if self._store is None:
-            self._store = DatasetStore(self.root_url, self.storage_options())
+            self._store = self.config().open()
         return self._store

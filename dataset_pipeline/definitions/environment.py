@@ -11,6 +11,7 @@ import os
 from dagster import EnvVar
 
 from dataset_pipeline.sam2_premasks.sam2 import DEFAULT_MODEL_CONFIG
+from dataset_pipeline.store import KEY_ID_VARIABLE, SECRET_VARIABLE, StoreConfig
 from resources import (
     AgreementRules,
     AnnotationToolsResource,
@@ -28,13 +29,15 @@ from resources import (
 
 
 def build_resources(store_url: str | None = None) -> dict[str, object]:
-    """The resources of the code location, configured from the environment."""
+    """The resources of the code location, configured from the environment (the store as the CLI
+    reads it: ``StoreConfig.from_environment``)."""
+    store = StoreConfig.from_environment(store_url)
     return {
         "dataset_store": DatasetStoreResource(
-            root_url=store_url or os.environ.get("DATASET_PIPELINE_STORE", "data"),
-            endpoint_url=os.environ.get("DATASET_PIPELINE_S3_ENDPOINT") or None,
-            aws_access_key_id=_secret("DATASET_PIPELINE_S3_ACCESS_KEY_ID"),
-            aws_secret_access_key=_secret("DATASET_PIPELINE_S3_SECRET_ACCESS_KEY"),
+            root_url=store.root_url,
+            endpoint_url=store.endpoint_url,
+            aws_access_key_id=_secret(KEY_ID_VARIABLE),
+            aws_secret_access_key=_secret(SECRET_VARIABLE),
         ),
         "capture_rules": CaptureRules(),
         "taxonomy": TaxonomyResource(path=os.environ.get("DATASET_PIPELINE_TAXONOMY") or None),
@@ -43,7 +46,7 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
             model_config_name=os.environ.get("DATASET_PIPELINE_SAM2_CONFIG") or DEFAULT_MODEL_CONFIG,
         ),
         "annotation_tools": AnnotationToolsResource(
-            image_url_mode=os.environ.get("DATASET_PIPELINE_IMAGE_URL_MODE", "local-files"),
+            image_url_mode=os.environ.get("DATASET_PIPELINE_IMAGE_URL_MODE") or None,
             local_files_document_root=os.environ.get("DATASET_PIPELINE_LOCAL_FILES_ROOT") or None,
         ),
         "label_studio": LabelStudioResource(

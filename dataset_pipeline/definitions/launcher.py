@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from dagster import AssetKey, DagsterInstance, PathMetadataValue
+from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, PathMetadataValue
 
 from assets.partitions import CAPTURE_BATCHES
 from dataset_pipeline.definitions import defs
@@ -24,6 +24,17 @@ from dataset_pipeline.definitions.jobs import (
 )
 
 
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One check's result: ``status`` is passed, FAILED (blocking: what follows does not run) or
+    flagged (a warning, or a non-blocking check); ``gates`` the stages a failure holds back."""
+
+    name: str
+    status: str
+    description: str
+    gates: tuple[str, ...] = ()
+
+
 @dataclass
 class StageOutcome:
     """What one stage's run produced, for the CLI to print."""
@@ -33,15 +44,13 @@ class StageOutcome:
     run_id: str
     figures: dict[str, object] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
-    checks: list[tuple[str, str, str]] = field(
-        default_factory=list
-    )  # name, passed/FAILED/flagged, description
+    checks: list[CheckOutcome] = field(default_factory=list)
     error: str = ""
 
     @property
     def passed(self) -> bool:
         """The run succeeded and no blocking check failed (a flagged non-blocking check is fine)."""
-        return self.success and all(status != "FAILED" for _, status, _ in self.checks)
+        return self.success and all(check.status != "FAILED" for check in self.checks)
 
 
 def batch_stages(batch: str) -> list[tuple[str, str, str | None]]:
@@ -69,7 +78,9 @@ def iter_stages(
         with DagsterInstance.get() as home_instance:
             yield from iter_stages(plan, home_instance)
         return
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    # The terminal gets the CLI's own summary of each stage; Dagster's console logger would print a
+    # failed step's ERROR lines and stack trace first. They stay in the run's event log.
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     blocking = {key.name: spec.blocking for key, spec in _check_specs().items()}
     for job_name, asset_name, partition in plan:
         if partition is not None and partition not in instance.get_dynamic_partitions(CAPTURE_BATCHES):
@@ -133,16 +144,30 @@ def _outcome(result, asset_name: str, partition: str | None, blocking: dict[str,
             elif isinstance(value.value, str) and len(value.value) < 60 and "\n" not in value.value:
                 outcome.figures[key] = value.value  # short labels (backend, device), not markdown
     for evaluation in result.get_asset_check_evaluations():
-        status = (
-            "passed"
-            if evaluation.passed
-            else ("FAILED" if blocking.get(evaluation.check_name, True) else "flagged")
+        stops = blocking.get(evaluation.check_name, True) and evaluation.severity == AssetCheckSeverity.ERROR
+        status = "passed" if evaluation.passed else ("FAILED" if stops else "flagged")
+        outcome.checks.append(
+            CheckOutcome(
+                evaluation.check_name,
+                status,
+                evaluation.description or "",
+                _downstream(evaluation.asset_key) if status == "FAILED" else (),
+            )
         )
-        outcome.checks.append((evaluation.check_name, status, evaluation.description or ""))
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
-        outcome.error = "; ".join(_failure_message(f) for f in failures) or "a blocking check failed"
+        blocked = [c.name for c in outcome.checks if c.status == "FAILED"]
+        outcome.error = "; ".join(_failure_message(f) for f in failures if not blocked) or (
+            f"blocking check {', '.join(blocked)} failed" if blocked else "step failed"
+        )
     return outcome
+
+
+def _downstream(key: AssetKey) -> tuple[str, ...]:
+    """The stages that depend on an asset, in pipeline order (what its failed blocking check holds back)."""
+    graph = defs.resolve_asset_graph()
+    below = {k.to_user_string() for k in graph.get(key).child_keys}
+    return tuple(stage for stage in (*PER_BATCH_STAGES, *REVIEW_STAGES, *CORPUS_STAGES) if stage in below)
 
 
 def _check_specs() -> dict:

@@ -36,7 +36,7 @@ from resources import DatasetStoreResource, LabelStudioResource, TaxonomyResourc
     job=capture_batch_job,
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Starts capture_batch_job for each new batch under incoming/ once its manifest.csv exists.",
+    description="Starts capture_batch_job for each new batch under `incoming/` once its `manifest.csv` exists.",
 )
 def capture_upload_sensor(
     context: SensorEvaluationContext, dataset_store: DatasetStoreResource
@@ -74,7 +74,7 @@ def capture_upload_sensor(
     job=review_job,
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Starts review_job for a batch when an export file lands in (or changes in) reviews/<batch>/.",
+    description="Starts review_job for a batch when an export file lands in (or changes in) `reviews/<batch>/`.",
 )
 def review_export_sensor(
     context: SensorEvaluationContext, dataset_store: DatasetStoreResource

@@ -38,11 +38,14 @@ def class_ids_verdict(premasks: pd.DataFrame, taxonomy: Taxonomy) -> Verdict:
             else "all class ids valid"
         ),
         figures={"invalid": len(bad)},
+        settings={"path": taxonomy.source},
     )
 
 
-def prompted_kept_verdict(premasks: pd.DataFrame, prompts: dict[str, list[Prompt]]) -> Verdict:
-    """Every image that had prompts has at least one kept (not rejected) pre-mask."""
+def prompted_kept_verdict(
+    premasks: pd.DataFrame, prompts: dict[str, list[Prompt]], score_threshold: float
+) -> Verdict:
+    """Every image that had prompts has at least one kept pre-mask (scoring ``score_threshold`` or more)."""
     kept = set(premasks.image_id[~premasks.rejected])
     missing = sorted(i for i, p in prompts.items() if p and i not in kept)
     return Verdict(
@@ -53,6 +56,7 @@ def prompted_kept_verdict(premasks: pd.DataFrame, prompts: dict[str, list[Prompt
             else f"all {len(prompts)} prompted images have a kept pre-mask"
         ),
         figures={"prompted_images": len(prompts), "without_kept_premask": len(missing)},
+        settings={"score_threshold": score_threshold},
     )
 
 

@@ -85,3 +85,21 @@ def test_only_a_run_that_holds_a_gpu_step_is_a_gpu_run():
     assert run_tags(REVIEW_STAGES) == {}
     for stage in (*PER_BATCH_STAGES, *REVIEW_STAGES, *CORPUS_STAGES):
         assert bool(run_tags([stage])) is (stage in GPU_ASSETS), stage
+
+
+def test_descriptions_keep_their_angle_brackets_in_markdown():
+    """The UI renders descriptions as Markdown, which swallows a bare `<version>` or `<batch>` as an
+    HTML tag: a path with a placeholder is written as code."""
+    import re
+
+    from dataset_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    texts = [graph.get(key).description or "" for key in graph.get_all_asset_keys()]
+    texts += [graph.get_check_spec(key).description or "" for key in graph.asset_check_keys]
+    texts += [s.description or "" for s in defs.sensors or []] + [
+        s.description or "" for s in defs.schedules or []
+    ]
+    bare = [t for t in texts if re.search(r"<[A-Za-z_]+>", re.sub(r"`[^`]*`", "", t))]
+    assert bare == []
+    assert any("`releases/<version>/`" in t for t in texts)

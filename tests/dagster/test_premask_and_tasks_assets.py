@@ -145,3 +145,30 @@ def test_unknown_prompt_class_fails_the_step_with_row_and_column(demo_batch, loc
     message = failure.step_failure_data.user_failure_data.description
     assert "prompts.csv: row" in message and "column 'class_name': unknown class 'kettle'" in message
     assert not local_store.exists(premasks_key(upload.batch))
+
+
+def test_an_upload_without_prompts_says_plainly_that_no_premask_went_out(demo_batch, local_store):
+    """A real upload without prompts.csv got 2,112 automatic segments, none with a class, and tasks with
+    no prediction - silently. The materializations and the task files say so, and why."""
+    source, upload = demo_batch
+    for key in source.list(f"incoming/{upload.batch}", recursive=True):
+        if not key.endswith("prompts.csv"):
+            local_store.put_upload(key, source.read_bytes(key))
+    result, _ = _run(local_store, upload.batch, Sam2Resource(points_per_side=4))
+    assert result.success
+    premask_metadata = result.asset_materializations_for_node("sam2_premasks")[0].metadata
+    assert premask_metadata["masks"].value > 0 and premask_metadata["masks_for_annotators"].value == 0
+    assert "No pre-mask can be sent to annotators" in premask_metadata["for annotators"].value
+    assert "no prompts.csv" in premask_metadata["for annotators"].value
+    task_metadata = result.asset_materializations_for_node("annotation_tasks")[0].metadata
+    assert task_metadata["masks_sent"].value == 0
+    assert "No pre-mask was sent" in task_metadata["pre-annotations"].value
+    tasks = json.loads(local_store.read_bytes(f"tasks/{upload.batch}/label_studio/tasks.json"))
+    assert all(
+        "predictions" not in t
+        and t["data"]["pre_annotation"].startswith("no pre-mask: no pre-mask has a class")
+        for t in tasks
+    )
+    xml = local_store.read_bytes(f"tasks/{upload.batch}/cvat/annotations.xml").decode()
+    assert "<!-- no pre-mask: no pre-mask has a class" in xml.splitlines()[1]
+    ET.fromstring(xml.encode())  # still the XML CVAT imports

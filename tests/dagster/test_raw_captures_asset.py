@@ -82,6 +82,10 @@ def test_quarantine_over_limit_blocks_downstream(demo_batch, local_store, instan
     checks = _checks(result)
     assert not checks["quarantine_share_under_limit"].passed
     assert "4 of 16 images quarantined" in checks["quarantine_share_under_limit"].description
+    # the refusal names the settings that decide it and how to change them
+    assert "capture_rules.max_quarantine_share = 0.05" in checks["quarantine_share_under_limit"].description
+    assert "capture_rules.min_quarantined_to_block = 3" in checks["quarantine_share_under_limit"].description
+    assert "Resources → capture_rules" in checks["quarantine_share_under_limit"].description
     assert checks["captures_table_expectations"].passed  # the 12 good images are fine
     assert AssetKey("downstream_of_captures") not in _materialized(result)
     quarantine = local_store.read_parquet(quarantine_key(batch))
@@ -98,6 +102,7 @@ def test_expectation_failure_blocks_downstream_and_names_the_rows(demo_batch, lo
     check = _checks(result)["captures_table_expectations"]
     assert not check.passed
     assert "ExpectColumnValuesToBeInSet(column='lighting'" in check.description
+    assert "capture_rules.allowed_lighting = ['daylight', 'warm']" in check.description
     assert f"{upload.batch}/images/" in check.description  # the offending image ids are listed
     assert AssetKey("downstream_of_captures") not in _materialized(result)
 
@@ -116,3 +121,34 @@ def test_manifest_without_required_column_fails_naming_it(demo_batch, local_stor
     assert "missing required column(s) 'lighting'" in message
     assert "incoming/badmanifest/manifest.csv" in message
     assert not local_store.exists(captures_key("badmanifest"))  # nothing written
+
+
+def test_two_bad_files_in_a_small_batch_do_not_block_it(demo_batch, local_store, instance):
+    """A real 39-image upload had a truncated and a missing image: 5.1%, over the 5% share, yet the
+    37 good images should go on. Below `min_quarantined_to_block` (3) images the share does not block."""
+    source, upload = demo_batch
+    batch = "two-bad"
+    for key in source.list(f"incoming/{upload.batch}", recursive=True):
+        name = key.split("/", 2)[2]
+        data = source.read_bytes(key)
+        if name.startswith("images/") and name.endswith("_f000.jpg"):
+            data = data[:300]
+        if name != "manifest.csv":
+            local_store.put_upload(f"incoming/{batch}/{name}", data)
+    manifest = source.read_bytes(f"incoming/{upload.batch}/manifest.csv").decode().splitlines()
+    bad = [i for i, line in enumerate(manifest) if "_f000.jpg" in line][2:]  # keep two bad rows of 14
+    local_store.put_upload(
+        f"incoming/{batch}/manifest.csv",
+        ("\n".join(line for i, line in enumerate(manifest) if i not in bad) + "\n").encode(),
+    )
+    result = materialize_batch(instance, DatasetStoreResource(root_url=local_store.root_url), batch)
+    check = _checks(result)["quarantine_share_under_limit"]
+    assert check.passed
+    assert (
+        "2 of 14 images quarantined (14.3%, limit 5.0%): over the share, but fewer than 3"
+        in check.description
+    )
+    assert AssetKey("downstream_of_captures") in _materialized(result)
+    stricter = CaptureRules(min_quarantined_to_block=2)
+    again = materialize_batch(instance, DatasetStoreResource(root_url=local_store.root_url), batch, stricter)
+    assert not _checks(again)["quarantine_share_under_limit"].passed

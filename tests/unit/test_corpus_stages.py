@@ -125,3 +125,41 @@ def test_corpus_stages_run_and_gate_without_dagster(store):
     assert card.cost["hourly_rate"] == 30.0 and card.files > len(content.images)
     # the same inputs give the same version
     assert load_release(store, TAXONOMY, FORMATS, {"description": "test"})[1] == version
+
+
+def _release_in(folder) -> tuple[DatasetStore, str]:
+    """The README demo's stages, as the assets call them, on a 48-image batch in ``folder``: the
+    version of the release they make."""
+    from dataset_pipeline import quality_report
+    from dataset_pipeline.dataset_splits import split_corpus
+    from tests.conftest import reviewed_demo
+
+    store = DatasetStore(str(folder))
+    corpus = reviewed_demo(store, "b48", n_images=48)
+    write_corpus(store, corpus)
+    quality_report.write_report(
+        store, quality_report.run_quality_checks(corpus.annotations, corpus.images, TAXONOMY)
+    )
+    write_report(store, compute_agreement(corpus.annotations, TAXONOMY))
+    write_splits(store, split_corpus(store, corpus.images, corpus.annotations, TAXONOMY))
+    run = train_baseline(store, TAXONOMY, TrainConfig(image_size=64, epochs=1, batch_size=8))
+    save_baseline(store, run)
+    write_summary(store, evaluate_zero_shot(store, TAXONOMY, ClassicalBackend(), load_metrics(store)))
+    content, version = load_release(store, TAXONOMY, FORMATS, {"description": "test"})
+    write_exports(content, version, FORMATS)
+    write_card(store, content, version, card_inputs(store, content, 0.0, "USD"), completed_at="now")
+    return store, version
+
+
+def test_the_same_inputs_in_two_folders_give_the_same_release_version(tmp_path):
+    """Machine paths and measured times (the baseline's latency) stay out of the version: the README's
+    promise "the same inputs give the same version" holds on any machine, in any folder."""
+    first, version = _release_in(tmp_path / "one")
+    second, again = _release_in(tmp_path / "elsewhere" / "two")
+    latencies = {load_metrics(s)["latency_ms_per_image"] for s in (first, second)}
+    assert again == version, f"versions differ (latencies {latencies})"
+    provenance = second.read_parquet(
+        f"{layout.release_prefix(again)}/{layout.provenance_file('annotations', 'parquet')}"
+    )
+    assert provenance.source_file.str.startswith("reviews/b48/").all()  # store keys, not this machine's path
+    assert not any(str(tmp_path) in text for text in provenance.source_file)

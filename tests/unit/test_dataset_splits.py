@@ -124,3 +124,68 @@ def test_difference_hash_sees_near_duplicates():
     h = [difference_hash(jpeg(a)) for a in (base, noisy, other)]
     assert bin(h[0] ^ h[1]).count("1") <= 6
     assert bin(h[0] ^ h[2]).count("1") > 16
+
+
+def _brute_force_closest(sizes, targets, held=()):
+    """The closest split by trying every assignment of the free groups (held-out groups in test)."""
+    import itertools
+
+    total, best = sum(sizes), float("inf")
+    free = [g for g in range(len(sizes)) if g not in held]
+    for choice in itertools.product(range(3), repeat=len(free)):
+        counts = [0.0, 0.0, float(sum(sizes[g] for g in held))]
+        for group, split in zip(free, choice, strict=True):
+            counts[split] += sizes[group]
+        best = min(best, max(abs(c / total - targets[s]) for c, s in zip(counts, SPLITS, strict=True)))
+    return best
+
+
+def test_the_closest_possible_split_is_exact_for_small_corpora_and_bounded_for_large_ones():
+    from dataset_pipeline.dataset_splits import closest_split
+
+    targets = {"train": 0.7, "val": 0.15, "test": 0.15}
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        sizes = rng.integers(1, 60, rng.integers(1, 7)).tolist()
+        held = (
+            tuple(rng.choice(len(sizes), size=int(rng.integers(0, 2)), replace=False))
+            if len(sizes) > 1
+            else ()
+        )
+        closest, error = closest_split(np.array(sizes), targets, np.array(held, dtype=int))
+        assert error == 0.0 and closest == pytest.approx(
+            _brute_force_closest(sizes, targets, held), abs=1e-12
+        )
+    for _ in range(10):  # 1,000s of images: counted in units, within the error it states
+        sizes = rng.integers(100, 3000, rng.integers(2, 8)).tolist()
+        closest, error = closest_split(np.array(sizes), targets)
+        assert 0 < error < 0.05 and abs(closest - _brute_force_closest(sizes, targets)) <= error + 1e-12
+    assert closest_split(np.ones(1000, int), targets) == (0.0, 0.0)  # many small episodes meet any target
+
+
+def _info(shares, closest, groups=6):
+    return {
+        "shares": shares,
+        "targets": {"train": 0.7, "val": 0.15, "test": 0.15},
+        "groups": groups,
+        "largest_group_share": 0.2,
+        "closest_possible": closest,
+        "closest_error": 0.0,
+    }
+
+
+def test_a_target_the_groups_cannot_meet_warns_and_one_they_can_meet_blocks():
+    from dataset_pipeline.dataset_splits import shares_verdict
+
+    off = {"train": 0.758, "val": 0.121, "test": 0.121}
+    cannot = shares_verdict(_info(off, closest=0.058), share_tolerance=0.05, seed=0)
+    assert not cannot.passed and cannot.warning
+    assert "as close as the data allows" in cannot.summary and "Not blocking" in cannot.summary
+    can = shares_verdict(_info(off, closest=0.01), share_tolerance=0.05, seed=3)
+    assert not can.passed and not can.warning
+    assert "the assigner did not find it" in can.summary and can.settings == {
+        "share_tolerance": 0.05,
+        "seed": 3,
+    }
+    on = shares_verdict(_info({"train": 0.72, "val": 0.14, "test": 0.14}, closest=0.0), share_tolerance=0.05)
+    assert on.passed and not on.warning

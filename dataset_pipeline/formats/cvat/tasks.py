@@ -50,8 +50,11 @@ def labels_json(taxonomy: Taxonomy) -> bytes:
     return json.dumps(labels, indent=2).encode("utf-8")
 
 
-def annotations_xml(images: Iterable[CvatImage], taxonomy: Taxonomy, task_name: str) -> bytes:
-    """A "CVAT for images 1.1" annotations file that CVAT's "Upload annotations" imports."""
+def annotations_xml(
+    images: Iterable[CvatImage], taxonomy: Taxonomy, task_name: str, note: str | None = None
+) -> bytes:
+    """A "CVAT for images 1.1" annotations file that CVAT's "Upload annotations" imports; ``note``
+    (why it holds no shape, say) is written as an XML comment a person reads."""
     now = datetime.now(UTC).isoformat()
     label_lines = "\n".join(
         f"        <label>\n          <name>{_text(c.name)}</name>\n          <color>{c.colour}</color>\n"
@@ -60,6 +63,7 @@ def annotations_xml(images: Iterable[CvatImage], taxonomy: Taxonomy, task_name: 
     )
     lines = [
         '<?xml version="1.0" encoding="utf-8"?>',
+        *([f"<!-- {_text(note).replace('--', '- -')} -->"] if note else []),
         "<annotations>",
         f"  <version>{CVAT_XML_VERSION}</version>",
         "  <meta>",
