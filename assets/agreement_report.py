@@ -64,11 +64,9 @@ def agreement_report(
     metadata |= picture_metadata(
         store, layout.PER_CLASS_IOU_PREVIEW, per_class_chart_png(per_class), "per-class IoU"
     )
-    drawn = disagreements_png(store, annotations, report.per_image)
-    if drawn is not None:
-        sheet, legend = drawn
+    sheet = disagreements_png(store, annotations, report.per_image)
+    if sheet is not None:
         metadata |= picture_metadata(store, layout.DISAGREEMENTS_PREVIEW, sheet, "largest disagreements")
-        metadata["outline colours"] = MetadataValue.md(legend)
     metadata["tables"] = MetadataValue.json(
         {name: store.url(key) for name, key in layout.AGREEMENT_TABLES.items()}
     )

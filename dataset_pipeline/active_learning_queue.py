@@ -105,4 +105,4 @@ def top_png(store: DatasetStore, queue: pd.DataFrame, count: int = 12) -> bytes 
         return None
     tiles = [rgb for _, rgb in iter_images(store, top)]
     captions = [f"#{r.rank} {r.score:.3f}" for r in top.itertuples()]
-    return png_bytes(contact_sheet(tiles, captions, columns=6, cell=160))
+    return png_bytes(contact_sheet(tiles, captions, columns=4, cell=240))

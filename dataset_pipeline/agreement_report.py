@@ -31,7 +31,14 @@ import numpy as np
 import pandas as pd
 
 from dataset_pipeline import layout, schemas
-from dataset_pipeline.figures import bar_chart, contact_sheet, distinct_colour, overlay, png_bytes
+from dataset_pipeline.figures import (
+    bar_chart,
+    contact_sheet,
+    distinct_colour,
+    overlay,
+    png_bytes,
+    with_legend,
+)
 from dataset_pipeline.images import iter_images
 from dataset_pipeline.masks import decode_mask, mask_bbox
 from dataset_pipeline.store import DatasetStore
@@ -340,7 +347,10 @@ def annotator_stats(annotations: pd.DataFrame, consensus_ious: dict | None = Non
                 f"first-pass acceptance {row.acceptance_rate:.0%} ({row.reviewed_images} reviewed)"
             )
         flags.append("; ".join(reasons))
-    return table.assign(flags=flags, flagged=[bool(f) for f in flags])
+    table = table.assign(flags=flags, flagged=[bool(f) for f in flags])
+    # The reason for a flag right after the name: where a person reading the table looks first.
+    first = ["annotator_id", "flagged", "flags"]
+    return table[first + [c for c in table.columns if c not in first]]
 
 
 def write_report(store: DatasetStore, report: AgreementReport) -> None:
@@ -362,9 +372,9 @@ def per_class_chart_png(per_class: pd.DataFrame) -> bytes:
 
 def disagreements_png(
     store: DatasetStore, annotations: pd.DataFrame, per_image: pd.DataFrame, count: int = 6
-) -> tuple[bytes, str] | None:
+) -> bytes | None:
     """The gold images where annotators agree least, each annotator's outlines in their own colour,
-    and the colour legend (a Markdown table); None without gold images."""
+    with the colour key under them; None without gold images."""
     if per_image.empty:
         return None
     worst = per_image.sort_values("disagreement", ascending=False).head(count)
@@ -381,9 +391,8 @@ def disagreements_png(
         captions.append(f"{image_id.rsplit('/', 1)[-1]} IoU {score:.2f}")
     if not tiles:
         return None
-    legend = "\n".join(f"| {a} | #{''.join(f'{v:02x}' for v in colour_of[a])} |" for a in annotators)
-    sheet = png_bytes(contact_sheet(tiles, captions, columns=3, cell=320))
-    return sheet, "| annotator | outline |\n|---|---|\n" + legend
+    sheet = contact_sheet(tiles, captions, columns=3, cell=320)
+    return png_bytes(with_legend(sheet, annotators, [colour_of[a] for a in annotators]))
 
 
 def thresholds_verdict(per_class: pd.DataFrame, settings: dict[str, object] | None = None) -> Verdict:

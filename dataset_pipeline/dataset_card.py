@@ -86,16 +86,32 @@ def statistics(content: ReleaseContent, annotations: pd.DataFrame) -> dict:
 
 
 def area_histogram(annotations: pd.DataFrame, bins: int = 12) -> np.ndarray:
-    """Mask-area distribution (log-spaced bins of pixel counts) as an RGB bar chart."""
+    """Mask-area distribution (log-spaced bins of pixel counts) as an RGB bar chart: each bar is the
+    bin's share of all masks, written as a percentage with its count."""
     from dataset_pipeline.figures import bar_chart
 
+    shares, counts, labels = area_bins(annotations, bins)
+    return bar_chart(
+        labels,
+        list(shares),
+        title=f"mask areas: share of all {int(counts.sum()):,} masks per area bin",
+        value_format="{:.1%}",
+        notes=[f"({n:,})" for n in counts],
+    )
+
+
+def area_bins(annotations: pd.DataFrame, bins: int = 12) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(share of all masks, count, label) per log-spaced bin of mask area in pixels.
+
+    >>> shares, counts, labels = area_bins(pd.DataFrame({"area_px": [10, 20, 1000, 1200]}), bins=2)
+    >>> shares.tolist(), counts.tolist(), labels
+    ([0.5, 0.5], [2, 2], ['10-110 px', '110-1,201 px'])
+    """
     areas = annotations.area_px.to_numpy(np.float64) if len(annotations) else np.ones(1)
     edges = np.unique(np.geomspace(max(1.0, areas.min()), max(2.0, areas.max() + 1), bins + 1).round())
     counts, edges = np.histogram(areas, bins=edges)
-    labels = [
-        f"{int(a):>7,}-{int(b):,} px: {n}" for a, b, n in zip(edges[:-1], edges[1:], counts, strict=True)
-    ]
-    return bar_chart(labels, list(counts / max(1, counts.max())), title="mask areas (instances per bin)")
+    labels = [f"{int(a):,}-{int(b):,} px" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return counts / max(1, counts.sum()), counts, labels
 
 
 def cost_breakdown(all_annotations: pd.DataFrame, released: pd.DataFrame, hourly_rate: float) -> dict:

@@ -281,25 +281,30 @@ def class_id_problems(content: ReleaseContent) -> list[str]:
     return problems
 
 
-def sample_overlays(content: ReleaseContent, count: int = 10, seed: int = 0) -> np.ndarray:
-    """A contact sheet of ``count`` random released images with their class maps drawn over them."""
-    from dataset_pipeline.figures import contact_sheet, overlay
+def sample_overlays(content: ReleaseContent, count: int = 6, seed: int = 0) -> np.ndarray:
+    """A contact sheet of ``count`` random released images with their class maps drawn over them,
+    and the key of the classes it shows."""
+    from dataset_pipeline.figures import contact_sheet, overlay, with_legend
 
     if not len(content.images):
         return np.zeros((8, 8, 3), np.uint8)
     picks = np.random.default_rng(seed).choice(
         len(content.images), size=min(count, len(content.images)), replace=False
     )
-    sheet, captions = [], []
+    sheet, captions, shown = [], [], set()
     for index in sorted(picks):
         row = content.images.iloc[int(index)]
         class_map = content.class_map(row)
         present = [c for c in content.taxonomy.foreground if (class_map == c.id).any()]
+        shown |= {c.id for c in present}
         sheet.append(
             overlay(content.rgb(row), [class_map == c.id for c in present], [c.rgb for c in present])
         )
-        captions.append(f"{row.split} {row.image_id.rsplit('/', 1)[-1]}")
-    return contact_sheet(sheet, captions, columns=5)
+        captions.append(f"{row.split}: {row.image_id.rsplit('/', 1)[-1]}")
+    key = [c for c in content.taxonomy.foreground if c.id in shown]
+    return with_legend(
+        contact_sheet(sheet, captions, columns=3, cell=320), [c.name for c in key], [c.rgb for c in key]
+    )
 
 
 def file_digests(out: ReleaseFolder) -> dict[str, dict]:

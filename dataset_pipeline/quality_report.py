@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from dataset_pipeline import layout, schemas
-from dataset_pipeline.figures import contact_sheet, overlay, png_bytes
+from dataset_pipeline.figures import contact_sheet, overlay, png_bytes, with_legend
 from dataset_pipeline.images import iter_images
 from dataset_pipeline.masks import decode_mask, mask_bbox, rle_areas, rle_iou
 from dataset_pipeline.store import DatasetStore
@@ -287,14 +287,18 @@ def worst_images_png(
     ranking = pd.DataFrame({"issues": issue_counts, "annotators": annotators}).fillna(0)
     chosen = ranking.sort_values(["issues", "annotators"], ascending=False).head(count).index
     palette = taxonomy.palette()
-    tiles, captions = [], []
+    tiles, captions, shown = [], [], set()
     for image_id, rgb in iter_images(store, images[images.image_id.isin(chosen)]):
         rows = annotations[annotations.image_id == image_id]
         masks = [decode_mask(r.rle, r.height, r.width) for r in rows.itertuples()]
         colours = [palette[int(c)] if 0 <= int(c) < len(palette) else (255, 255, 255) for c in rows.class_id]
+        shown |= {int(c) for c in rows.class_id}
         tiles.append(overlay(rgb, masks, colours, alpha=0.0))
         captions.append(f"{image_id.rsplit('/', 1)[-1]} ({int(ranking.loc[image_id, 'issues'])} issues)")
-    return png_bytes(contact_sheet(tiles, captions, columns=3, cell=320))
+    key = [c for c in taxonomy.foreground if c.id in shown]
+    labels = [c.name for c in key] + (["not a class of the taxonomy"] if shown - {c.id for c in key} else [])
+    colours = [c.rgb for c in key] + ([(255, 255, 255)] if len(labels) > len(key) else [])
+    return png_bytes(with_legend(contact_sheet(tiles, captions, columns=3, cell=320), labels, colours))
 
 
 #: The quality rules (``run_quality_checks``' parameters) and taxonomy fields that decide each check.

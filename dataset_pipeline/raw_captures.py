@@ -132,8 +132,8 @@ def ingest_batch(
     batch: str,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    thumbnails: int = 24,
-    thumbnail_size: int = 160,
+    thumbnails: int = 12,
+    thumbnail_size: int = 240,
     workers: int = 8,
 ) -> IngestResult:
     """Read ``incoming/<batch>/``, decode every listed image, and build the two tables.
@@ -293,7 +293,7 @@ def write_ingest(store: DatasetStore, result: IngestResult) -> None:
 def contact_sheet_png(result: IngestResult) -> bytes:
     """The thumbnails kept while ingesting, as one captioned PNG (captions: the file names)."""
     captions = [image_id.split("/")[-1] for image_id in result.thumbnails]
-    return png_bytes(contact_sheet(list(result.thumbnails.values()), captions))
+    return png_bytes(contact_sheet(list(result.thumbnails.values()), captions, columns=4, cell=240))
 
 
 def captures_verdict(

@@ -189,7 +189,7 @@ class ReleaseSettings(ConfigurableResource):
         default=0.0, description="Annotation labour rate per hour, for the card's cost"
     )
     currency: str = "USD"
-    preview_samples: int = Field(default=10, description="Random samples drawn as overlays in the UI")
+    preview_samples: int = Field(default=6, description="Random samples drawn as overlays in the UI")
     export_threads: int = Field(
         default=0, description="Threads writing the per-image files (images, YOLO, PNG); 0 = one per core"
     )

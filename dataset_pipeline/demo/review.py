@@ -7,7 +7,7 @@ truth and write their work as the tools' own export files into the review drop f
 * ``ann_a@demo.example`` and ``ann_b@demo.example`` work in Label Studio: one JSON export
   holds their annotations (brush RLE, ``completed_by``, ``created_at``, ``lead_time``,
   results started from predictions keep the prediction's id and ``origin``);
-* ``ann_c`` works in CVAT: a "CVAT for images 1.1" job export (``meta/job/assignee``),
+* ``ann_c@demo.example`` works in CVAT: a "CVAT for images 1.1" job export (``meta/job/assignee``),
   with semi-auto masks where a pre-mask was accepted. Gold images are a Label Studio
   project with three annotations per task, so ``ann_c`` has timed work there too (CVAT's
   XML carries no working time).
@@ -58,7 +58,7 @@ class AnnotatorSkill:
 ANNOTATORS: tuple[AnnotatorSkill, ...] = (
     AnnotatorSkill("ann_a@demo.example", "label_studio", 1, 0.10, 0.0, 0.0, 42.0, 0.97),
     AnnotatorSkill("ann_b@demo.example", "label_studio", 1, 0.20, 0.05, 0.01, 34.0, 0.92),
-    AnnotatorSkill("ann_c", "cvat", 2, 0.45, 0.25, 0.03, 19.0, 0.65),
+    AnnotatorSkill("ann_c@demo.example", "cvat", 2, 0.45, 0.25, 0.03, 19.0, 0.65),
 )
 
 
@@ -238,7 +238,7 @@ def simulate_review(
     exports = {
         layout.review_file(batch, f"label_studio/project-{batch}-export.json"): json.dumps(ls_tasks).encode(),
         layout.review_file(batch, "cvat/job-ann_c-annotations.xml"): _cvat_job_xml(
-            cvat_images, taxonomy, batch, clock["ann_c"]
+            cvat_images, taxonomy, batch, clock["ann_c@demo.example"]
         ),
         layout.peer_review_key(batch): schemas.PEER_REVIEW.frame(reviews).to_csv(index=False).encode(),
     }
@@ -295,7 +295,7 @@ def _cvat_job_xml(images: list[cvat.CvatImage], taxonomy: Taxonomy, batch: str, 
     xml = cvat.annotations_xml(images, taxonomy, batch).decode()
     job_meta = (
         f"  <meta>\n    <job>\n      <id>1</id>\n      <size>{len(images)}</size>\n      <mode>annotation</mode>\n"
-        f"      <updated>{updated.isoformat()}</updated>\n      <assignee>\n        <username>ann_c</username>\n"
+        f"      <updated>{updated.isoformat()}</updated>\n      <assignee>\n        <username>ann_c@demo.example</username>\n"
         "        <email>ann_c@demo.example</email>\n      </assignee>\n    </job>\n"
     )
     return xml.replace("  <meta>\n", job_meta, 1).encode()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from dataset_pipeline import layout, schemas
-from dataset_pipeline.figures import contact_sheet, distinct_colour, overlay, png_bytes, spread
+from dataset_pipeline.figures import contact_sheet, distinct_colour, overlay, png_bytes, spread, with_legend
 from dataset_pipeline.images import iter_images
 from dataset_pipeline.masks import encode_mask
 from dataset_pipeline.sam2_premasks.backends import PredictedMask, PremaskBackend
@@ -132,14 +132,20 @@ def class_counts(premasks: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
 
 def overlays_png(run: PremaskRun, taxonomy: Taxonomy, score_threshold: float) -> bytes:
     """The preview images with their kept pre-masks drawn over them, in their class colours
-    (automatic masks without a class: distinct colours), captioned with the file names."""
+    (automatic masks without a class: distinct colours), captioned with the file names, and the
+    key of the classes shown."""
     palette = taxonomy.palette()
-    tiles, captions = [], []
+    tiles, captions, shown, unclassed = [], [], set(), False
     for image_id, image, masks in run.previews:
         kept = [m for m in masks if m.score >= score_threshold]
         colours = [
             palette[m.class_id] if m.class_id is not None else distinct_colour(k) for k, m in enumerate(kept)
         ]
+        shown |= {m.class_id for m in kept if m.class_id is not None}
+        unclassed |= any(m.class_id is None for m in kept)
         tiles.append(overlay(image, [m.mask for m in kept], colours))
         captions.append(image_id.rsplit("/", 1)[-1])
-    return png_bytes(contact_sheet(tiles, captions, columns=3, cell=320))
+    key = [c for c in taxonomy.foreground if c.id in shown]
+    labels = [c.name for c in key] + (["no class (automatic): one colour each"] if unclassed else [])
+    colours = [c.rgb for c in key] + ([distinct_colour(0)] if unclassed else [])
+    return png_bytes(with_legend(contact_sheet(tiles, captions, columns=3, cell=320), labels, colours))

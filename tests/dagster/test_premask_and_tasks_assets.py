@@ -70,7 +70,9 @@ def test_chain_materializes_with_checks_passing(materialized):
     assert metadata["backend"].value == "classical"
     assert "no SAM 2 checkpoint_path" in metadata["backend_note"].value
     assert metadata["masks"].value == len(store.read_parquet(premasks_key(batch)))
-    assert metadata["overlays"].value.startswith("![overlays](data:image/png;base64,")
+    assert metadata["overlays"].value.startswith(
+        ("![overlays](data:image/png;base64,", "![overlays](data:image/jpeg;base64,")
+    )
     assert metadata["masks_per_second"].value > 0
 
 

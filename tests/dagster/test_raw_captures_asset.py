@@ -57,7 +57,9 @@ def test_materializes_demo_batch_and_reads_back_table(demo_batch, local_store, i
     assert _materialized(result) == {AssetKey("raw_captures"), AssetKey("downstream_of_captures")}
     metadata = result.asset_materializations_for_node("raw_captures")[0].metadata
     assert metadata["images"].value == 16
-    assert metadata["contact sheet"].value.startswith("![contact sheet](data:image/png;base64,")
+    assert metadata["contact sheet"].value.startswith(
+        ("![contact sheet](data:image/png;base64,", "![contact sheet](data:image/jpeg;base64,")
+    )
     assert len(metadata["contact sheet"].value) < 400_000
     assert local_store.exists(f"previews/raw_captures/{upload.batch}/contact_sheet.png")
     assert "kitchen_a" in metadata["images per scene and lighting"].value

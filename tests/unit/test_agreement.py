@@ -121,11 +121,21 @@ def test_demo_weak_annotator_is_flagged_and_the_others_are_not(reviewed_b48):
     _, corpus = reviewed_b48
     report = compute_agreement(corpus.annotations, TAXONOMY, AgreementSettings(boundary=False))
     flags = report.per_annotator.set_index("annotator_id")
-    assert flags.loc["ann_c", "flagged"]
-    assert "velocity" in flags.loc["ann_c", "flags"] and "unchanged" in flags.loc["ann_c", "flags"]
+    assert flags.loc["ann_c@demo.example", "flagged"]
+    assert (
+        "velocity" in flags.loc["ann_c@demo.example", "flags"]
+        and "unchanged" in flags.loc["ann_c@demo.example", "flags"]
+    )
     assert not flags.loc["ann_a@demo.example", "flagged"] and not flags.loc["ann_b@demo.example", "flagged"]
-    assert flags.loc["ann_c", "iou_vs_consensus"] < flags.loc["ann_a@demo.example", "iou_vs_consensus"]
-    assert set(report.per_batch.annotator_id) == {"ann_a@demo.example", "ann_b@demo.example", "ann_c"}
+    assert (
+        flags.loc["ann_c@demo.example", "iou_vs_consensus"]
+        < flags.loc["ann_a@demo.example", "iou_vs_consensus"]
+    )
+    assert set(report.per_batch.annotator_id) == {
+        "ann_a@demo.example",
+        "ann_b@demo.example",
+        "ann_c@demo.example",
+    }
 
 
 def test_a_pair_where_neither_drew_the_class_does_not_count():
@@ -143,3 +153,11 @@ def test_a_pair_where_neither_drew_the_class_does_not_count():
     assert per_class.loc["target_object", "pairs"] == 3 and per_class.loc[
         "target_object", "mean_pairwise_iou"
     ] == pytest.approx(1 / 3, abs=1e-4)
+
+
+def test_a_flags_reason_sits_beside_the_annotators_name(reviewed_b48):
+    """At 1,600 px the per-annotator table's last column was off-screen: the reason comes first."""
+    _, corpus = reviewed_b48
+    report = compute_agreement(corpus.annotations, TAXONOMY, AgreementSettings(boundary=False))
+    assert list(report.per_annotator.columns[:3]) == ["annotator_id", "flagged", "flags"]
+    assert {a.split("@")[1] for a in report.per_annotator.annotator_id} == {"demo.example"}  # one form of id

@@ -112,7 +112,7 @@ def test_simulated_review_imports_with_provenance(reviewed):
     result = import_batch_reviews(store, batch, TAXONOMY)
     table = result.annotations
     assert len(table) == review.annotations
-    assert set(table.annotator_id) == {"ann_a@demo.example", "ann_b@demo.example", "ann_c"}
+    assert set(table.annotator_id) == {"ann_a@demo.example", "ann_b@demo.example", "ann_c@demo.example"}
     assert set(table.tool) == {"label_studio", "cvat"}
     assert table.image_id.nunique() == 16  # every image annotated
     assert table[table.tool == "label_studio"].seconds_spent.notna().all()
@@ -157,7 +157,11 @@ def test_corpus_marks_gold_and_quality_passes_on_the_demo(reviewed):
     ).all()
     report = run_quality_checks(corpus.annotations, corpus.images, TAXONOMY)
     assert report.issues.empty, report.issues.head()
-    assert set(report.refinement.annotator_id) == {"ann_a@demo.example", "ann_b@demo.example", "ann_c"}
+    assert set(report.refinement.annotator_id) == {
+        "ann_a@demo.example",
+        "ann_b@demo.example",
+        "ann_c@demo.example",
+    }
 
 
 def _planted(corpus_annotations: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
