@@ -2,7 +2,7 @@
 calls ``dataset_pipeline/<key>`` for the work. This module is their registry.
 
 Beside the stages: ``partitions.py`` (one upload batch = one partition), ``execution.py`` (GPU /
-CPU routing tags, the retry policy), ``reporting.py`` (tables, pictures and verdicts as metadata).
+CPU routing tags, the retry on store outages), ``reporting.py`` (tables, pictures and verdicts as metadata).
 """
 
 from assets.active_learning_queue import active_learning_queue

@@ -4,7 +4,7 @@ from typing import Any
 
 from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
 
-from assets.execution import GPU_TAGS, STORE_RETRY
+from assets.execution import GPU_TAGS, retried_on_store_outage
 from assets.reporting import picture_metadata, table_metadata
 from dataset_pipeline import layout
 from dataset_pipeline.active_learning_queue import build_queue, pool_images, top_png
@@ -12,7 +12,6 @@ from resources import ComparisonRules, DatasetStoreResource, TaxonomyResource
 
 
 @asset(
-    retry_policy=STORE_RETRY,
     deps=["baseline_model"],
     group_name="training",
     kinds={"parquet"},
@@ -22,6 +21,7 @@ from resources import ComparisonRules, DatasetStoreResource, TaxonomyResource
     description="Unreviewed images ranked by the baseline's mean per-pixel entropy (plus MC-dropout disagreement "
     "when configured): next batch to label first.",
 )
+@retried_on_store_outage
 def active_learning_queue(
     context: AssetExecutionContext,
     dataset_store: DatasetStoreResource,

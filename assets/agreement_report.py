@@ -14,7 +14,7 @@ from dagster import (
     asset_check,
 )
 
-from assets.execution import CPU_TAGS, STORE_RETRY
+from assets.execution import CPU_TAGS, retried_on_store_outage
 from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
 from dataset_pipeline.agreement_report import (
@@ -30,7 +30,6 @@ from resources import AgreementRules, DatasetStoreResource, TaxonomyResource
 
 @asset(
     op_tags=CPU_TAGS,
-    retry_policy=STORE_RETRY,
     deps=["annotation_corpus"],
     group_name="quality",
     kinds={"parquet"},
@@ -38,6 +37,7 @@ from resources import AgreementRules, DatasetStoreResource, TaxonomyResource
     description="Mean pairwise IoU, Boundary IoU and IoU against the majority consensus per class on gold images; "
     "per-annotator velocity, refinement, acceptance and flags; per-batch trends.",
 )
+@retried_on_store_outage
 def agreement_report(
     context: AssetExecutionContext,
     dataset_store: DatasetStoreResource,

@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
 
-from assets.execution import CPU_TAGS, STORE_RETRY
+from assets.execution import CPU_TAGS, retried_on_store_outage
 from dataset_pipeline import layout
 from dataset_pipeline.annotation_corpus import build_corpus, write_corpus
 from resources import DatasetStoreResource
@@ -10,13 +10,13 @@ from resources import DatasetStoreResource
 
 @asset(
     op_tags=CPU_TAGS,
-    retry_policy=STORE_RETRY,
     deps=["reviewed_annotations"],
     group_name="quality",
     kinds={"parquet"},
     automation_condition=AutomationCondition.eager(),
     description="Every batch's annotations and captures in one corpus; images labelled by 2+ annotators are gold.",
 )
+@retried_on_store_outage
 def annotation_corpus(
     context: AssetExecutionContext, dataset_store: DatasetStoreResource
 ) -> MaterializeResult:

@@ -4,7 +4,7 @@ from typing import Any
 
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
-from assets.execution import CPU_TAGS, STORE_RETRY
+from assets.execution import CPU_TAGS, retried_on_store_outage
 from assets.partitions import capture_batches
 from dataset_pipeline import layout
 from dataset_pipeline.annotation_tasks import image_url_builder, push_to_label_studio, write_annotation_tasks
@@ -18,10 +18,10 @@ from resources import AnnotationToolsResource, DatasetStoreResource, LabelStudio
     deps=["sam2_premasks"],
     group_name="annotation",
     kinds={"json", "xml"},
-    retry_policy=STORE_RETRY,
     description="Label Studio tasks with brush-RLE predictions and a labeling config; CVAT for images 1.1 "
     "XML with semi-auto mask shapes and the task's labels.",
 )
+@retried_on_store_outage
 def annotation_tasks(
     context: AssetExecutionContext,
     dataset_store: DatasetStoreResource,

@@ -12,7 +12,7 @@ from dagster import (
     asset_check,
 )
 
-from assets.execution import GPU_TAGS, STORE_RETRY
+from assets.execution import GPU_TAGS, retried_on_store_outage
 from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
 from dataset_pipeline.baseline_model import (
@@ -26,7 +26,6 @@ from resources import BaselineSettings, DatasetStoreResource, TaxonomyResource
 
 
 @asset(
-    retry_policy=STORE_RETRY,
     deps=["dataset_splits"],
     group_name="training",
     kinds={"pytorch"},
@@ -36,6 +35,7 @@ from resources import BaselineSettings, DatasetStoreResource, TaxonomyResource
     description="segmentation-models-pytorch DeepLabV3+ / MobileNetV2 trained on train, selected on val, "
     "measured on test: per-class IoU, mIoU, pixel accuracy, confusion matrix, latency.",
 )
+@retried_on_store_outage
 def baseline_model(
     context: AssetExecutionContext,
     dataset_store: DatasetStoreResource,

@@ -5,7 +5,7 @@ from typing import Any
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from assets.execution import CPU_TAGS, STORE_RETRY
+from assets.execution import CPU_TAGS, retried_on_store_outage
 from dataset_pipeline import layout
 from dataset_pipeline.dataset_card import card_inputs, write_card
 from dataset_pipeline.dataset_release import is_complete, latest_release, release_folder
@@ -19,11 +19,11 @@ from resources import DatasetStoreResource, ReleaseSettings, TaxonomyResource
     deps=["dataset_release"],
     group_name="release",
     kinds={"markdown", "parquet"},
-    retry_policy=STORE_RETRY,
     description="`DATASHEET.md` (Datasheets for Datasets), statistics, mask-area histogram and per-image / "
     "per-annotation provenance (CSV + Parquet); then `release.json`, which makes the release complete, and "
     "`releases/latest.json`, which names it.",
 )
+@retried_on_store_outage
 def dataset_card(
     context: AssetExecutionContext,
     dataset_store: DatasetStoreResource,

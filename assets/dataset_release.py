@@ -12,7 +12,7 @@ from dagster import (
     multi_asset_check,
 )
 
-from assets.execution import CPU_TAGS, STORE_RETRY
+from assets.execution import CPU_TAGS, retried_on_store_outage
 from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
 from dataset_pipeline.dataset_release import (
@@ -33,10 +33,10 @@ from resources import DatasetStoreResource, ReleaseSettings, TaxonomyResource
     deps=["dataset_splits", "quality_report", "agreement_report", "baseline_model", "zero_shot_comparison"],
     group_name="release",
     kinds={"json", "hdf5", "parquet"},
-    retry_policy=STORE_RETRY,
     description="`releases/<version>/`: COCO (RLE, iscrowd 0), YOLO-seg, semantic PNG, HDF5, LeRobot and episode "
     "HDF5 per split, content-addressed and never rewritten once complete.",
 )
+@retried_on_store_outage
 def dataset_release(
     context: AssetExecutionContext,
     dataset_store: DatasetStoreResource,
@@ -90,7 +90,8 @@ RELEASE_CHECK_SPECS = [
 ]
 
 
-@multi_asset_check(specs=RELEASE_CHECK_SPECS, can_subset=True, op_tags=CPU_TAGS, retry_policy=STORE_RETRY)
+@multi_asset_check(specs=RELEASE_CHECK_SPECS, can_subset=True, op_tags=CPU_TAGS)
+@retried_on_store_outage
 def release_checks(
     context: AssetCheckExecutionContext,
     dataset_store: DatasetStoreResource,

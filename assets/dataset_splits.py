@@ -13,7 +13,7 @@ from dagster import (
     asset_check,
 )
 
-from assets.execution import CPU_TAGS, STORE_RETRY
+from assets.execution import CPU_TAGS, retried_on_store_outage
 from assets.reporting import check_result, table_metadata
 from dataset_pipeline import layout
 from dataset_pipeline.dataset_splits import (
@@ -29,7 +29,6 @@ from resources import DatasetStoreResource, SplitRules, TaxonomyResource
 
 @asset(
     op_tags=CPU_TAGS,
-    retry_policy=STORE_RETRY,
     deps=["agreement_report", "quality_report"],
     group_name="training",
     kinds={"parquet"},
@@ -37,6 +36,7 @@ from resources import DatasetStoreResource, SplitRules, TaxonomyResource
     description="70/15/15 splits with no scene, episode or near-duplicate in two splits, stratified by lighting "
     "and class presence, deterministic by seed, optional held-out environments.",
 )
+@retried_on_store_outage
 def dataset_splits(
     context: AssetExecutionContext,
     dataset_store: DatasetStoreResource,

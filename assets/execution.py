@@ -10,13 +10,92 @@
 * the run tag ``dataset_pipeline/uses-gpu`` on the runs that contain a GPU step, for the run
   queue's tag concurrency limit (dagster.prod.yaml); given per run (``definitions.jobs.run_tags``).
 
-Every asset that reads or writes the store retries on a failed step (``STORE_RETRY``): an S3
-outage of a few seconds is ridden out by the retries, not reported as a failed run.
+Every asset that reads or writes the store is ``retried_on_store_outage``: a step that failed
+because the store (or a server behind it) could not be reached runs again, up to 3 more times,
+2, 4 and 8 s later, so an S3 outage of a few seconds is ridden out, not reported as a failed run.
+Only those failures: a malformed export or a corrupt image fails the step at once with its own
+message (it would fail the same way four times), and Ctrl-C stops the run. Dagster's
+``RetryPolicy`` cannot be used for this: it retries every exception, interrupts included
+(``DagsterExecutionInterruptedError`` becomes a ``RetryRequested``), so a Ctrl-C during a
+stage was answered by running the stage again.
 """
 
-from dagster import Backoff, RetryPolicy
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-STORE_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL)
+from dagster import RetryRequested
+
+from dataset_pipeline.store import RawUploadError, StoreError
+
+STORE_RETRIES = 3
+STORE_RETRY_FIRST_WAIT_S = 2.0
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def is_store_outage(error: BaseException) -> bool:
+    """Whether ``error`` (or an error it was raised from) says the store or a server could not be
+    reached, as opposed to a refusal or bad input that a second try would meet again.
+
+    >>> is_store_outage(StoreError("s3://b/k: cannot reach the store (Could not connect)"))
+    True
+    >>> is_store_outage(ValueError("reviews/b/export.json: record 3: field 'label': unknown class"))
+    False
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StoreError) and not isinstance(current, RawUploadError):
+            return True
+        if isinstance(current, (ConnectionError, TimeoutError)):
+            return True
+        module = type(current).__module__
+        if module.startswith("botocore.") or (
+            module.startswith(("requests.", "urllib3.")) and "Connect" in type(current).__name__
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def retried_on_store_outage(fn: F) -> F:
+    """Run the step again when it failed on a store outage (``is_store_outage``); the waits
+    double from ``STORE_RETRY_FIRST_WAIT_S``. Placed under ``@asset`` / ``@asset_check``; the
+    step's first parameter is its context."""
+
+    def retry(context: Any, error: Exception) -> RetryRequested:
+        return RetryRequested(
+            max_retries=STORE_RETRIES,
+            seconds_to_wait=STORE_RETRY_FIRST_WAIT_S * 2**context.retry_number,
+        )
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator_step(context: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from fn(context, *args, **kwargs)
+            except Exception as error:
+                if not is_store_outage(error):
+                    raise
+                raise retry(context, error) from error
+
+        return generator_step  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def step(context: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(context, *args, **kwargs)
+        except Exception as error:
+            if not is_store_outage(error):
+                raise
+            raise retry(context, error) from error
+
+    return step  # type: ignore[return-value]
+
 
 GPU_TAGS: dict[str, object] = {
     "dataset_pipeline/device": "gpu",

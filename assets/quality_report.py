@@ -15,7 +15,7 @@ from dagster import (
     asset_check,
 )
 
-from assets.execution import CPU_TAGS, STORE_RETRY
+from assets.execution import CPU_TAGS, retried_on_store_outage
 from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
 from dataset_pipeline.quality_report import (
@@ -31,7 +31,6 @@ from resources import DatasetStoreResource, QualityRules, TaxonomyResource
 
 @asset(
     op_tags=CPU_TAGS,
-    retry_policy=STORE_RETRY,
     deps=["annotation_corpus"],
     group_name="quality",
     kinds={"parquet"},
@@ -39,6 +38,7 @@ from resources import DatasetStoreResource, QualityRules, TaxonomyResource
     description="Completeness, valid classes, minimum area, thin-structure width, same-z overlaps, mask sizes "
     "and duplicate images over the whole corpus; per-annotator refinement rates.",
 )
+@retried_on_store_outage
 def quality_report(
     context: AssetExecutionContext,
     dataset_store: DatasetStoreResource,

@@ -12,7 +12,7 @@ from dagster import (
     asset,
 )
 
-from assets.execution import CPU_TAGS, STORE_RETRY
+from assets.execution import CPU_TAGS, retried_on_store_outage
 from assets.partitions import batch_check, capture_batches
 from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
@@ -34,10 +34,10 @@ from resources import CaptureRules, DatasetStoreResource
     partitions_def=capture_batches,
     group_name="ingestion",
     kinds={"parquet"},
-    retry_policy=STORE_RETRY,
     description="Every image of an upload batch decoded and checksummed, with the manifest's provenance; "
     "unusable images go to the quarantine table with the reason.",
 )
+@retried_on_store_outage
 def raw_captures(
     context: AssetExecutionContext, dataset_store: DatasetStoreResource, capture_rules: CaptureRules
 ) -> MaterializeResult:

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
-from assets.execution import CPU_TAGS, STORE_RETRY
+from assets.execution import CPU_TAGS, retried_on_store_outage
 from assets.partitions import capture_batches
 from assets.reporting import table_metadata
 from dataset_pipeline import layout
@@ -25,11 +25,11 @@ from resources import AnnotationToolsResource, DatasetStoreResource, LabelStudio
     deps=["annotation_tasks"],
     group_name="annotation",
     kinds={"parquet"},
-    retry_policy=STORE_RETRY,
     description="Every CVAT / Label Studio / COCO export in `reviews/<batch>/` imported with provenance "
     "(annotator, time, tool, assistance, pre-mask link and IoU, review status). A malformed file "
     "refuses the whole batch and leaves its previous table untouched.",
 )
+@retried_on_store_outage
 def reviewed_annotations(
     context: AssetExecutionContext,
     dataset_store: DatasetStoreResource,

@@ -13,7 +13,7 @@ from dagster import (
     asset,
 )
 
-from assets.execution import GPU_TAGS, STORE_RETRY
+from assets.execution import GPU_TAGS, retried_on_store_outage
 from assets.partitions import batch_check, capture_batches
 from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
@@ -37,10 +37,10 @@ from resources import DatasetStoreResource, Sam2Resource, TaxonomyResource
     kinds={"pytorch", "parquet"},
     pool="gpu",
     op_tags=GPU_TAGS,
-    retry_policy=STORE_RETRY,
     description="SAM 2 (or, without a checkpoint, classical GrabCut) masks for every captured image: "
     "prompted by the upload's detector boxes/points, automatic otherwise.",
 )
+@retried_on_store_outage
 def sam2_premasks(
     context: AssetExecutionContext,
     dataset_store: DatasetStoreResource,

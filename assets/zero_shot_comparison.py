@@ -12,7 +12,7 @@ from dagster import (
     asset_check,
 )
 
-from assets.execution import GPU_TAGS, STORE_RETRY
+from assets.execution import GPU_TAGS, retried_on_store_outage
 from assets.reporting import check_result, table_metadata
 from dataset_pipeline.baseline_model import load_metrics
 from dataset_pipeline.zero_shot_comparison import (
@@ -25,7 +25,6 @@ from resources import ComparisonRules, DatasetStoreResource, Sam2Resource, Taxon
 
 
 @asset(
-    retry_policy=STORE_RETRY,
     deps=["baseline_model", "dataset_splits"],
     group_name="training",
     kinds={"pytorch"},
@@ -35,6 +34,7 @@ from resources import ComparisonRules, DatasetStoreResource, Sam2Resource, Taxon
     description="Prompt-free SAM 2 (classical Felzenszwalb without a checkpoint) on the test split with oracle "
     "class labels, its mIoU, and the annotation value = baseline mIoU - zero-shot mIoU.",
 )
+@retried_on_store_outage
 def zero_shot_comparison(
     context: AssetExecutionContext,
     dataset_store: DatasetStoreResource,

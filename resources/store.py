@@ -30,7 +30,7 @@ class DatasetStoreResource(ConfigurableResource):
     max_attempts: int | None = Field(
         default=None,
         description="botocore attempts per S3 call; unset = its default. Outages longer than that are "
-        "the assets' RetryPolicy's to ride out",
+        "for the steps' retries on store outages (assets/execution.py) to ride out",
     )
 
     _store: DatasetStore | None = PrivateAttr(default=None)

@@ -91,6 +91,10 @@ def iter_stages(
             | run_tags([asset_name])
         )
         with _stage_run(job_name, asset_name, partition, instance, tags, quiet) as result:
+            if _interrupted(result):
+                # Ctrl-C inside a step: Dagster ends the step with its own error; the caller gets
+                # the interrupt, not a failed stage.
+                raise KeyboardInterrupt(f"{asset_name} [{partition}]" if partition else asset_name)
             outcome = _outcome(result, asset_name, partition, blocking)
         yield outcome
         if not outcome.passed:
@@ -161,6 +165,16 @@ def _outcome(result, asset_name: str, partition: str | None, blocking: dict[str,
             f"blocking check {', '.join(blocked)} failed" if blocked else "step failed"
         )
     return outcome
+
+
+def _interrupted(result) -> bool:
+    """Whether the run ended because its process was interrupted (SIGINT, SIGTERM)."""
+    return any(
+        e.is_step_failure
+        and e.step_failure_data.error is not None
+        and e.step_failure_data.error.cls_name == "DagsterExecutionInterruptedError"
+        for e in result.all_events
+    )
 
 
 def _downstream(key: AssetKey) -> tuple[str, ...]:

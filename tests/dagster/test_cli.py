@@ -1,14 +1,18 @@
 """`dataset-pipeline demo`, end to end in a subprocess, as the README runs it."""
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, SensorResult, build_sensor_context
 
 from dataset_pipeline.dataset_release import list_releases
-from dataset_pipeline.layout import captures_key
+from dataset_pipeline.definitions.sensors import review_export_sensor
+from dataset_pipeline.layout import captures_key, premasks_key
 from dataset_pipeline.store import DatasetStore
+from resources import DatasetStoreResource
 from tests.conftest import demo_command
 
 
@@ -44,6 +48,17 @@ def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
     for fmt in ("coco", "yolo_seg", "semantic_png", "hdf5", "lerobot", "episode_hdf5"):
         assert f"check {fmt}_reloads: passed" in out.stdout
     (version,) = list_releases(store)
+    assert f"release {version}: complete ({store_dir}/releases/{version}/release.json)" in out.stdout
+    assert f"{store_dir}/releases/latest.json names it" in out.stdout
+    # `dagster dev` on this store and home afterwards: the review sensor's first tick (no cursor)
+    # finds the demo's review files already imported and starts nothing.
+    tick = review_export_sensor(
+        build_sensor_context(
+            instance=instance, resources={"dataset_store": DatasetStoreResource(root_url=str(store_dir))}
+        )
+    )
+    assert isinstance(tick, SensorResult) and tick.run_requests == []
+    assert "reviews/demo-s0-n120/" in (tick.cursor or "")
     card = store.read_bytes(f"releases/{version}/DATASHEET.md").decode()
     assert "ann_a" in card and "sam2-assisted" in card  # the simulated annotators' provenance
     instance.dispose()
@@ -70,3 +85,43 @@ def test_bad_batch_name_is_a_clear_error(tmp_path):
     assert out.returncode == 2
     assert "batch name '../escape' is not allowed" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_too_small_demo_stops_at_the_agreement_gate_and_says_why(tmp_path):
+    """60 images give too few gold instances of some classes: the blocking agreement check stops
+    the run before the corpus stages, naming the setting that decided it and what it holds back,
+    without a stack trace."""
+    command = demo_command(tmp_path / "store", tmp_path / "home")
+    command[command.index("--images") + 1] = "60"
+    out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "check agreement_meets_thresholds: FAILED" in out.stdout
+    assert "Decided by agreement_rules" in out.stdout
+    assert "it holds back" in out.stdout and "dataset_splits" in out.stdout
+    assert "dataset_splits: ok" not in out.stdout and "baseline_model: ok" not in out.stdout
+    for text in (out.stdout, out.stderr):
+        assert "Traceback" not in text and "Stack Trace" not in text
+
+
+def test_ctrl_c_during_a_stage_stops_the_demo_with_status_130(tmp_path):
+    """SIGINT while sam2_premasks runs: the stage is not retried (it was, under Dagster's
+    RetryPolicy), the command ends with 130 and names the stage; its table was not written."""
+    store_dir = tmp_path / "store"
+    process = subprocess.Popen(
+        demo_command(store_dir, tmp_path / "home"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("[1/"):  # raw_captures is done: sam2_premasks (about 10 s here) starts
+            break
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stdout + stderr
+    assert "interrupted during sam2_premasks [demo-s0-n120]" in stderr
+    assert "[2/" not in stdout and "Traceback" not in stderr
+    assert not DatasetStore(str(store_dir)).exists(premasks_key("demo-s0-n120"))

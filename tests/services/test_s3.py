@@ -119,9 +119,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_an_s3_outage_fails_the_step_clearly_and_the_retry_policy_finishes_the_run(demo_batch, monkeypatch):
+def test_an_s3_outage_fails_the_step_clearly_and_the_retries_finish_the_run(demo_batch, monkeypatch):
     """The S3 server is down when the run starts and comes back 4 s later: the first attempts fail
-    with a StoreError naming the URL, RetryPolicy (2 s, exponential) retries, and the run completes
+    with a StoreError naming the URL, retried_on_store_outage (2 s, doubling) retries, and the run completes
     with the same table a run without outage writes."""
     from moto.server import ThreadedMotoServer
 
