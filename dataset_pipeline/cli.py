@@ -164,9 +164,13 @@ def _run_demo(args: argparse.Namespace) -> int:
     width = max((len(k) for k in paths), default=0)
     for label, path in paths.items():
         print(f"  {label:<{width}}  {path}")
+    from dataset_pipeline.store import ENDPOINT_VARIABLE
+
+    endpoint = os.environ.get(ENDPOINT_VARIABLE)
     print(
         f"See every materialization in the UI:  DAGSTER_HOME={home} DATASET_PIPELINE_STORE={store.root_url} "
-        f".venv/bin/dagster dev"
+        + (f"{ENDPOINT_VARIABLE}={endpoint} " if endpoint and not store.is_local else "")
+        + ".venv/bin/dagster dev"
     )
     return 0 if ok else 1
 

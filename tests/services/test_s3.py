@@ -8,7 +8,10 @@ fixtures answering with S3.
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -21,11 +24,11 @@ from dagster._serdes import serialize_value
 from assets.partitions import capture_batches
 from assets.raw_captures import captures_table_expectations, quarantine_share_under_limit, raw_captures
 from dataset_pipeline import dataset_release as release
-from dataset_pipeline.layout import captures_key
+from dataset_pipeline.layout import captures_key, task_files
 from dataset_pipeline.raw_captures import ingest_batch
 from dataset_pipeline.store import DatasetStore
 from resources import CaptureRules, DatasetStoreResource
-from tests.conftest import copy_upload, demo_corpus
+from tests.conftest import copy_upload, demo_command, demo_corpus
 from tests.dagster import test_raw_captures_asset, test_sensor
 from tests.services.conftest import S3_ENV
 from tests.unit import test_captures, test_store
@@ -211,3 +214,29 @@ def test_planted_secrets_never_reach_logs_metadata_or_errors(
     seen += [captured.out, captured.err]
     assert any("no-such-bucket-for-secrets" in text for text in seen)  # the failure is in the logs...
     assert not [text for text in seen if key_id in text or secret in text]  # ...the secrets are not
+
+
+def test_the_cli_demo_runs_on_an_s3_store_given_by_out_and_the_endpoint_variable(
+    s3_endpoint, s3_bucket, tmp_path
+):
+    """`dataset-pipeline demo --out s3://...` with DATASET_PIPELINE_S3_ENDPOINT: the upload, the
+    per-batch stages and their tables are on S3, and the task files point annotators at the
+    store's s3:// URLs (the image URL mode an S3 store defaults to). 60 images, so that the run
+    ends early, at the agreement gate, as it does on a folder."""
+    root = f"s3://{s3_bucket}/segmentation"
+    command = demo_command(root, tmp_path / "home")
+    command[command.index("--images") + 1] = "60"
+    env = os.environ | {"DATASET_PIPELINE_S3_ENDPOINT": s3_endpoint}
+    out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"dataset store: {root}" in out.stdout
+    assert "annotation_tasks [demo-s0-n60]: ok" in out.stdout and "image_url_mode=store" in out.stdout
+    assert "check agreement_meets_thresholds: FAILED" in out.stdout and "Traceback" not in out.stderr
+
+    store = DatasetStore(root, {"endpoint_url": s3_endpoint})
+    assert len(store.read_parquet(captures_key("demo-s0-n60"))) == 60
+    tasks = json.loads(store.read_bytes(task_files("demo-s0-n60")["label_studio_tasks"]))
+    assert len(tasks) == 60
+    assert all(task["data"]["image"].startswith(f"{root}/incoming/demo-s0-n60/") for task in tasks)
+    assert not (tmp_path / "segmentation").exists()  # nothing went to a local folder of that name
+    assert f"DATASET_PIPELINE_STORE={root} DATASET_PIPELINE_S3_ENDPOINT={s3_endpoint} " in out.stdout
