@@ -91,7 +91,11 @@ def test_demo_batch_ingests_completely(demo_batch):
 
     assert row.sha256 == hashlib.sha256(store.read_bytes(row.uri)).hexdigest()
     assert str(result.captures.capture_ts.dtype) == "datetime64[us, UTC]"
-    assert len(result.thumbnails) == 16
+    # the contact sheet: 12 thumbnails (3 rows of 4, legible in the UI) from across the batch
+    ids = result.captures.image_id.tolist()
+    assert len(result.thumbnails) == 12
+    assert ids[0] in result.thumbnails and ids[-1] in result.thumbnails
+    assert all(t.shape[1] == 240 for t in result.thumbnails.values())
 
 
 def test_planted_bad_images_are_quarantined_and_the_rest_go_on(demo_batch, local_store):
