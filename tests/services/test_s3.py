@@ -122,6 +122,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _ingest_run(instance: DagsterInstance, resource: DatasetStoreResource, batch: str):
+    """raw_captures and its checks for one batch."""
+    instance.add_dynamic_partitions(capture_batches.name, [batch])
+    return materialize(
+        [raw_captures, captures_table_expectations, quarantine_share_under_limit],
+        partition_key=batch,
+        instance=instance,
+        resources={"dataset_store": resource, "capture_rules": CaptureRules()},
+        raise_on_error=False,
+    )
+
+
 def test_an_s3_outage_fails_the_step_clearly_and_the_retries_finish_the_run(demo_batch, monkeypatch):
     """The S3 server is down when the run starts and comes back 4 s later: the first attempts fail
     with a StoreError naming the URL, retried_on_store_outage (2 s, doubling) retries, and the run completes
@@ -156,17 +168,10 @@ def test_an_s3_outage_fails_the_step_clearly_and_the_retries_finish_the_run(demo
     threading.Thread(target=come_back, daemon=True).start()
     try:
         with DagsterInstance.ephemeral() as instance:
-            instance.add_dynamic_partitions(capture_batches.name, [upload.batch])
-            result = materialize(
-                [raw_captures, captures_table_expectations, quarantine_share_under_limit],
-                partition_key=upload.batch,
-                instance=instance,
-                resources={"dataset_store": resource, "capture_rules": CaptureRules()},
-                raise_on_error=False,
-            )
+            result = _ingest_run(instance, resource, upload.batch)
             events = result.all_events
-            retries = [e for e in events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-            retried = serialize_value(retries[0]) if retries else ""
+        retries = [e for e in events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        retried = serialize_value(retries[0]) if retries else ""
         assert result.success
         assert retries, "the step failed at least once during the outage and was retried"
         assert f"s3://outage/store/incoming/{upload.batch}/manifest.csv: cannot reach the store" in retried
@@ -199,14 +204,7 @@ def test_planted_secrets_never_reach_logs_metadata_or_errors(
         if "no-such" not in root:
             copy_upload(source, upload.batch, DatasetStore(root, {"endpoint_url": s3_endpoint}))
         with DagsterInstance.ephemeral() as instance:
-            instance.add_dynamic_partitions(capture_batches.name, [upload.batch])
-            result = materialize(
-                [raw_captures, captures_table_expectations, quarantine_share_under_limit],
-                partition_key=upload.batch,
-                instance=instance,
-                resources={"dataset_store": resource, "capture_rules": CaptureRules()},
-                raise_on_error=False,
-            )
+            result = _ingest_run(instance, resource, upload.batch)
             assert result.success is ("no-such" not in root)
             seen += [serialize_value(record) for record in instance.all_logs(result.run_id)]
             seen.append(serialize_value(instance.get_run_by_id(result.run_id)))
