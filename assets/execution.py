@@ -22,7 +22,8 @@ stage was answered by running the stage again.
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from dagster import RetryRequested
@@ -57,7 +58,8 @@ def is_store_outage(error: BaseException) -> bool:
             module.startswith(("requests.", "urllib3.")) and "Connect" in type(current).__name__
         ):
             return True
-        current = current.__cause__ or current.__context__
+        # what it was raised from; or, unless `from None` hid it, what it was raised while handling
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return False
 
 
@@ -65,36 +67,34 @@ def retried_on_store_outage(fn: F) -> F:
     """Run the step again when it failed on a store outage (``is_store_outage``); the waits
     double from ``STORE_RETRY_FIRST_WAIT_S``. Placed under ``@asset`` / ``@asset_check``; the
     step's first parameter is its context."""
-
-    def retry(context: Any, error: Exception) -> RetryRequested:
-        return RetryRequested(
-            max_retries=STORE_RETRIES,
-            seconds_to_wait=STORE_RETRY_FIRST_WAIT_S * 2**context.retry_number,
-        )
-
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def generator_step(context: Any, *args: Any, **kwargs: Any) -> Any:
-            try:
+            with _outage_retried(context):
                 yield from fn(context, *args, **kwargs)
-            except Exception as error:
-                if not is_store_outage(error):
-                    raise
-                raise retry(context, error) from error
 
         return generator_step  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def step(context: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _outage_retried(context):
             return fn(context, *args, **kwargs)
-        except Exception as error:
-            if not is_store_outage(error):
-                raise
-            raise retry(context, error) from error
 
     return step  # type: ignore[return-value]
+
+
+@contextmanager
+def _outage_retried(context: Any) -> Iterator[None]:
+    try:
+        yield
+    except Exception as error:
+        if not is_store_outage(error):
+            raise
+        raise RetryRequested(
+            max_retries=STORE_RETRIES,
+            seconds_to_wait=STORE_RETRY_FIRST_WAIT_S * 2**context.retry_number,
+        ) from error
 
 
 GPU_TAGS: dict[str, object] = {

@@ -93,8 +93,8 @@ def iter_stages(
         with _stage_run(job_name, asset_name, partition, instance, tags, quiet) as result:
             if _interrupted(result):
                 # Ctrl-C inside a step: Dagster ends the step with its own error; the caller gets
-                # the interrupt, not a failed stage.
-                raise KeyboardInterrupt(f"{asset_name} [{partition}]" if partition else asset_name)
+                # the interrupt (and knows the stage it was on), not a failed stage.
+                raise KeyboardInterrupt
             outcome = _outcome(result, asset_name, partition, blocking)
         yield outcome
         if not outcome.passed:

@@ -133,3 +133,15 @@ def test_an_outage_wrapped_in_a_domain_error_still_counts():
             raise ValueError("s3://b/tables/x.parquet: not a readable Parquet table") from cause
     except ValueError as wrapped:
         assert is_store_outage(wrapped)
+
+
+def test_an_outage_hidden_with_from_none_does_not_count():
+    """`raise ... from None` says the error it was handling does not explain it (the store's own
+    FileNotFoundError, for one)."""
+    try:
+        try:
+            raise ConnectionRefusedError("connection refused")
+        except ConnectionRefusedError:
+            raise FileNotFoundError("s3://b/reviews/x.json: no such file in the store") from None
+    except FileNotFoundError as hidden:
+        assert not is_store_outage(hidden)
