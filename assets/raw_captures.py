@@ -16,6 +16,7 @@ from assets.execution import CPU_TAGS, retried_on_store_outage
 from assets.partitions import batch_check, capture_batches
 from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
+from dataset_pipeline.formats.robot_dataset import RobotDatasetError
 from dataset_pipeline.raw_captures import (
     ManifestError,
     captures_verdict,
@@ -25,8 +26,9 @@ from dataset_pipeline.raw_captures import (
     summarize_captures,
     write_ingest,
 )
+from dataset_pipeline.robot_datasets import ensure_sampled, is_dataset_batch
 from dataset_pipeline.store import StoreError
-from resources import CaptureRules, DatasetStoreResource
+from resources import CaptureRules, DatasetStoreResource, RobotEnvironments
 
 
 @asset(
@@ -35,16 +37,34 @@ from resources import CaptureRules, DatasetStoreResource
     group_name="ingestion",
     kinds={"parquet"},
     description="Every image of an upload batch decoded and checksummed, with the manifest's provenance; "
-    "unusable images go to the quarantine table with the reason.",
+    "unusable images go to the quarantine table with the reason. A robot dataset's upload (LeRobot, RLDS, "
+    "episode HDF5) is first sampled into frames (RLDS through tensorflow-datasets, via Dagster Pipes).",
 )
 @retried_on_store_outage
 def raw_captures(
-    context: AssetExecutionContext, dataset_store: DatasetStoreResource, capture_rules: CaptureRules
+    context: AssetExecutionContext,
+    dataset_store: DatasetStoreResource,
+    capture_rules: CaptureRules,
+    robot_environments: RobotEnvironments,
 ) -> MaterializeResult:
     store = dataset_store.get_store()
     batch = context.partition_key
+    source: dict[str, Any] | None = None
     try:
+        if is_dataset_batch(store, batch):
+            sampled, source = ensure_sampled(store, batch, launcher=robot_environments.launcher(context))
+            context.log.info(
+                f"batch {batch}: {source['kind']} {source['version']} dataset, "
+                + (
+                    f"{sampled.frames} frames sampled from {len(sampled.source.episodes)} episodes, "
+                    f"{len(sampled.quarantined)} quarantined"
+                    if sampled is not None
+                    else "already sampled with the marker's settings"
+                )
+            )
         result = ingest_batch(store, batch, max_pixels=capture_rules.max_pixels)
+    except RobotDatasetError as exc:
+        raise Failure(description=f"batch {batch!r}: {exc}", allow_retries=False) from None
     except ManifestError as exc:
         # Nothing was written: the batch is refused whole, with the file, row and column named.
         raise Failure(description=str(exc), allow_retries=False) from None
@@ -67,6 +87,25 @@ def raw_captures(
         ),
         "quarantine": table_metadata(result.quarantine),
     }
+    if source is not None:
+        metadata["robot dataset"] = MetadataValue.json(
+            {
+                k: source[k]
+                for k in (
+                    "kind",
+                    "version",
+                    "robot_type",
+                    "fps",
+                    "cameras",
+                    "episodes",
+                    "frames",
+                    "tasks",
+                    "settings",
+                    "quarantined_episodes",
+                )
+                if k in source
+            }
+        )
     metadata |= picture_metadata(
         store, layout.contact_sheet_preview(batch), contact_sheet_png(result), "contact sheet"
     )

@@ -62,16 +62,47 @@ def main(argv: list[str] | None = None) -> int:
     review.add_argument("--review-status", default="unreviewed", choices=list(REVIEW_STATUSES))
     review.add_argument("--out", required=True, help="the annotations table to write (.parquet)")
 
+    ingest = sub.add_parser(
+        "ingest",
+        help="turn a robot dataset (LeRobot, RLDS, episode HDF5) into an upload batch of sampled frames",
+    )
+    ingest.add_argument("source", help="the dataset's folder")
+    ingest.add_argument("--out", required=True, help="dataset store: folder or s3://bucket/prefix")
+    ingest.add_argument("--batch", default=None, help="batch name (default: the source folder's name)")
+    sampling = ingest.add_mutually_exclusive_group()
+    sampling.add_argument("--every", type=int, default=None, help="keep every N-th frame")
+    sampling.add_argument("--fps", type=float, default=None, help="keep frames at about this rate")
+    ingest.add_argument(
+        "--camera", action="extend", nargs="+", default=[], metavar="KEY", help="cameras (default: all)"
+    )
+    ingest.add_argument("--lighting", default="unknown", help="the captures' lighting (default unknown)")
+
+    back = sub.add_parser(
+        "write-back",
+        help="write an augmented copy of a robot dataset with per-frame class maps from an annotations table",
+    )
+    back.add_argument("source", help="the dataset's folder (as ingested)")
+    back.add_argument(
+        "--annotations", required=True, help="annotations table (.parquet, as import-review writes)"
+    )
+    back.add_argument("--out", required=True, help="folder for the augmented copy (must not exist)")
+    back.add_argument("--taxonomy", default=None, help="taxonomy YAML (default: the packaged one)")
+
     args = parser.parse_args(argv)
     from dataset_pipeline.formats.importing import AnnotationImportError
+    from dataset_pipeline.formats.robot_dataset import RobotDatasetError
 
     try:
         if args.command == "demo":
             return _run_demo(args)
         if args.command == "import-review":
             return _import_review(args)
+        if args.command == "ingest":
+            return _ingest(args)
+        if args.command == "write-back":
+            return _write_back(args)
         return _write_demo_data(args)
-    except AnnotationImportError as exc:
+    except (AnnotationImportError, RobotDatasetError) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1
     except Interrupted as exc:
@@ -123,6 +154,22 @@ def _ensure_demo_upload(store, batch: str, images: int, seed: int) -> None:
     )
 
 
+def _ensure_demo_robot_upload(store, batch: str, seed: int) -> None:
+    from dataset_pipeline.demo import write_demo_robot_upload
+    from dataset_pipeline.layout import upload_complete_key, upload_prefix
+
+    if store.exists(upload_complete_key(batch)):
+        print(f"robot dataset {store.url(upload_prefix(batch))} exists already: reusing it")
+        return
+    started = time.perf_counter()
+    upload = write_demo_robot_upload(store, batch, seed=seed)
+    print(
+        f"the demo robot logged {upload.episodes} episodes ({upload.frames} frames) as a LeRobot v3.0 dataset with "
+        f"lerobot's recorder into {store.url(upload_prefix(batch))} in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+
+
 def _write_demo_data(args: argparse.Namespace) -> int:
     store, batch = _store_and_batch(args)
     _ensure_demo_upload(store, batch, args.images, args.seed)
@@ -142,20 +189,40 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     from dataset_pipeline.definitions.launcher import batch_stages, corpus_stages, iter_stages, review_stages
 
-    pool_batch = f"{batch}-pool"
-    plan = [batch_stages(batch), review_stages(batch), batch_stages(pool_batch), corpus_stages()]
+    pool_batch, robot_batch = f"{batch}-pool", f"{batch}-robot"
+    plan = [
+        batch_stages(batch),
+        review_stages(batch),
+        batch_stages(robot_batch),
+        review_stages(robot_batch),
+        batch_stages(pool_batch),
+        corpus_stages(),
+    ]
     total = sum(len(p) for p in plan)
     started = time.perf_counter()
     paths: dict[str, str] = {}
-    ok = _run_plan(iter_stages, plan[0], paths, first=1, total=total)
+
+    def run(part: int) -> bool:
+        return _run_plan(
+            iter_stages, plan[part], paths, first=sum(len(p) for p in plan[:part]) + 1, total=total
+        )
+
+    ok = run(0)
     if ok:  # people review the tasks: here, the simulated annotators
         _ensure_demo_review(store, batch, args.seed)
-        ok = _run_plan(iter_stages, plan[1], paths, first=len(plan[0]) + 1, total=total)
+        ok = run(1)
+    if ok:  # the robot logged a LeRobot dataset: sampled, pre-masked, reviewed; its masks go back into it
+        _ensure_demo_robot_upload(store, robot_batch, args.seed)
+        ok = run(2)
+    if ok:
+        # One annotator per frame: the gold set (agreement) is the main batch's.
+        _ensure_demo_review(store, robot_batch, args.seed, gold_share=0.0)
+        ok = run(3)
     if ok:  # next week's upload, not reviewed yet: the active-learning pool
         _ensure_demo_upload(store, pool_batch, max(6, args.images // 5), args.seed + 1)
-        ok = _run_plan(iter_stages, plan[2], paths, first=len(plan[0]) + len(plan[1]) + 1, total=total)
+        ok = run(4)
     if ok:
-        ok = _run_plan(iter_stages, plan[3], paths, first=total - len(plan[3]) + 1, total=total)
+        ok = run(5)
     print(
         f"\n{'done' if ok else 'stopped'} in {time.perf_counter() - started:.1f} s. Results in {store.root_url}:"
     )
@@ -232,7 +299,7 @@ def _print_release(store) -> None:
     print(f"  {store.url(RELEASE_LATEST_KEY)} names it (completed {latest['completed_at']})")
 
 
-def _ensure_demo_review(store, batch: str, seed: int) -> None:
+def _ensure_demo_review(store, batch: str, seed: int, *, gold_share: float | None = None) -> None:
     """The simulated annotators' exports, written once into reviews/<batch>/ (as people would)."""
     from dataset_pipeline.demo import simulate_review
     from dataset_pipeline.layout import review_prefix
@@ -242,7 +309,11 @@ def _ensure_demo_review(store, batch: str, seed: int) -> None:
         print(f"review exports in {store.url(review_prefix(batch))} exist already: reusing them")
         return
     started = time.perf_counter()
-    review = simulate_review(store, batch, seed)
+    review = (
+        simulate_review(store, batch, seed)
+        if gold_share is None
+        else simulate_review(store, batch, seed, gold_share=gold_share)
+    )
     print(
         f"simulated annotators reviewed {review.images} images ({review.gold_images} gold, "
         f"{review.peer_reviewed} peer-reviewed, {review.annotations} masks) into "
@@ -278,6 +349,108 @@ def _import_review(args: argparse.Namespace) -> int:
     DatasetStore(str(out.parent)).write_parquet(out.name, result.annotations)
     print(result.summary(taxonomy))
     print(f"wrote {len(result.annotations)} annotation(s) to {out}")
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from dataset_pipeline import layout
+    from dataset_pipeline.formats.robot_dataset import check_cameras
+    from dataset_pipeline.robot_datasets import (
+        IngestSettings,
+        copy_into_upload,
+        describe_upload,
+        frames_per_episode_text,
+        ingest_dataset,
+    )
+    from dataset_pipeline.store import StoreConfig
+
+    source_dir = Path(args.source).resolve()
+    if not source_dir.is_dir():
+        raise ValueError(f"{args.source}: no such folder")
+    batch = layout.check_batch_name(args.batch or source_dir.name)
+    settings = IngestSettings(tuple(args.camera), args.every, args.fps, args.lighting)
+    store = StoreConfig.from_environment(args.out).open()
+    # Everything that can refuse the dataset is asked before anything is stored.
+    source = describe_upload(source_dir)
+    if source.metadata.get("already_segmented"):
+        raise ValueError(f"{source_dir}: the dataset already has a segmentation feature; ingest the original")
+    check_cameras(source, settings.cameras)
+    settings.picks(source)
+    if store.list(layout.upload_prefix(batch), recursive=True):
+        raise ValueError(
+            f"{store.url(layout.upload_prefix(batch))}: batch {batch!r} exists; uploads are never replaced "
+            "(choose another --batch)"
+        )
+    copied = copy_into_upload(source_dir, store, batch, settings)
+    result = ingest_dataset(store, batch, settings, root=source_dir)
+    print(
+        f"{source.kind} {source.version} dataset: {len(source.episodes)} episodes, fps {source.fps or 'not given'}, "
+        f"robot {source.robot_type or 'not given'}, cameras {', '.join(source.cameras)}"
+    )
+    print(f"copied {copied} file(s) to {store.url(layout.upload_prefix(batch))}")
+    print(f"sampled {result.frames} frame(s) in {result.seconds:.1f} s:")
+    print(frames_per_episode_text(result), end="")
+    print(f"manifest: {store.url(layout.frames_manifest_key(batch))}")
+    return 1 if not result.frames else 0
+
+
+def _write_back(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from dataset_pipeline import layout
+    from dataset_pipeline.robot_datasets import check_write_back, describe_upload, episode_masks, write_back
+    from dataset_pipeline.taxonomy import load_taxonomy
+
+    source_dir, out = Path(args.source).resolve(), Path(args.out).resolve()
+    if out.exists():
+        raise ValueError(f"--out {out}: exists; write-back makes a new folder")
+    source = describe_upload(source_dir)
+    annotations = pd.read_parquet(args.annotations)
+    cameras = {layout.camera_folder(c): c for c in source.cameras}
+    rows = []
+    for image_id in sorted(set(annotations.image_id)):
+        parsed = layout.parse_frame_image_id(str(image_id))
+        if parsed is None or parsed[1] not in cameras:
+            raise ValueError(
+                f"{args.annotations}: image {image_id!r} (field 'image_id') is no frame of {source_dir} as ingest "
+                "names them (<batch>/<camera>/episode_<n>/frame_<n>)"
+            )
+        batch, camera, episode, frame = parsed
+        rows.append(
+            {
+                "image_id": image_id,
+                "camera_model": cameras[camera],
+                "source_episode": episode,
+                "frame_index": frame,
+                "batch": batch,
+            }
+        )
+    captures = pd.DataFrame(
+        rows, columns=["image_id", "camera_model", "source_episode", "frame_index", "batch"]
+    )
+    batches = sorted(set(captures.batch)) or [source_dir.name]
+    masks = episode_masks(source, captures, annotations)
+    taxonomy = load_taxonomy(args.taxonomy)
+    written = write_back(
+        source_dir,
+        source,
+        masks,
+        out,
+        batch=layout.check_batch_name(batches[0]),
+        class_names=taxonomy.names,
+    )
+    problems = check_write_back(source_dir, source, masks, written, batch=batches[0])
+    print(
+        f"wrote {written.kind} dataset {written.directory}: {written.episodes} episodes, {written.frames} frames, "
+        f"{written.labelled_frames} labelled ({written.frames - written.labelled_frames} flagged none) "
+        f"in {written.seconds:.1f} s"
+    )
+    if problems:
+        print("read back with the format's library: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    print(
+        "read back with the format's library: every frame's class map and flag equal, the source's values unchanged"
+    )
     return 0
 
 

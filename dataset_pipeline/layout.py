@@ -9,6 +9,8 @@ key                                                     written by
 ======================================================  ===================================================
 ``incoming/<batch>/manifest.csv``, images, ...          the robot's upload (raw, create-only, manifest last)
 ``incoming/<batch>/prompts.csv``                        the upload's detector prompts (optional)
+``incoming/<batch>/<a robot dataset>``, ``UPLOAD_COMPLETE``  a robot dataset's upload (marker last)
+``frames/<batch>/manifest.csv``, ``source.json``, PNGs  its sampled frames (raw_captures / ``ingest``)
 ``ground_truth/<batch>/instances.parquet``              the demo renderer (exact instance masks)
 ``tables/captures/<batch>.parquet``                     raw_captures (and ``tables/quarantine/``)
 ``tables/premasks/<batch>.parquet``                     sam2_premasks
@@ -127,13 +129,19 @@ def upload_file(batch: str, relative: str) -> str:
 
 
 def upload_relative(batch: str, key: str) -> str:
-    """The path inside the batch folder of an upload key (inverse of :func:`upload_file`).
+    """The path inside the batch folder of an upload key (inverse of :func:`upload_file`), or of a
+    robot dataset's sampled frame (under ``frames/<batch>/``): what manifests, prompts and the
+    annotation tools name an image by.
 
     >>> upload_relative("b1", "incoming/b1/images/a.jpg")
     'images/a.jpg'
+    >>> upload_relative("b1", "frames/b1/top/episode_000000/frame_000004.png")
+    'top/episode_000000/frame_000004.png'
     """
-    prefix = upload_prefix(batch) + "/"
-    return key[len(prefix) :] if key.startswith(prefix) else key
+    for prefix in (upload_prefix(batch) + "/", f"{FRAMES}/{check_batch_name(batch)}/"):
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
 
 
 def manifest_key(batch: str) -> str:
@@ -146,6 +154,62 @@ def prompts_key(batch: str) -> str:
 
 #: Glob of every batch's manifest: a batch is complete once its manifest exists.
 MANIFESTS_GLOB = f"{UPLOADS}/*/{MANIFEST_FILE}"
+
+#: A robot dataset's upload (LeRobot, RLDS, episode HDF5 at the batch folder's root) is complete
+#: once this marker exists: sync tools copy files in any order, so no file of the dataset's own
+#: can say it is the last. It may hold the ingest settings as JSON (cameras, every, fps).
+UPLOAD_COMPLETE_FILE = "UPLOAD_COMPLETE"
+DATASET_MARKERS_GLOB = f"{UPLOADS}/*/{UPLOAD_COMPLETE_FILE}"
+#: A robot dataset's sampled frames, their manifest and the dataset's provenance (derived: the
+#: upload itself stays as the robot wrote it, for write-back).
+FRAMES = "frames"
+SOURCE_FILE = "source.json"
+
+
+def upload_complete_key(batch: str) -> str:
+    return upload_file(batch, UPLOAD_COMPLETE_FILE)
+
+
+def frames_prefix(batch: str) -> str:
+    """``frames/<batch>``: where a robot dataset's sampled frames and their manifest live."""
+    return join_key(FRAMES, check_batch_name(batch))
+
+
+def frames_manifest_key(batch: str) -> str:
+    return join_key(frames_prefix(batch), MANIFEST_FILE)
+
+
+def frames_source_key(batch: str) -> str:
+    return join_key(frames_prefix(batch), SOURCE_FILE)
+
+
+def frame_image_file(camera: str, episode_index: int, frame_index: int) -> str:
+    """A sampled frame's file inside ``frames/<batch>/`` (as its manifest names it).
+
+    >>> frame_image_file("observation.images.top", 3, 120)
+    'observation.images.top/episode_000003/frame_000120.png'
+    """
+    return f"{camera_folder(camera)}/episode_{episode_index:06d}/frame_{frame_index:06d}.png"
+
+
+def camera_folder(camera: str) -> str:
+    """A camera key as one folder name (``observations/images/cam_high`` → ``observations_images_cam_high``)."""
+    return "_".join(part for part in re.split(r"[^A-Za-z0-9._-]+", camera) if part) or "camera"
+
+
+_FRAME_ID = re.compile(r"^(?P<batch>[^/]+)/(?P<camera>[^/]+)/episode_(?P<episode>\d+)/frame_(?P<frame>\d+)$")
+
+
+def parse_frame_image_id(image_id: str) -> tuple[str, str, int, int] | None:
+    """(batch, camera folder, episode index, frame index) of a sampled frame's image id, else None.
+
+    >>> parse_frame_image_id("b1/observation.images.top/episode_000003/frame_000120")
+    ('b1', 'observation.images.top', 3, 120)
+    """
+    found = _FRAME_ID.match(image_id)
+    if found is None:
+        return None
+    return found["batch"], found["camera"], int(found["episode"]), int(found["frame"])
 
 
 def batch_of_manifest(key: str) -> str:

@@ -35,7 +35,8 @@ from dataset_pipeline.validation import Expectation, validate_table
 from dataset_pipeline.verdicts import Verdict
 
 #: Lighting values a batch may have unless the ``capture_rules`` resource names others.
-DEFAULT_LIGHTING: tuple[str, ...] = ("daylight", "dim", "warm", "overcast", "fluorescent", "mixed")
+#: ``unknown`` is what a robot dataset's frames carry (its logs do not record the light).
+DEFAULT_LIGHTING: tuple[str, ...] = ("daylight", "dim", "warm", "overcast", "fluorescent", "mixed", "unknown")
 
 
 class ManifestError(ValueError):
@@ -43,12 +44,21 @@ class ManifestError(ValueError):
 
 
 def find_ready_batches(store: DatasetStore) -> list[str]:
-    """Batches under ``incoming/`` whose manifest exists (an upload writes its manifest last).
+    """Batches under ``incoming/`` whose manifest exists (an upload writes its manifest last), or
+    whose robot-dataset upload is complete (``UPLOAD_COMPLETE`` written last).
 
     Folders whose names are not valid batch names are left out (see :func:`layout.check_batch_name`).
     """
     batches = {layout.batch_of_manifest(k) for k in store.glob(layout.MANIFESTS_GLOB)}
+    batches |= {layout.batch_of_manifest(k) for k in store.glob(layout.DATASET_MARKERS_GLOB)}
     return sorted(b for b in batches if layout.is_batch_name(b))
+
+
+def batch_folder(store: DatasetStore, batch: str) -> str:
+    """Where a batch's manifest and images are: its upload, or a robot dataset's sampled frames."""
+    if store.exists(layout.upload_complete_key(batch)) and not store.exists(layout.manifest_key(batch)):
+        return layout.frames_prefix(batch)
+    return layout.upload_prefix(batch)
 
 
 def image_id_for(batch: str, image_file: str) -> str:
@@ -142,14 +152,18 @@ def ingest_batch(
     the manifest, are kept as small RGB arrays for the contact sheet.
     """
     started = time.perf_counter()
-    manifest_key = layout.manifest_key(batch)
+    folder = batch_folder(store, batch)
+    manifest_key = layout.join_key(folder, layout.MANIFEST_FILE)
     if not store.exists(manifest_key):
         raise ManifestError(f"{store.url(manifest_key)}: batch {batch!r} has no {layout.MANIFEST_FILE}")
     manifest = read_manifest(store.read_bytes(manifest_key), store.url(manifest_key))
-    present = set(store.list(layout.upload_prefix(batch), recursive=True))
+    present = set(store.list(folder, recursive=True))
+
+    def file_key(relative: str) -> str:
+        return layout.join_key(folder, relative)
 
     def load(index: int) -> tuple[int, bytes | None, str | None]:
-        key = layout.upload_file(batch, manifest.at[index, "image_file"])
+        key = file_key(manifest.at[index, "image_file"])
         if key not in present:
             return index, None, "missing: the manifest lists it but the upload has no such file"
         try:
@@ -166,7 +180,7 @@ def ingest_batch(
             row = manifest.iloc[index]
             image_file = row["image_file"]
             image_id = row["image_id"] or image_id_for(batch, image_file)
-            key = layout.upload_file(batch, image_file)
+            key = file_key(image_file)
             reason = problem or _row_problem(row)
             decoded = None
             if reason is None:
@@ -187,7 +201,7 @@ def ingest_batch(
                 )
                 continue
             assert decoded is not None and data is not None
-            depth_key = layout.upload_file(batch, row["depth_file"]) if row["depth_file"] else None
+            depth_key = file_key(row["depth_file"]) if row["depth_file"] else None
             captures.append(
                 {
                     "image_id": image_id,
@@ -204,18 +218,21 @@ def ingest_batch(
                     "depth_uri": depth_key if depth_key in present else None,
                     "batch": batch,
                     "post_processing": row["post_processing"] or None,
+                    "source_episode": int(row["episode_index"]) if row["episode_index"] else None,
+                    "timestamp_s": float(row["timestamp"]) if row["timestamp"] else None,
                 }
             )
             if index in thumbnail_rows:
                 kept_thumbnails[image_id] = thumbnail(decoded.rgb, thumbnail_size)
 
-    listed = {layout.upload_file(batch, f) for f in manifest["image_file"]}
-    listed |= {layout.upload_file(batch, f) for f in manifest["depth_file"] if f}
+    listed = {file_key(f) for f in manifest["image_file"]}
+    listed |= {file_key(f) for f in manifest["depth_file"] if f}
     unlisted = sorted(
         k
         for k in present - listed
-        if posixpath.basename(k) not in (layout.MANIFEST_FILE, layout.PROMPTS_FILE)
+        if posixpath.basename(k) not in (layout.MANIFEST_FILE, layout.PROMPTS_FILE, layout.SOURCE_FILE)
     )
+    quarantine.extend(_quarantined_episodes(store, batch, folder))
     return IngestResult(
         batch=batch,
         captures=schemas.CAPTURES.frame(captures),
@@ -224,6 +241,26 @@ def ingest_batch(
         unlisted_files=unlisted,
         seconds=time.perf_counter() - started,
     )
+
+
+def _quarantined_episodes(store: DatasetStore, batch: str, folder: str) -> list[dict[str, object]]:
+    """A robot dataset's episodes that its ingest could not read, as quarantine rows."""
+    key = layout.join_key(folder, layout.SOURCE_FILE)
+    if folder != layout.frames_prefix(batch) or not store.exists(key):
+        return []
+    import json
+
+    quarantined = json.loads(store.read_bytes(key)).get("quarantined_episodes") or {}
+    return [
+        {
+            "batch": batch,
+            "manifest_row": 0,
+            "image_file": f"episode {episode}",
+            "image_id": f"{batch}/episode_{int(episode):06d}",
+            "reason": reason,
+        }
+        for episode, reason in sorted(quarantined.items(), key=lambda item: int(item[0]))
+    ]
 
 
 def _row_problem(row: pd.Series) -> str | None:

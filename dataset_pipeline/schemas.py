@@ -71,7 +71,14 @@ MANIFEST_REQUIRED: tuple[str, ...] = (
     "episode_id",
     "frame_index",
 )
-MANIFEST_OPTIONAL: tuple[str, ...] = ("image_id", "depth_file", "post_processing")
+MANIFEST_OPTIONAL: tuple[str, ...] = (
+    "image_id",
+    "depth_file",
+    "post_processing",
+    # a robot dataset's frame: the source's own episode index and the seconds into the episode
+    "episode_index",
+    "timestamp",
+)
 #: ``prompts.csv``: a detector's boxes and/or points per image, with the class it saw.
 PROMPT_BOX_COLUMNS: tuple[str, ...] = ("x0", "y0", "x1", "y1")
 PROMPT_POINT_COLUMNS: tuple[str, ...] = ("point_x", "point_y")
@@ -100,8 +107,17 @@ CAPTURES = TableSchema(
         "depth_uri",
         "batch",
         "post_processing",
+        "source_episode",
+        "timestamp_s",
     ),
-    {"width": "int64", "height": "int64", "frame_index": "int64", "capture_ts": "datetime64[us, UTC]"},
+    {
+        "width": "int64",
+        "height": "int64",
+        "frame_index": "int64",
+        "capture_ts": "datetime64[us, UTC]",
+        "source_episode": "Int64",
+        "timestamp_s": "float64",
+    },
 )
 QUARANTINE = TableSchema(
     "quarantine", ("batch", "manifest_row", "image_file", "image_id", "reason"), {"manifest_row": "int64"}

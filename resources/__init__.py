@@ -1,6 +1,7 @@
 """Dagster ConfigurableResources: the thin layer that hands configured domain objects to assets."""
 
 from resources.label_studio import LabelStudioResource
+from resources.robot_environments import RobotEnvironments
 from resources.sam2 import Sam2Resource
 from resources.settings import (
     AgreementRules,
@@ -25,6 +26,7 @@ __all__ = [
     "LabelStudioResource",
     "QualityRules",
     "ReleaseSettings",
+    "RobotEnvironments",
     "Sam2Resource",
     "SplitRules",
     "TaxonomyResource",

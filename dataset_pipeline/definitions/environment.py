@@ -22,6 +22,7 @@ from resources import (
     LabelStudioResource,
     QualityRules,
     ReleaseSettings,
+    RobotEnvironments,
     Sam2Resource,
     SplitRules,
     TaxonomyResource,
@@ -40,6 +41,7 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
             aws_secret_access_key=_secret(SECRET_VARIABLE),
         ),
         "capture_rules": CaptureRules(),
+        "robot_environments": RobotEnvironments(),
         "taxonomy": TaxonomyResource(path=os.environ.get("DATASET_PIPELINE_TAXONOMY") or None),
         "sam2": Sam2Resource(
             checkpoint_path=os.environ.get("DATASET_PIPELINE_SAM2_CHECKPOINT") or None,

@@ -36,7 +36,8 @@ from resources import DatasetStoreResource, LabelStudioResource, TaxonomyResourc
     job=capture_batch_job,
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Starts capture_batch_job for each new batch under `incoming/` once its `manifest.csv` exists.",
+    description="Starts capture_batch_job for each new batch under `incoming/` once its `manifest.csv` exists "
+    "(images) or its `UPLOAD_COMPLETE` marker (a LeRobot, RLDS or episode-HDF5 dataset).",
 )
 def capture_upload_sensor(
     context: SensorEvaluationContext, dataset_store: DatasetStoreResource

@@ -3,6 +3,7 @@
 * ``scenes.py`` - tabletop scenes and episodes, rendered with their exact instance masks;
 * ``upload.py`` - a demo batch written as a robot's upload (``incoming/<batch>/``) plus its
   ground truth, kept apart from the upload;
+* ``robot.py`` - a demo batch logged as a LeRobot v3.0 dataset with lerobot's own recorder;
 * ``review.py`` - three simulated annotators whose work lands in ``reviews/<batch>/`` as the
   annotation tools' own export files.
 
@@ -11,6 +12,7 @@ robot's upload and a real team's exports.
 """
 
 from dataset_pipeline.demo.review import simulate_review
+from dataset_pipeline.demo.robot import DemoRobotUpload, write_demo_robot_upload
 from dataset_pipeline.demo.scenes import render_episode
 from dataset_pipeline.demo.upload import (
     DemoUpload,
@@ -20,10 +22,12 @@ from dataset_pipeline.demo.upload import (
 )
 
 __all__ = [
+    "DemoRobotUpload",
     "DemoUpload",
     "ground_truth_annotations",
     "plan_episodes",
     "render_episode",
     "simulate_review",
+    "write_demo_robot_upload",
     "write_demo_upload",
 ]

@@ -151,9 +151,17 @@ def _work(
 
 
 def simulate_review(
-    store: DatasetStore, batch: str, seed: int = 0, taxonomy: Taxonomy | None = None
+    store: DatasetStore,
+    batch: str,
+    seed: int = 0,
+    taxonomy: Taxonomy | None = None,
+    *,
+    gold_share: float = GOLD_SHARE,
 ) -> SimulatedReview:
-    """Write the three annotators' exports (and the peer-review sheet) to ``reviews/<batch>/``."""
+    """Write the three annotators' exports (and the peer-review sheet) to ``reviews/<batch>/``.
+
+    ``gold_share`` of the images are labelled by all three (the agreement report's gold set).
+    """
     taxonomy = taxonomy or load_taxonomy()
     rng = np.random.default_rng([seed, 4242])
     captures = store.read_parquet(layout.captures_key(batch))
@@ -171,7 +179,7 @@ def simulate_review(
     clock = {s.annotator_id: start for s in ANNOTATORS}
     for index, capture in enumerate(captures.itertuples()):
         image_file = layout.upload_relative(batch, capture.uri)
-        gold = rng.random() < GOLD_SHARE
+        gold = rng.random() < gold_share
         people = list(ANNOTATORS) if gold else [ANNOTATORS[index % len(ANNOTATORS)]]
         n_gold += gold
         task: dict = {

@@ -103,24 +103,12 @@ def write_demo_upload(
                     "post_processing": None,
                 }
             )
-            image_id = image_id_for(batch, image_file)
-            for number, inst in enumerate(frame.instances):
+            truth_rows.extend(
+                truth_rows_of(image_id_for(batch, image_file), image_file, frame.instances, class_ids)
+            )
+            for inst in frame.instances:
                 box = mask_bbox(inst.mask)
                 assert box is not None
-                truth_rows.append(
-                    {
-                        "image_id": image_id,
-                        "image_file": image_file,
-                        "instance_id": f"{image_id}#{number}",
-                        "class_id": class_ids[inst.class_name],
-                        "class_name": inst.class_name,
-                        "z_order": inst.z_order,
-                        "height": HEIGHT,
-                        "width": WIDTH,
-                        "rle": encode_mask(inst.mask),
-                        "area": int(inst.mask.sum()),
-                    }
-                )
                 if inst.class_name == "support_surface" or inst.mask.sum() < 60:
                     continue  # a detector reports objects, not the table
                 prompt_rows.append(_detector_prompt(rng, image_file, inst, box))
@@ -132,6 +120,27 @@ def write_demo_upload(
     manifest_key = layout.manifest_key(batch)
     store.put_upload(manifest_key, pd.DataFrame(manifest_rows).to_csv(index=False).encode())
     return DemoUpload(batch, len(manifest_rows), len(truth_rows), manifest_key, truth_key)
+
+
+def truth_rows_of(
+    image_id: str, image_file: str, instances: list[Instance], class_ids: dict[str, int]
+) -> list[dict[str, object]]:
+    """A rendered frame's exact instances as ground-truth rows."""
+    return [
+        {
+            "image_id": image_id,
+            "image_file": image_file,
+            "instance_id": f"{image_id}#{number}",
+            "class_id": class_ids[inst.class_name],
+            "class_name": inst.class_name,
+            "z_order": inst.z_order,
+            "height": HEIGHT,
+            "width": WIDTH,
+            "rle": encode_mask(inst.mask),
+            "area": int(inst.mask.sum()),
+        }
+        for number, inst in enumerate(instances)
+    ]
 
 
 def _detector_prompt(

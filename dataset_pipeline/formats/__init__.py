@@ -9,9 +9,14 @@ As Datumaro keeps them: every folder holds what its format needs and nothing els
 ``yolo_seg/``      YOLO segmentation labels (ultralytics) - exporter
 ``semantic_png/``  palette PNG class maps - exporter
 ``hdf5/``          one HDF5 file per split - exporter (and its pair reader)
-``lerobot/``       a LeRobot v3.0 dataset - exporter
-``episode_hdf5/``  ALOHA/ACT-style episode HDF5 - exporter
+``lerobot/``       LeRobot v3.0: the exporter; a v2.1 / v3.0 source (reader); lerobot's own code (worker)
+``episode_hdf5/``  ALOHA/ACT-style episode HDF5: the exporter; a source (reader); write-back (h5py)
+``rlds/``          RLDS / TFDS: the exporter; a source (reader); tensorflow-datasets' own code (worker)
+``write_back/``    the robot datasets a release's batches came from, with the class maps written in
 =================  ==========================================================================
+
+Robot datasets: ``robot_dataset.py`` (the source model, detection, sampling), ``environments.py``
+and ``worker_protocol.py`` (the other environments lerobot and tensorflow-datasets run in).
 
 Importers follow :class:`~dataset_pipeline.formats.importing.Importer` (``FORMATS``, ``detect``,
 ``read``); exporters :class:`~dataset_pipeline.formats.exporting.Exporter` (``NAME``, ``export``,
@@ -34,7 +39,16 @@ if TYPE_CHECKING:
 #: The export formats the importers read, as ``--format`` names them.
 IMPORT_FORMATS: tuple[str, ...] = ("cvat-xml", "cvat-coco", "coco", "label-studio")
 #: The release formats, in the order they are written.
-EXPORT_FORMATS: tuple[str, ...] = ("coco", "yolo_seg", "semantic_png", "hdf5", "lerobot", "episode_hdf5")
+EXPORT_FORMATS: tuple[str, ...] = (
+    "coco",
+    "yolo_seg",
+    "semantic_png",
+    "hdf5",
+    "lerobot",
+    "episode_hdf5",
+    "rlds",
+    "write_back",
+)
 
 
 def importers() -> list[Importer]:
@@ -53,8 +67,10 @@ def exporters() -> dict[str, Exporter]:
     from dataset_pipeline.formats.episode_hdf5 import exporter as episode_hdf5
     from dataset_pipeline.formats.hdf5 import exporter as hdf5
     from dataset_pipeline.formats.lerobot import exporter as lerobot
+    from dataset_pipeline.formats.rlds import exporter as rlds
     from dataset_pipeline.formats.semantic_png import exporter as semantic_png
+    from dataset_pipeline.formats.write_back import exporter as write_back
     from dataset_pipeline.formats.yolo_seg import exporter as yolo_seg
 
-    found: list[Exporter] = [coco, yolo_seg, semantic_png, hdf5, lerobot, episode_hdf5]
+    found: list[Exporter] = [coco, yolo_seg, semantic_png, hdf5, lerobot, episode_hdf5, rlds, write_back]
     return {exporter.NAME: exporter for exporter in found}

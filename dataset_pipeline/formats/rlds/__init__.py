@@ -1,0 +1,1 @@
+"""RLDS / TFDS datasets (Open X-Embodiment, BridgeData, Octo): read, written back, exported."""

@@ -1,0 +1,1 @@
+"""Robot datasets written back: an augmented copy of each source dataset, in its own format."""
