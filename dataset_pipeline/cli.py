@@ -354,11 +354,11 @@ def _import_review(args: argparse.Namespace) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     from dataset_pipeline import layout
-    from dataset_pipeline.formats.robot_dataset import check_cameras
+    from dataset_pipeline.formats.robot_dataset import RobotDatasetError, check_cameras
+    from dataset_pipeline.formats.robot_sources import describe_upload
     from dataset_pipeline.robot_datasets import (
         IngestSettings,
         copy_into_upload,
-        describe_upload,
         frames_per_episode_text,
         ingest_dataset,
     )
@@ -373,7 +373,9 @@ def _ingest(args: argparse.Namespace) -> int:
     # Everything that can refuse the dataset is asked before anything is stored.
     source = describe_upload(source_dir)
     if source.metadata.get("already_segmented"):
-        raise ValueError(f"{source_dir}: the dataset already has a segmentation feature; ingest the original")
+        raise RobotDatasetError(
+            f"{source_dir}: the dataset already has a segmentation feature (a written-back copy?); ingest the original"
+        )
     check_cameras(source, settings.cameras)
     settings.picks(source)
     if store.list(layout.upload_prefix(batch), recursive=True):
@@ -398,7 +400,8 @@ def _write_back(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from dataset_pipeline import layout
-    from dataset_pipeline.robot_datasets import check_write_back, describe_upload, episode_masks, write_back
+    from dataset_pipeline.formats.robot_sources import describe_upload
+    from dataset_pipeline.formats.write_back.core import check_write_back, episode_masks, write_back
     from dataset_pipeline.taxonomy import load_taxonomy
 
     source_dir, out = Path(args.source).resolve(), Path(args.out).resolve()

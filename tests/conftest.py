@@ -2,7 +2,8 @@
 
 The lanes: ``unit/`` (no Dagster instance, no services), ``dagster/`` (in-process materializations,
 sensors, the CLI's runs), ``services/`` (PostgreSQL, RabbitMQ and Celery, Label Studio, an S3
-server). ``pytest -q`` runs all three; a service that is not there skips its tests with one line
+server), ``robot_datasets/`` (datasets written by lerobot and tensorflow-datasets in their own
+environments, which count as services here). ``pytest -q`` runs all three; a service that is not there skips its tests with one line
 naming it and how to start it, unless ``DATASET_PIPELINE_REQUIRE_SERVICES=1`` (CI), which fails them.
 """
 
@@ -34,6 +35,17 @@ def require_service(available: bool, service: str, how_to_start: str) -> None:
     if os.environ.get(REQUIRE_SERVICES) == "1":
         pytest.fail(f"{message} ({REQUIRE_SERVICES}=1)")
     pytest.skip(message)
+
+
+def require_environment(name: str) -> None:
+    """The lerobot or tensorflow-datasets venv a test needs, met like a service."""
+    from dataset_pipeline.formats.environments import ENVIRONMENTS, is_available
+
+    require_service(
+        is_available(name),
+        f"the {name} environment ({ENVIRONMENTS[name][1]})",
+        "make it with `bash scripts/robot_envs.sh`",
+    )
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -43,6 +43,7 @@ def write_lerobot_dataset(
     repo_id: str = "demo/robot",
     fps: int = FPS,
     use_videos: bool = True,
+    vcodec: str = "libsvtav1",
 ) -> dict:
     """Write a LeRobot v3.0 dataset with lerobot's ``LeRobotDataset.create`` / ``add_frame`` /
     ``save_episode`` (synthetic joint states and actions)."""
@@ -71,6 +72,7 @@ def write_lerobot_dataset(
                 "episodes": episodes,
                 "camera": CAMERA,
                 "use_videos": use_videos,
+                "vcodec": vcodec,
             },
         )
 

@@ -148,23 +148,6 @@ def find_tfds_directory(root: Path) -> Path | None:
     return None
 
 
-def source_reader(kind: str) -> Source:
-    """The reader of a kind (imports its module only when asked)."""
-    if kind == "lerobot":
-        from dataset_pipeline.formats.lerobot import source as lerobot
-
-        return lerobot
-    if kind == "rlds":
-        from dataset_pipeline.formats.rlds import source as rlds
-
-        return rlds
-    if kind == "episode_hdf5":
-        from dataset_pipeline.formats.episode_hdf5 import source as episode_hdf5
-
-        return episode_hdf5
-    raise RobotDatasetError(f"unknown robot dataset kind {kind!r}; known: {', '.join(KINDS)}")
-
-
 def sample_frames(
     length: int, *, every: int | None = None, fps: float | None = None, source_fps: float | None = None
 ) -> list[int]:

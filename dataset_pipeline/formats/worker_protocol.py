@@ -22,6 +22,15 @@ RESULT_PREFIX = "RESULT "
 Launcher = Callable[[list[str], dict[str, str]], dict]
 
 
+def mask_file(episode: int, camera: str) -> str:
+    """The file of one episode's class maps and flags for one camera, as the workers read them.
+
+    >>> mask_file(3, "observations/images/cam_high")
+    'episode_3_observations_images_cam_high.npz'
+    """
+    return f"episode_{episode}_{camera.replace('/', '_')}.npz"
+
+
 class Problem(Exception):
     """Input the worker refuses; the message names dataset, episode, frame and field."""
 

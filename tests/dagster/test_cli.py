@@ -1,5 +1,6 @@
 """`dataset-pipeline demo`, end to end in a subprocess, as the README runs it."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
     instance = DagsterInstance.from_config(str(home))
     assert instance.get_materialized_partitions(AssetKey("raw_captures")) == {
         "demo-s0-n120",
+        "demo-s0-n120-robot",
         "demo-s0-n120-pool",
     }
     assert instance.get_latest_materialization_event(AssetKey("baseline_model")) is not None
@@ -39,15 +41,29 @@ def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
     # one run per stage; only the runs of a GPU stage count against the queue's GPU-run limit
     gpu = {"sam2_premasks", "baseline_model", "zero_shot_comparison", "active_learning_queue"}
     runs = instance.get_runs()
-    assert len(runs) == 16
+    assert len(runs) == 20
     for run in runs:
         stage = run.tags["dataset_pipeline/stage"]
         assert (run.tags.get("dataset_pipeline/uses-gpu") == "true") is (stage in gpu), stage
     # The reviewed demo corpus ends in one complete release whose every format read back equal.
     assert "dataset_card: ok" in out.stdout and "_reloads: FAILED" not in out.stdout
-    for fmt in ("coco", "yolo_seg", "semantic_png", "hdf5", "lerobot", "episode_hdf5"):
+    for fmt in ("coco", "yolo_seg", "semantic_png", "hdf5", "lerobot", "episode_hdf5", "rlds", "write_back"):
         assert f"check {fmt}_reloads: passed" in out.stdout
     (version,) = list_releases(store)
+    # The demo robot's LeRobot dataset (lerobot's recorder), sampled and reviewed, is in the release
+    # again as a LeRobot dataset with its class maps: write_back_reloads loaded it with LeRobotDataset.
+    assert "logged 3 episodes (24 frames) as a LeRobot v3.0 dataset" in out.stdout
+    robot = store.list(f"releases/{version}/robot_datasets/demo-s0-n120-robot", recursive=True)
+    assert any(k.endswith("meta/info.json") for k in robot) and any(k.endswith(".mp4") for k in robot)
+    info = json.loads(
+        store.read_bytes(f"releases/{version}/robot_datasets/demo-s0-n120-robot/meta/info.json")
+    )
+    assert info["features"]["observation.segmentation"] == {
+        "dtype": "uint8",
+        "shape": [480, 640],
+        "names": ["height", "width"],
+    }
+    assert len(store.read_parquet(captures_key("demo-s0-n120-robot"))) == 24
     assert f"release {version}: complete ({store_dir}/releases/{version}/release.json)" in out.stdout
     assert f"{store_dir}/releases/latest.json names it" in out.stdout
     # `dagster dev` on this store and home afterwards: the review sensor's first tick (no cursor)

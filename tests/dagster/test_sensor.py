@@ -52,6 +52,18 @@ def test_new_batch_gives_one_run_and_then_none(store_and_resource):
         assert [r.partition_key for r in second.run_requests] == ["b-2"]
 
 
+def test_a_robot_dataset_upload_is_a_batch_once_its_marker_is_written(store_and_resource):
+    store, resource = store_and_resource
+    with instance_for_test() as instance:
+        store.put_upload("incoming/lr-1/meta/info.json", b"{}")
+        store.put_upload("incoming/lr-1/data/chunk-000/file-000.parquet", b"...")
+        assert isinstance(_tick(instance, resource), SkipReason)  # still uploading: no marker
+        store.put_upload("incoming/lr-1/UPLOAD_COMPLETE", b"")
+        tick = _tick(instance, resource)
+        assert isinstance(tick, SensorResult)
+        assert [r.partition_key for r in tick.run_requests] == ["lr-1"]
+
+
 def test_restart_without_cursor_does_not_rerun_materialized_batches(local_store):
     resource = DatasetStoreResource(root_url=local_store.root_url)
     local_store.put_upload("incoming/done/manifest.csv", MANIFEST)

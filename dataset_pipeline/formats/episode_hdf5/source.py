@@ -121,10 +121,17 @@ def describe(root: Path, *, launcher: Launcher | None = None) -> RobotSource:
     shapes: dict[str, tuple[int, int]] = {}
     fps_values: set[float] = set()
     already = False
+    quarantined: dict[int, str] = {}
     for index, path in files:
         where = f"{root}: episode {index} ({path.relative_to(root)})"
+        try:
+            handle = _open(path, where, index)
+            with handle:
+                _check_links(handle, where, index)
+        except EpisodeError as exc:
+            quarantined[index] = str(exc)  # this file alone is left out; the others are described
+            continue
         with _open(path, where, index) as handle:
-            _check_links(handle, where, index)
             found = _cameras(handle)
             if not found:
                 raise RobotDatasetError(f"{where}: no camera dataset under an 'images' group")
@@ -155,7 +162,8 @@ def describe(root: Path, *, launcher: Launcher | None = None) -> RobotSource:
             if isinstance(task, bytes):
                 task = task.decode("utf-8", "replace")
             episodes.append(Episode(index, length, str(task)))
-    assert cameras is not None
+    if cameras is None:
+        raise RobotDatasetError(f"{root}: no readable episode file ({'; '.join(quarantined.values())})")
     return RobotSource(
         kind=KIND,
         version="aloha",
@@ -165,7 +173,11 @@ def describe(root: Path, *, launcher: Launcher | None = None) -> RobotSource:
         fps=fps_values.pop() if len(fps_values) == 1 else None,
         robot_type=None,
         frame_shapes=shapes,
-        metadata={"files": [str(p.relative_to(root)) for _, p in files], "already_segmented": already},
+        metadata={
+            "files": [str(p.relative_to(root)) for _, p in files],
+            "already_segmented": already,
+            "quarantined": quarantined,
+        },
     )
 
 

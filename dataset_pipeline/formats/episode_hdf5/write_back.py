@@ -20,6 +20,7 @@ import numpy as np
 
 from dataset_pipeline.formats.episode_hdf5.source import episode_files
 from dataset_pipeline.formats.robot_dataset import MASK_SOURCES
+from dataset_pipeline.formats.worker_protocol import mask_file
 
 GROUP = "observations/images"
 
@@ -42,7 +43,7 @@ def dataset_names(cameras: list[str]) -> dict[str, tuple[str, str]]:
 def _masks(
     folder: Path, episode: int, camera: str, length: int, shape: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    path = folder / f"episode_{episode}_{camera}.npz"
+    path = folder / mask_file(episode, camera)
     if path.exists():
         with np.load(path) as data:
             return data["masks"], data["sources"]
@@ -86,6 +87,14 @@ def write_back(
     return {"episodes": len(files), "frames": frames, "files": [str(p.relative_to(root)) for _, p in files]}
 
 
+def _dataset_names(handle) -> list[str]:
+    import h5py
+
+    names: list[str] = []
+    handle.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+    return names
+
+
 def check(root: Path, masks_dir: Path, shapes: dict[str, list[int]], out: Path) -> list[str]:
     """h5py reads every written file: the new datasets' shapes, dtypes and values, and every
     original dataset equal to the source's."""
@@ -115,11 +124,7 @@ def check(root: Path, masks_dir: Path, shapes: dict[str, list[int]], out: Path) 
                     elif not np.array_equal(got[()], expected):
                         problems.append(f"{relative}: /{name} differs from the class maps")
 
-            names_of_datasets: list[str] = []
-            original.visititems(
-                lambda name, item: names_of_datasets.append(name) if isinstance(item, h5py.Dataset) else None
-            )
-            for name in names_of_datasets:
+            for name in _dataset_names(original):
                 if name not in written or not np.array_equal(written[name][()], original[name][()]):
                     problems.append(f"{relative}: source dataset /{name} changed")
         if len(problems) > 20:

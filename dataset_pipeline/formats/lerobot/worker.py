@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dataset_pipeline.formats.worker_protocol import Problem, serve
+from dataset_pipeline.formats.worker_protocol import Problem, mask_file, serve
 
 SEGMENTATION = "observation.segmentation"
 SEGMENTATION_SOURCE = "observation.segmentation_source"
@@ -54,7 +54,7 @@ def _open(repo_id: str, root: str):
 def _masks(folder: Path, camera: str, episode: int, length: int, shape: list[int]):
     import numpy as np
 
-    path = folder / f"episode_{episode}_{camera}.npz"
+    path = folder / mask_file(episode, camera)
     if path.exists():
         with np.load(path) as data:
             masks, sources = data["masks"], data["sources"]

@@ -24,6 +24,7 @@ import numpy as np
 from dataset_pipeline.formats.exporting import ReleaseFolder
 from dataset_pipeline.formats.release_content import ExportError, ReleaseContent
 from dataset_pipeline.formats.trajectories import episode_seconds, episodes
+from dataset_pipeline.formats.worker_protocol import mask_file
 
 NAME = "rlds"
 ROOT = "rlds"
@@ -42,7 +43,7 @@ def _trajectories(content: ReleaseContent):
 
 def _episode_files(content: ReleaseContent, folder: Path) -> tuple[list[dict], tuple[int, int]]:
     """Frames and class maps of each episode, as the worker reads them."""
-    from dataset_pipeline.robot_datasets import mask_source
+    from dataset_pipeline.formats.write_back.core import mask_source
 
     trajectories, shape = _trajectories(content)
     annotations = content.annotations
@@ -59,7 +60,7 @@ def _episode_files(content: ReleaseContent, folder: Path) -> tuple[list[dict], t
         rows = list(frames.itertuples(index=False))
         masks = np.stack([content.class_map(row) for row in rows]).astype(np.uint8)
         sources = np.array([flags.get(row.image_id, 1) for row in rows], np.uint8)  # reviewed, maybe empty
-        np.savez(folder / f"episode_{number}_image.npz", masks=masks, sources=sources)
+        np.savez(folder / mask_file(number, "image"), masks=masks, sources=sources)
         seconds = episode_seconds(frames)
         listed = []
         for position, row in enumerate(rows):
@@ -78,7 +79,7 @@ def _episode_files(content: ReleaseContent, folder: Path) -> tuple[list[dict], t
                 "episode_id": str(frames.episode_id.iloc[0]),
                 "scene_id": str(frames.scene_id.iloc[0]),
                 "split": str(frames.split.iloc[0]),
-                "masks": f"episode_{number}_image.npz",
+                "masks": mask_file(number, "image"),
                 "frames": listed,
             }
         )

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dataset_pipeline.formats.worker_protocol import Problem, serve
+from dataset_pipeline.formats.worker_protocol import Problem, mask_file, serve
 
 MASK_SOURCES = ["none", "human", "propagated", "model"]
 SEGMENTATION = "segmentation_mask"
@@ -198,7 +198,7 @@ def _mask_names(shapes: dict[str, list[int]]) -> dict[str, list[int]]:
 def _masks(folder: Path, index: int, camera: str, length: int, shape: list[int]):
     import numpy as np
 
-    path = folder / f"episode_{index}_{camera}.npz"
+    path = folder / mask_file(index, camera)
     if path.exists():
         with np.load(path) as data:
             masks, sources = data["masks"], data["sources"]

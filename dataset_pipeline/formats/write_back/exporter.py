@@ -34,7 +34,8 @@ def _robot_batches(content: ReleaseContent) -> list[str]:
 
 
 def _masks(content: ReleaseContent, batch: str, root: Path):
-    from dataset_pipeline.robot_datasets import describe_upload, episode_masks
+    from dataset_pipeline.formats.robot_sources import describe_upload
+    from dataset_pipeline.formats.write_back.core import episode_masks
 
     source = describe_upload(root)
     images = content.images
@@ -44,7 +45,8 @@ def _masks(content: ReleaseContent, batch: str, root: Path):
 
 
 def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
-    from dataset_pipeline.robot_datasets import local_dataset, write_back
+    from dataset_pipeline.formats.robot_sources import local_dataset
+    from dataset_pipeline.formats.write_back.core import write_back
 
     written: list[str] = []
     for batch in _robot_batches(content):
@@ -76,7 +78,8 @@ def _local_folder(out: ReleaseFolder, relative: str) -> Iterator[Path]:
 
 def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
     from dataset_pipeline.formats.robot_dataset import RobotDatasetError
-    from dataset_pipeline.robot_datasets import WriteBack, check_write_back, local_dataset
+    from dataset_pipeline.formats.robot_sources import local_dataset
+    from dataset_pipeline.formats.write_back.core import WriteBack, check_write_back
 
     problems: list[str] = []
     for batch in _robot_batches(content):
