@@ -36,6 +36,8 @@ class CardInputs:
     zero_shot: dict | None = None
     hourly_rate: float = 0.0
     currency: str = "USD"
+    #: batch -> ``frames/<batch>/source.json`` of the released batches that came from a robot dataset
+    robot_sources: dict[str, dict] = field(default_factory=dict)
 
 
 def image_provenance(content: ReleaseContent) -> pd.DataFrame:
@@ -247,6 +249,7 @@ def render_card(content: ReleaseContent, version: str, inputs: CardInputs, stats
         f"({', '.join(stats['images_per_camera'])}); per-image timestamp, camera, scene, episode, lighting and "
         f"post-processing are in `{layout.provenance_file('images', 'csv')}` / `.parquet`.",
         "",
+        *_robot_source_lines(inputs.robot_sources),
         "## Annotation",
         f"- Tools: {', '.join(tools) or 'not recorded'}. Pre-masks by SAM 2 or the classical fallback "
         "(the backend is recorded per pre-mask); people reviewed and corrected them.",
@@ -299,11 +302,33 @@ def render_card(content: ReleaseContent, version: str, inputs: CardInputs, stats
         "",
         "## Files",
         "COCO (`annotations/`), YOLO-seg (`labels/`, `data.yaml`), PNG masks (`masks/`), HDF5 (`hdf5/`), "
-        "LeRobot (`lerobot/`), episode HDF5 (`episodes/`) as configured; `release.json` lists every file with "
-        "its SHA-256.",
+        "LeRobot (`lerobot/`), episode HDF5 (`episodes/`), RLDS (`rlds/`) and the robot datasets written back "
+        "(`robot_datasets/<batch>/`) as configured; `release.json` lists every file with its SHA-256.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _robot_source_lines(sources: dict[str, dict]) -> list[str]:
+    """What the card says of the robot datasets the frames were sampled from."""
+    lines = []
+    for batch, source in sorted(sources.items()):
+        settings = source.get("settings") or {}
+        every, fps = settings.get("every"), settings.get("fps")
+        sampling = (
+            "every frame" if every == 1 else f"1 frame in {every}" if every
+            else f"{fps} frames/s" if fps else "the default sampling"
+        )  # fmt: skip
+        quarantined = source.get("quarantined_episodes") or {}
+        lines.append(
+            f"- Batch `{batch}`: frames sampled ({sampling}) from a {source.get('kind')} {source.get('version')} "
+            f"dataset (robot {source.get('robot_type') or 'not given'}, {source.get('fps') or 'no'} fps, "
+            f"{source.get('episodes')} episodes, {source.get('frames')} frames, cameras "
+            f"{', '.join(source.get('cameras') or [])}; tasks: {'; '.join(source.get('tasks') or []) or 'none'})"
+            + (f"; {len(quarantined)} episode(s) quarantined" if quarantined else "")
+            + f". Its masks are written back into a copy of it: `robot_datasets/{batch}/`."
+        )
+    return [*lines, ""] if lines else []
 
 
 def card_inputs(
@@ -333,6 +358,11 @@ def card_inputs(
         zero_shot=quoted.get("zero_shot"),
         hourly_rate=hourly_rate,
         currency=currency,
+        robot_sources={
+            str(batch): json.loads(store.read_bytes(layout.frames_source_key(str(batch))))
+            for batch in sorted(set(content.images.batch))
+            if layout.is_batch_name(batch) and store.exists(layout.frames_source_key(str(batch)))
+        },
     )
 
 

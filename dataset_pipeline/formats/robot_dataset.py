@@ -120,21 +120,6 @@ def detect(root: Path) -> str | None:
     return None
 
 
-def detect_keys(keys: Sequence[str]) -> str | None:
-    """:func:`detect` on a listing of paths relative to the dataset root (an S3 prefix)."""
-    names = set(keys)
-    if "meta/info.json" in names:
-        return "lerobot"
-    folders = {k.rsplit("/", 1)[0] if "/" in k else "" for k in names}
-    for folder in folders:
-        prefix = f"{folder}/" if folder else ""
-        if folder.count("/") <= 1 and {f"{prefix}dataset_info.json", f"{prefix}features.json"} <= names:
-            return "rlds"
-    if any(k.endswith((".hdf5", ".h5")) for k in names):
-        return "episode_hdf5"
-    return None
-
-
 def find_tfds_directory(root: Path) -> Path | None:
     """The folder below ``root`` (depth ≤ 2) that holds a TFDS dataset's two metadata files."""
     candidates = [root, *sorted(root.glob("*")), *sorted(root.glob("*/*"))]

@@ -77,6 +77,10 @@ def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
     assert "reviews/demo-s0-n120/" in (tick.cursor or "")
     card = store.read_bytes(f"releases/{version}/DATASHEET.md").decode()
     assert "ann_a" in card and "sam2-assisted" in card  # the simulated annotators' provenance
+    assert (
+        "Batch `demo-s0-n120-robot`: frames sampled (every frame) from a lerobot v3.0 dataset (robot so100"
+        in card
+    )
     instance.dispose()
 
     # Writing the same demo upload again reuses it: raw files are never rewritten.

@@ -123,3 +123,62 @@ def test_a_file_that_already_holds_a_segmentation_is_refused(tmp_path):
         handle.create_dataset("observations/images/segmentation", data=np.zeros((10, 96, 128), np.uint8))
     code, _, err = run_cli("ingest", str(root), "--out", str(tmp_path / "s"), "--batch", "seg")
     assert code == 1 and "already has a segmentation feature" in err
+
+
+def test_a_tool_export_goes_back_in_through_import_review_and_the_ingest_manifest(tmp_path):
+    """The scripted loop: ingest, label in CVAT (its export names the frames by their file in the
+    batch), import-review with --images <frames manifest>, write-back."""
+    from dataset_pipeline.formats.cvat.tasks import CvatImage, CvatShape, annotations_xml
+    from dataset_pipeline.taxonomy import load_taxonomy
+
+    root = write_aloha(tmp_path / "aloha")
+    run_cli(
+        "ingest", str(root), "--out", str(tmp_path / "s"), "--batch", "cv", "--every", "5", "--camera", HIGH
+    )
+    manifest = pd.read_csv(tmp_path / "s/frames/cv/manifest.csv")
+    taxonomy = load_taxonomy()
+    images = [
+        CvatImage(frame=i, name=row.image_file, width=128, height=96,
+                  shapes=[CvatShape(label=taxonomy.names[1], mask=truth_map(row.episode_index, row.frame_index) == 1)])
+        for i, row in enumerate(manifest.itertuples())
+    ]  # fmt: skip
+    (tmp_path / "cvat.xml").write_bytes(annotations_xml(images, taxonomy, "cv"))
+    code, _, err = run_cli("import-review", str(tmp_path / "cvat.xml"), "--images", str(tmp_path / "s/frames/cv/manifest.csv"),
+                           "--annotator", "ann@test", "--review-status", "expert_approved", "--out", str(tmp_path / "a.parquet"))  # fmt: skip
+    assert code == 0, err
+    table = pd.read_parquet(tmp_path / "a.parquet")
+    assert sorted(table.image_id) == sorted(
+        frame_id("cv", HIGH, r.episode_index, r.frame_index) for r in manifest.itertuples()
+    )
+    code, out, err = run_cli("write-back", str(tmp_path / "s/incoming/cv"), "--annotations", str(tmp_path / "a.parquet"),
+                             "--out", str(tmp_path / "aug"))  # fmt: skip
+    assert code == 0, err
+    with h5py.File(tmp_path / "aug/episode_1.hdf5") as handle:
+        assert np.array_equal(
+            handle["observations/images/segmentation"][5], (truth_map(1, 5) == 1).astype(np.uint8)
+        )
+        assert handle["observations/images/segmentation_source"][()].tolist() == [
+            1,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+        ]
+
+
+def test_an_unknown_camera_is_refused_naming_the_dataset_s_cameras(tmp_path):
+    root = write_aloha(tmp_path / "aloha", episodes=1)
+    code, _, err = run_cli(
+        "ingest", str(root), "--out", str(tmp_path / "s"), "--batch", "cam", "--camera", "top"
+    )
+    assert code == 1
+    assert (
+        "no camera 'top'; the dataset's cameras are observations/images/cam_high, observations/images/cam_left_wrist"
+        in err
+    )
+    assert not (tmp_path / "s/incoming/cam").exists()

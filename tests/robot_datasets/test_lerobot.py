@@ -207,3 +207,25 @@ def test_a_truncated_video_quarantines_the_episodes_it_no_longer_holds(lerobot_a
     if code == 0:
         manifest = pd.read_csv(tmp_path / "s/frames/t/manifest.csv")
         assert all((manifest.episode_index == e).sum() == FRAMES for e in set(manifest.episode_index))
+
+
+def test_the_release_s_lerobot_export_loads_in_lerobotdataset_with_the_png_masks(tmp_path):
+    from dataset_pipeline import dataset_release as release
+    from dataset_pipeline.formats.release_content import ReleaseContent
+    from dataset_pipeline.store import DatasetStore
+    from dataset_pipeline.taxonomy import load_taxonomy
+    from tests.conftest import demo_corpus
+
+    store = DatasetStore(str(tmp_path / "store"))
+    images, annotations, splits = demo_corpus(store, "lr-rel", 12)
+    content = ReleaseContent(store, load_taxonomy(), images, annotations, splits, info={"name": "t"})
+    version = release.release_version(content, ["lerobot", "semantic_png"])
+    release.write_exports(content, version, ["lerobot", "semantic_png"])
+    folder = tmp_path / f"store/releases/{version}"
+    loaded = read_back("lerobot", str(folder / "lerobot"), "release/lerobot", tmp_path=tmp_path)
+    frames = pq.read_table(folder / "lerobot/meta/frames.parquet").to_pandas()
+    by_id = {row.image_id: row for row in content.images.itertuples(index=False)}
+    assert len(loaded["observation.segmentation"]) == len(frames) == 12
+    for index, image_id in zip(frames["index"], frames.image_id, strict=True):
+        png = np.asarray(Image.open(folder / f"masks/{by_id[image_id].split}/{image_id.replace('/', '__')}.png"))
+        assert np.array_equal(loaded["observation.segmentation"][index].astype(np.uint8), png)

@@ -1,8 +1,8 @@
 """Read a folder of episode HDF5 files as ALOHA / ACT's recorder writes them (and DROID-style kin).
 
 One file per episode (``episode_<n>.hdf5``; ``n`` is the episode index, else the files' sorted
-order). A camera is a dataset under a group named ``images`` (or ``image``): ``(T, H, W, 3)``
-uint8 frames, or ALOHA's compressed form ``(T, padded_len)`` uint8 holding one JPEG per row
+order). A camera is a uint8 ``(T, H, W, 3)`` dataset under a group named ``images`` (or
+``image``), or one whose path names an image, rgb or camera; or ALOHA's compressed form ``(T, padded_len)`` uint8 holding one JPEG per row
 (the file's ``compress`` attribute; JPEG decoders stop at the end-of-image marker, so the
 padding needs no ``compress_len``). The camera key is the dataset's path
 (``observations/images/cam_high``). fps comes from a root attribute ``fps`` / ``control_freq``
@@ -77,17 +77,24 @@ def _check_links(handle, where: str, episode: int) -> None:
 
 
 def _cameras(handle) -> dict[str, object]:
+    """The camera datasets: uint8 ``(T, H, W, 3)`` under an ``images`` / ``image`` group (ALOHA) or
+    named like one elsewhere (``observation/camera/image/left``, ``rgb``), and ALOHA's compressed
+    ``(T, padded)`` rows under an ``images`` group. Our own class maps are never a camera."""
     import h5py
 
     found: dict[str, object] = {}
 
     def visit(name: str, item) -> None:
-        parent = name.rsplit("/", 1)[0].rsplit("/", 1)[-1] if "/" in name else ""
-        if not isinstance(item, h5py.Dataset) or parent not in ("images", "image") or item.dtype != np.uint8:
+        if not isinstance(item, h5py.Dataset) or item.dtype != np.uint8:
             return
-        if name.endswith(("segmentation", "segmentation_source")):
+        parts = name.split("/")
+        if parts[-1].startswith("segmentation"):
             return
-        if (item.ndim == 4 and item.shape[-1] == 3) or item.ndim == 2:
+        under_images = len(parts) > 1 and parts[-2] in ("images", "image")
+        looks_like = any(word in part for part in parts for word in ("image", "rgb", "camera"))
+        if item.ndim == 4 and item.shape[-1] == 3 and (under_images or looks_like):
+            found[name] = item
+        elif item.ndim == 2 and under_images:
             found[name] = item
 
     handle.visititems(visit)

@@ -109,9 +109,8 @@ def describe(root: Path, *, launcher: Launcher | None = None) -> RobotSource:
         names = features[camera].get("names") or []
         if len(shape) != 3:
             raise RobotDatasetError(f"{root / INFO}: features.{camera}.shape is {shape!r}, not [H, W, C]")
-        if list(names)[:1] == ["channels"] or (
-            len(shape) == 3 and shape[0] in (1, 3) and shape[2] not in (1, 3)
-        ):
+        channels_first = list(names)[:1] in (["channels"], ["channel"], ["c"])
+        if channels_first or (not names and shape[0] in (1, 3) and shape[2] not in (1, 3)):
             height, width = int(shape[1]), int(shape[2])
         else:
             height, width = int(shape[0]), int(shape[1])

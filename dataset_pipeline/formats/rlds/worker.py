@@ -88,19 +88,30 @@ def _decoders(builder):
     return walk(builder.info.features) or None
 
 
-def _episodes(builder, *, decoded: bool = False):
-    """(global index, split, position, episode) in split-name order, steps as a list of dicts."""
+def _split_episodes(builder, split: str, first_index: int):
+    """(global index, split, position, episode) of one split, steps as a list of dicts; images
+    kept as their stored bytes."""
     tfds = _tfds()
-    index = 0
+    ds = builder.as_dataset(split=split, shuffle_files=False, decoders=_decoders(builder))
+    for position, episode in enumerate(tfds.as_numpy(ds)):
+        episode = dict(episode)
+        episode["steps"] = [dict(step) for step in episode["steps"]]
+        yield first_index + position, split, position, episode
+
+
+def _first_indices(builder) -> dict[str, int]:
+    """Episodes are numbered across splits in split-name order: each split's first number."""
+    first, total = {}, 0
     for split in sorted(builder.info.splits):
-        ds = builder.as_dataset(
-            split=split, shuffle_files=False, decoders=None if decoded else _decoders(builder)
-        )
-        for position, episode in enumerate(tfds.as_numpy(ds)):
-            episode = dict(episode)
-            episode["steps"] = [dict(step) for step in episode["steps"]]
-            yield index, split, position, episode
-            index += 1
+        first[split] = total
+        total += int(builder.info.splits[split].num_examples)
+    return first
+
+
+def _episodes(builder):
+    """Every episode, split by split (see :func:`_split_episodes`), one at a time."""
+    for split, first in _first_indices(builder).items():
+        yield from _split_episodes(builder, split, first)
 
 
 def _task(steps) -> str:
@@ -219,20 +230,23 @@ def write_back(request: dict) -> dict:
     features = _segmented_features(builder, shapes)
     names = _mask_names(shapes)
     masks_dir = Path(request["masks"])
-    by_split: dict[str, list] = {}
     counts = {"episodes": 0, "steps": 0}
 
-    for index, split, _position, episode in _episodes(builder):
-        steps = episode["steps"]
-        for (name, shape), camera in zip(names.items(), shapes, strict=True):
-            masks, sources = _masks(masks_dir, index, camera, len(steps), shape)
-            for frame, step in enumerate(steps):
-                step["observation"] = dict(step["observation"])
-                step["observation"][name] = masks[frame]
-                step["observation"][name.replace(SEGMENTATION, SEGMENTATION_SOURCE)] = int(sources[frame])
-        by_split.setdefault(split, []).append((f"{index:08d}", episode))
-        counts["episodes"] += 1
-        counts["steps"] += len(steps)
+    def segmented(split: str, first: int):
+        """The split's episodes with their class maps, one at a time (never the dataset in memory)."""
+        for index, _split, _position, episode in _split_episodes(builder, split, first):
+            steps = episode["steps"]
+            for (name, shape), camera in zip(names.items(), shapes, strict=True):
+                masks, sources = _masks(masks_dir, index, camera, len(steps), shape)
+                for frame, step in enumerate(steps):
+                    step["observation"] = dict(step["observation"])
+                    step["observation"][name] = masks[frame]
+                    step["observation"][name.replace(SEGMENTATION, SEGMENTATION_SOURCE)] = int(sources[frame])
+            counts["episodes"] += 1
+            counts["steps"] += len(steps)
+            yield f"{index:08d}", episode
+
+    by_split = {split: segmented(split, first) for split, first in _first_indices(builder).items()}
     tfds.dataset_builders.store_as_tfds_dataset(
         name=builder.name,
         version=str(builder.info.version),
@@ -285,8 +299,8 @@ def export(request: dict) -> dict:
         }
     )
     folder = Path(request["episodes_dir"])
-    by_split: dict[str, list] = {}
-    for number, meta in enumerate(request["episodes"]):
+
+    def episode(number: int, meta: dict) -> dict:
         with np.load(folder / meta["masks"]) as data:
             masks, sources = data["masks"], data["sources"]
         n = len(meta["frames"])
@@ -306,11 +320,17 @@ def export(request: dict) -> dict:
             }
             for i, f in enumerate(meta["frames"])
         ]
-        episode = {
-            "steps": steps,
-            "episode_metadata": {k: meta[k] for k in ("episode_id", "scene_id", "split")},
-        }
-        by_split.setdefault(meta["split"], []).append((f"{number:08d}", episode))
+        return {"steps": steps, "episode_metadata": {k: meta[k] for k in ("episode_id", "scene_id", "split")}}
+
+    def split_episodes(split: str):
+        """One split's episodes, read one at a time (the release is never held in memory)."""
+        for number, meta in enumerate(request["episodes"]):
+            if meta["split"] == split:
+                yield f"{number:08d}", episode(number, meta)
+
+    by_split = {
+        split: split_episodes(split) for split in dict.fromkeys(m["split"] for m in request["episodes"])
+    }
     tfds.dataset_builders.store_as_tfds_dataset(
         name=request["name"],
         version=request.get("version", "1.0.0"),

@@ -42,10 +42,14 @@ def mask_source(assistance: object, review_status: object) -> int:
 
 @dataclass
 class EpisodeMasks:
-    """Per (episode, camera): every frame's class map (zeros where unlabelled) and flag."""
+    """Per (episode, camera): the labelled frames' class maps, and every frame's flag.
+
+    Only labelled frames are held (memory follows the labels, not the dataset); :meth:`save`
+    writes each episode's full (T, H, W) maps - zeros where unlabelled - one episode at a time.
+    """
 
     shapes: dict[str, tuple[int, int]]
-    masks: dict[tuple[int, str], np.ndarray]
+    masks: dict[tuple[int, str], dict[int, np.ndarray]]
     sources: dict[tuple[int, str], np.ndarray]
 
     @property
@@ -55,8 +59,12 @@ class EpisodeMasks:
     def save(self, folder: Path) -> None:
         """The files the workers read: ``episode_<e>_<camera>.npz`` (masks, sources)."""
         folder.mkdir(parents=True, exist_ok=True)
-        for key, masks in self.masks.items():
-            np.savez(folder / mask_file(key[0], key[1]), masks=masks, sources=self.sources[key])
+        for key, frames in self.masks.items():
+            height, width = self.shapes[key[1]]
+            full = np.zeros((len(self.sources[key]), height, width), np.uint8)
+            for index, classes in frames.items():
+                full[index] = classes
+            np.savez(folder / mask_file(key[0], key[1]), masks=full, sources=self.sources[key])
 
 
 def episode_masks(
@@ -117,9 +125,9 @@ def episode_masks(
         height, width = out.shapes[camera]
         key = (episode, camera)
         if key not in out.masks:
-            out.masks[key] = np.zeros((lengths[episode], height, width), np.uint8)
+            out.masks[key] = {}
             out.sources[key] = np.zeros(lengths[episode], np.uint8)
-        if rows is None:
+        if rows is None:  # reviewed and empty: background everywhere, which save() writes
             out.sources[key][index] = MASK_SOURCES.index("human")
             continue
         boxes = rle_boxes(rows.height, rows.width, rows.rle)
