@@ -29,13 +29,13 @@ import numpy as np
 from dataset_pipeline import layout
 from dataset_pipeline.formats.robot_dataset import (
     EpisodeError,
+    Launcher,
     RobotDatasetError,
     RobotSource,
     check_cameras,
     sample_frames,
 )
 from dataset_pipeline.formats.robot_sources import describe_upload, local_dataset, source_reader
-from dataset_pipeline.formats.worker_protocol import Launcher
 from dataset_pipeline.store import DatasetStore
 
 if TYPE_CHECKING:

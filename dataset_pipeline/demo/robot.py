@@ -2,7 +2,7 @@
 
 A robot that logs with lerobot writes a v3.0 dataset (AV1 video per camera, joint states and
 actions per frame, a task per episode); the demo does the same through lerobot 0.4.4 in its
-own environment (``formats/lerobot/worker.py create``; the joint states and actions are
+own environment (``robot_workers/lerobot_worker.py create``; the joint states and actions are
 synthetic), copies it into ``incoming/<batch>/`` and writes ``UPLOAD_COMPLETE`` last, as an
 upload job would. The ground truth of every frame is kept apart, keyed by the image id the
 ingest gives it, for the simulated annotators.
@@ -61,7 +61,6 @@ def write_lerobot_dataset(
             episodes.append({"task": task, "frames": names})
         return run_worker(
             "lerobot",
-            "dataset_pipeline.formats.lerobot.worker",
             "create",
             {
                 "root": str(root),

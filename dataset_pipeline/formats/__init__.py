@@ -15,8 +15,9 @@ As Datumaro keeps them: every folder holds what its format needs and nothing els
 ``write_back/``    the robot datasets a release's batches came from, with the class maps written in
 =================  ==========================================================================
 
-Robot datasets: ``robot_dataset.py`` (the source model, detection, sampling), ``environments.py``
-and ``worker_protocol.py`` (the other environments lerobot and tensorflow-datasets run in).
+Robot datasets: ``robot_dataset.py`` (the source model, detection, sampling), ``robot_sources.py``
+(the readers by kind), ``environments.py`` (the other environments lerobot and tensorflow-datasets
+run in, and their workers in ``robot_workers/``).
 
 Importers follow :class:`~dataset_pipeline.formats.importing.Importer` (``FORMATS``, ``detect``,
 ``read``); exporters :class:`~dataset_pipeline.formats.exporting.Exporter` (``NAME``, ``export``,

@@ -2,9 +2,9 @@
 
 lerobot 0.4.4 pins torch 2.10 (the project runs 2.14); tensorflow-cpu pins protobuf and h5py.
 Each lives in a venv that ``scripts/robot_envs.sh`` makes (``.lerobot-venv``, ``.tfds-venv``
-beside the project, or the Python an environment variable names). A format's ``worker.py`` is
-run there as a script: it reads one JSON request file and answers one JSON result, printed
-as its last line (``RESULT {...}``) and, under Dagster Pipes, reported as a custom message.
+beside the project, or the Python an environment variable names). Its worker, a module of the
+``robot_workers`` package (which imports nothing of ``dataset_pipeline``), is run there: it reads
+one JSON request file and writes one JSON result file (``robot_workers/protocol.py``).
 The domain calls :func:`run_worker`; an asset passes a ``launcher`` that runs the same command
 through Dagster Pipes so the step's logs and result reach the UI.
 """
@@ -17,8 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from dataset_pipeline.formats.robot_dataset import RobotDatasetError
-from dataset_pipeline.formats.worker_protocol import RESULT_PREFIX, Launcher
+from dataset_pipeline.formats.robot_dataset import Launcher, RobotDatasetError
 
 #: name -> (environment variable naming its Python, venv folder beside the project)
 ENVIRONMENTS: dict[str, tuple[str, str]] = {
@@ -55,41 +54,39 @@ def is_available(name: str) -> bool:
     return True
 
 
-def parse_result(stdout: str) -> dict | None:
-    """The worker's result: its last ``RESULT`` line."""
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
-    return None
-
-
-def subprocess_launcher(command: list[str], env: dict[str, str]) -> dict:
+def subprocess_launcher(command: list[str], env: dict[str, str]) -> None:
+    """Run the worker as a plain subprocess (the CLI, the release's exporters)."""
     completed = subprocess.run(
         command, env={**os.environ, **env}, capture_output=True, text=True, check=False
     )
-    result = parse_result(completed.stdout)
-    if result is None:
+    if completed.returncode != 0:
         tail = "\n".join((completed.stderr or completed.stdout).strip().splitlines()[-6:])
         raise RobotDatasetError(f"{command[2]} {command[3]!r} failed (exit {completed.returncode}): {tail}")
-    return result
 
 
-def run_worker(
-    environment: str, worker: str, command: str, request: dict, *, launcher: Launcher | None = None
-) -> dict:
-    """Run ``worker.py COMMAND`` in ``environment`` with ``request``; its result, or the
+#: The workers, by environment (modules of the ``robot_workers`` package beside ``dataset_pipeline``).
+WORKERS: dict[str, str] = {"lerobot": "robot_workers.lerobot_worker", "tfds": "robot_workers.tfds_worker"}
+
+
+def run_worker(environment: str, command: str, request: dict, *, launcher: Launcher | None = None) -> dict:
+    """Run ``command`` of the environment's worker with ``request``; its result, or the
     :class:`RobotDatasetError` it reported (a refusal names dataset, episode, frame and field)."""
     python = python_of(environment)
     with tempfile.TemporaryDirectory(prefix="dp-worker-") as folder:
-        request_file = Path(folder) / "request.json"
-        request_file.write_text(json.dumps(request), encoding="utf-8")
+        request_file, result_file = Path(folder) / "request.json", Path(folder) / "result.json"
+        request_file.write_text(json.dumps({**request, "result_file": str(result_file)}), encoding="utf-8")
         env = {
             "PYTHONNOUSERSITE": "1",
-            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            "PYTHONPATH": str(project_root()),
             "TF_CPP_MIN_LOG_LEVEL": "3",
             "HF_HUB_OFFLINE": "1",
         }
-        result = (launcher or subprocess_launcher)([python, "-m", worker, command, str(request_file)], env)
+        (launcher or subprocess_launcher)(
+            [python, "-m", WORKERS[environment], command, str(request_file)], env
+        )
+        if not result_file.exists():
+            raise RobotDatasetError(f"{WORKERS[environment]} {command!r} wrote no result")
+        result = json.loads(result_file.read_text(encoding="utf-8"))
     if not result.get("ok"):
         raise RobotDatasetError(str(result.get("error") or result))
     return result

@@ -13,20 +13,32 @@ A robot dataset (LeRobot, RLDS/TFDS, ALOHA/DROID episode HDF5) is read by its fo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from dataset_pipeline.formats.worker_protocol import Launcher
 
 #: The kinds, as ``source.json``, the CLI and the release name them.
 KINDS: tuple[str, ...] = ("lerobot", "rlds", "episode_hdf5")
 #: Where a frame's mask came from; stored per frame beside the class map as this code.
 MASK_SOURCES: tuple[str, ...] = ("none", "human", "propagated", "model")
+
+
+#: (command, environment variables) -> None: runs a worker in its environment
+#: (:func:`dataset_pipeline.formats.environments.run_worker`); the default is a subprocess, an
+#: asset's a Dagster Pipes session.
+Launcher = Callable[[list[str], dict[str, str]], None]
+
+
+def mask_file(episode: int, camera: str) -> str:
+    """The file of one episode's class maps and flags for one camera, as write-back hands them on.
+
+    >>> mask_file(3, "observations/images/cam_high")
+    'episode_3_observations_images_cam_high.npz'
+    """
+    return f"episode_{episode}_{camera.replace('/', '_')}.npz"
 
 
 class RobotDatasetError(ValueError):

@@ -12,8 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dataset_pipeline import layout
-from dataset_pipeline.formats.robot_dataset import KINDS, RobotDatasetError, RobotSource, Source, detect
-from dataset_pipeline.formats.worker_protocol import Launcher
+from dataset_pipeline.formats.robot_dataset import (
+    KINDS,
+    Launcher,
+    RobotDatasetError,
+    RobotSource,
+    Source,
+    detect,
+)
 from dataset_pipeline.store import DatasetStore
 
 

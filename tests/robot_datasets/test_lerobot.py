@@ -227,5 +227,7 @@ def test_the_release_s_lerobot_export_loads_in_lerobotdataset_with_the_png_masks
     by_id = {row.image_id: row for row in content.images.itertuples(index=False)}
     assert len(loaded["observation.segmentation"]) == len(frames) == 12
     for index, image_id in zip(frames["index"], frames.image_id, strict=True):
-        png = np.asarray(Image.open(folder / f"masks/{by_id[image_id].split}/{image_id.replace('/', '__')}.png"))
+        png = np.asarray(
+            Image.open(folder / f"masks/{by_id[image_id].split}/{image_id.replace('/', '__')}.png")
+        )
         assert np.array_equal(loaded["observation.segmentation"][index].astype(np.uint8), png)

@@ -22,10 +22,10 @@ import pytest
 from dataset_pipeline import schemas
 from tests.conftest import ROOT
 
-PACKAGES = ("dataset_pipeline", "assets", "resources")
+PACKAGES = ("dataset_pipeline", "assets", "resources", "robot_workers")
 WIRING = "dataset_pipeline.definitions"
 #: The store's top-level folders (layout.py); a string that starts with one and a "/" is a key.
-STORE_PATH = re.compile(r"^(incoming|reviews|tables|previews|models|releases|tasks|ground_truth)/\S*$")
+STORE_PATH = re.compile(r"^(incoming|reviews|tables|previews|models|releases|tasks|ground_truth|frames)/\S*$")
 
 
 def _module_name(path: Path) -> str:
@@ -100,14 +100,34 @@ def test_only_the_wiring_knows_dagster_and_the_domain_imports_neither_assets_nor
         for target in _imports(name):
             if name == "dataset_pipeline.cli" and target.startswith(WIRING):
                 continue  # the CLI starts runs through the wiring, inside the command that needs it
-            if name == "dataset_pipeline.formats.worker_protocol" and target == "dagster_pipes":
-                # the workers run in lerobot's and tensorflow's environments as external processes;
-                # dagster-pipes is the dependency-free protocol such a process reports with, not Dagster
-                continue
             if target.split(".")[0] in ("dagster", "assets", "resources") or target.startswith(
                 ("dagster_", WIRING)
             ):
                 offenders.append(f"{name} imports {target}")
+    assert offenders == []
+
+
+def test_the_workers_of_the_other_environments_import_nothing_of_the_project():
+    """robot_workers/ runs in lerobot's and tensorflow's venvs, which have none of the project's
+    dependencies: the standard library, NumPy, their library and dagster-pipes only."""
+    allowed = {
+        "numpy",
+        "lerobot",
+        "datasets",
+        "pyarrow",
+        "tensorflow",
+        "tensorflow_datasets",
+        "dagster_pipes",
+    }
+    offenders = []
+    for name in MODULES:
+        if name.split(".")[0] != "robot_workers":
+            continue
+        for target in _imports(name):
+            top = target.split(".")[0]
+            if top == "robot_workers" or top in allowed or top in sys.stdlib_module_names:
+                continue
+            offenders.append(f"{name} imports {target}")
     assert offenders == []
 
 

@@ -42,4 +42,3 @@ def test_a_target_fps_keeps_evenly_spaced_frames_within_the_episode():
     assert sample_frames(30, fps=4, source_fps=30) == [0, 7, 15, 22]
     assert sample_frames(0, fps=4, source_fps=30) == []
     assert all(f < 31 for f in sample_frames(31, fps=7, source_fps=29.97))
-

@@ -24,12 +24,12 @@ import numpy as np
 from dataset_pipeline.formats.robot_dataset import (
     Episode,
     EpisodeError,
+    Launcher,
     RobotDatasetError,
     RobotSource,
     SourceFrame,
     check_frame_size,
 )
-from dataset_pipeline.formats.worker_protocol import Launcher
 from dataset_pipeline.images import DEFAULT_MAX_PIXELS
 
 KIND = "episode_hdf5"

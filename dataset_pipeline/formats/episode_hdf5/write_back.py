@@ -20,7 +20,6 @@ import numpy as np
 
 from dataset_pipeline.formats.episode_hdf5.source import episode_files
 from dataset_pipeline.formats.robot_dataset import MASK_SOURCES
-from dataset_pipeline.formats.worker_protocol import mask_file
 
 GROUP = "observations/images"
 
@@ -41,11 +40,11 @@ def dataset_names(cameras: list[str]) -> dict[str, tuple[str, str]]:
 
 
 def _masks(
-    folder: Path, episode: int, camera: str, length: int, shape: list[int]
+    folder: Path, files: dict[str, str], episode: int, camera: str, length: int, shape: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    path = folder / mask_file(episode, camera)
-    if path.exists():
-        with np.load(path) as data:
+    name = files.get(f"{episode}:{camera}")
+    if name:
+        with np.load(folder / name) as data:
             return data["masks"], data["sources"]
     return np.zeros((length, *shape), np.uint8), np.zeros(length, np.uint8)
 
@@ -55,15 +54,21 @@ def _length(handle, camera: str) -> int:
 
 
 def write_back(
-    root: Path, masks_dir: Path, shapes: dict[str, list[int]], out: Path, *, class_names: list[str]
+    root: Path,
+    masks_dir: Path,
+    files: dict[str, str],
+    shapes: dict[str, list[int]],
+    out: Path,
+    *,
+    class_names: list[str],
 ) -> dict:
     import h5py
 
     out.mkdir(parents=True, exist_ok=True)
     names = dataset_names(list(shapes))
     frames = 0
-    files = episode_files(root)
-    for episode, path in files:
+    episodes = episode_files(root)
+    for episode, path in episodes:
         target = out / path.relative_to(root)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
@@ -71,7 +76,7 @@ def write_back(
             for camera, (mask_name, source_name) in names.items():
                 length = _length(handle, camera)
                 height, width = shapes[camera]
-                masks, sources = _masks(masks_dir, episode, camera, length, shapes[camera])
+                masks, sources = _masks(masks_dir, files, episode, camera, length, shapes[camera])
                 data = handle.create_dataset(
                     mask_name,
                     data=masks.astype(np.uint8),
@@ -84,7 +89,11 @@ def write_back(
                 flags = handle.create_dataset(source_name, data=sources.astype(np.uint8))
                 flags.attrs["codes"] = list(MASK_SOURCES)
                 frames += length if camera == next(iter(names)) else 0
-    return {"episodes": len(files), "frames": frames, "files": [str(p.relative_to(root)) for _, p in files]}
+    return {
+        "episodes": len(episodes),
+        "frames": frames,
+        "files": [str(p.relative_to(root)) for _, p in episodes],
+    }
 
 
 def _dataset_names(handle) -> list[str]:
@@ -95,7 +104,9 @@ def _dataset_names(handle) -> list[str]:
     return names
 
 
-def check(root: Path, masks_dir: Path, shapes: dict[str, list[int]], out: Path) -> list[str]:
+def check(
+    root: Path, masks_dir: Path, files: dict[str, str], shapes: dict[str, list[int]], out: Path
+) -> list[str]:
     """h5py reads every written file: the new datasets' shapes, dtypes and values, and every
     original dataset equal to the source's."""
     import h5py
@@ -111,7 +122,7 @@ def check(root: Path, masks_dir: Path, shapes: dict[str, list[int]], out: Path) 
         with h5py.File(path, "r") as original, h5py.File(target, "r") as written:
             for camera, (mask_name, source_name) in names.items():
                 length = _length(original, camera)
-                masks, sources = _masks(masks_dir, episode, camera, length, shapes[camera])
+                masks, sources = _masks(masks_dir, files, episode, camera, length, shapes[camera])
                 for name, expected in ((mask_name, masks), (source_name, sources)):
                     if name not in written:
                         problems.append(f"{relative}: /{name} is missing")

@@ -1,7 +1,7 @@
 """Read a LeRobot dataset (codebase v3.0 or v2.1) as its files are: ``meta/``, Parquet, mp4.
 
 This runs in the project's environment (pyarrow and PyAV, no lerobot: lerobot 0.4.4 pins a
-torch we do not use); write-back and its check use lerobot itself (``worker.py``).
+torch we do not use); write-back and its check use lerobot itself (``robot_workers/lerobot_worker.py``).
 
 v3.0: ``meta/info.json`` (``data_path`` / ``video_path`` templates with chunk and file
 indices), ``meta/episodes/*/*.parquet`` (per episode: length, tasks, data file, and per video
@@ -24,12 +24,12 @@ import numpy as np
 from dataset_pipeline.formats.robot_dataset import (
     Episode,
     EpisodeError,
+    Launcher,
     RobotDatasetError,
     RobotSource,
     SourceFrame,
     check_frame_size,
 )
-from dataset_pipeline.formats.worker_protocol import Launcher
 from dataset_pipeline.images import DEFAULT_MAX_PIXELS
 
 KIND = "lerobot"

@@ -1,7 +1,7 @@
 """The release as an RLDS dataset (TFDS directory), for captures from any source.
 
 Under ``rlds/<name>/1.0.0/`` (``name`` = ``dataset_pipeline_release``), written by
-tensorflow-datasets in its own environment (``worker.py export``): one episode per
+tensorflow-datasets in its own environment (``robot_workers/tfds_worker.py export``): one episode per
 trajectory (``episode_id`` / ``frame_index``; frames without an episode are in none), splits
 as the release's, episodes in split-name order then episode_id. Per step::
 
@@ -23,14 +23,13 @@ import numpy as np
 
 from dataset_pipeline.formats.exporting import ReleaseFolder
 from dataset_pipeline.formats.release_content import ExportError, ReleaseContent
+from dataset_pipeline.formats.robot_dataset import mask_file
 from dataset_pipeline.formats.trajectories import episode_seconds, episodes
-from dataset_pipeline.formats.worker_protocol import mask_file
 
 NAME = "rlds"
 ROOT = "rlds"
 DATASET = "dataset_pipeline_release"
 VERSION = "1.0.0"
-WORKER = "dataset_pipeline.formats.rlds.worker"
 
 
 def _trajectories(content: ReleaseContent):
@@ -97,7 +96,6 @@ def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
             return []
         run_worker(
             "tfds",
-            WORKER,
             "export",
             {
                 "episodes_dir": str(work),
@@ -135,12 +133,12 @@ def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
             target.write_bytes(out.read_bytes(name))
         answer = run_worker(
             "tfds",
-            WORKER,
             "check",
             {
                 "written": str(written),
                 "shapes": {"image": list(shape)},
                 "masks": str(work),
+                "mask_files": {f"{n}:image": meta["masks"] for n, meta in enumerate(metas)},
                 "episodes": len(metas),
             },
         )

@@ -18,17 +18,16 @@ import numpy as np
 from dataset_pipeline.formats.environments import run_worker
 from dataset_pipeline.formats.robot_dataset import (
     Episode,
+    Launcher,
     RobotDatasetError,
     RobotSource,
     SourceFrame,
     check_frame_size,
     find_tfds_directory,
 )
-from dataset_pipeline.formats.worker_protocol import Launcher
 from dataset_pipeline.images import DEFAULT_MAX_PIXELS
 
 KIND = "rlds"
-WORKER = "dataset_pipeline.formats.rlds.worker"
 #: Frames are read in one worker run for all episodes (one TensorFlow start).
 ONE_PASS = True
 
@@ -42,7 +41,7 @@ def directory(root: Path) -> Path:
 
 def describe(root: Path, *, launcher: Launcher | None = None) -> RobotSource:
     folder = directory(root)
-    answer = run_worker("tfds", WORKER, "describe", {"root": str(folder)}, launcher=launcher)
+    answer = run_worker("tfds", "describe", {"root": str(folder)}, launcher=launcher)
     if not answer["cameras"]:
         raise RobotDatasetError(f"{folder}: features.json: steps/observation has no 3-channel Image feature")
     for camera, (height, width) in answer["cameras"].items():
@@ -80,7 +79,6 @@ def frames(
     with tempfile.TemporaryDirectory(prefix="dp-rlds-") as out:
         answer = run_worker(
             "tfds",
-            WORKER,
             "frames",
             {
                 "root": str(directory(root)),

@@ -4,7 +4,7 @@
 per image, :func:`~dataset_pipeline.baseline_model.reference_annotations`), with a per-frame
 flag of where it came from (``none`` for a frame nobody labelled: never read it as background).
 :func:`write_back` has the format write an augmented copy - LeRobot and RLDS through their own
-libraries in their own environments (``formats/*/worker.py``), HDF5 with h5py - and
+libraries in their own environments (``robot_workers/``), HDF5 with h5py - and
 :func:`check_write_back` reads it back with the same library. The CLI's ``write-back`` and the
 release's ``write_back`` format both call these.
 """
@@ -20,8 +20,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dataset_pipeline.formats.robot_dataset import MASK_SOURCES, RobotDatasetError, RobotSource
-from dataset_pipeline.formats.worker_protocol import Launcher, mask_file
+from dataset_pipeline.formats.robot_dataset import (
+    MASK_SOURCES,
+    Launcher,
+    RobotDatasetError,
+    RobotSource,
+    mask_file,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,15 +61,19 @@ class EpisodeMasks:
     def labelled_frames(self) -> int:
         return int(sum(int((s > 0).sum()) for s in self.sources.values()))
 
-    def save(self, folder: Path) -> None:
-        """The files the workers read: ``episode_<e>_<camera>.npz`` (masks, sources)."""
+    def save(self, folder: Path) -> dict[str, str]:
+        """Write the files the workers read (``episode_<e>_<camera>.npz``: masks, sources); returns
+        them by ``"<episode>:<camera>"``, as a request's ``mask_files``."""
         folder.mkdir(parents=True, exist_ok=True)
+        files: dict[str, str] = {}
         for key, frames in self.masks.items():
             height, width = self.shapes[key[1]]
             full = np.zeros((len(self.sources[key]), height, width), np.uint8)
             for index, classes in frames.items():
                 full[index] = classes
-            np.savez(folder / mask_file(key[0], key[1]), masks=full, sources=self.sources[key])
+            files[f"{key[0]}:{key[1]}"] = mask_file(key[0], key[1])
+            np.savez(folder / files[f"{key[0]}:{key[1]}"], masks=full, sources=self.sources[key])
+        return files
 
 
 def episode_masks(
@@ -183,17 +192,17 @@ def write_back(
     started = time.perf_counter()
     shapes = {c: list(s) for c, s in masks.shapes.items()}
     with tempfile.TemporaryDirectory(prefix="dp-masks-") as folder:
-        masks.save(Path(folder))
+        mask_files = masks.save(Path(folder))
         if source.kind == "lerobot":
             answer = run_worker(
                 "lerobot",
-                "dataset_pipeline.formats.lerobot.worker",
                 "write-back",
                 {
                     "root": str(root),
                     "repo_id": repo_id_of(source, batch),
                     "shapes": shapes,
                     "masks": folder,
+                    "mask_files": mask_files,
                     "out": str(out),
                     "class_names": list(class_names),
                 },
@@ -205,16 +214,23 @@ def write_back(
 
             answer = run_worker(
                 "tfds",
-                "dataset_pipeline.formats.rlds.worker",
                 "write-back",
-                {"root": str(tfds_directory(root)), "shapes": shapes, "masks": folder, "out": str(out)},
+                {
+                    "root": str(tfds_directory(root)),
+                    "shapes": shapes,
+                    "masks": folder,
+                    "mask_files": mask_files,
+                    "out": str(out),
+                },
                 launcher=launcher,
             )
             directory, frames = Path(answer["directory"]), int(answer["steps"])
         else:
             from dataset_pipeline.formats.episode_hdf5.write_back import write_back as hdf5_write_back
 
-            answer = hdf5_write_back(root, Path(folder), shapes, out, class_names=list(class_names))
+            answer = hdf5_write_back(
+                root, Path(folder), mask_files, shapes, out, class_names=list(class_names)
+            )
             directory, frames = out, int(answer["frames"])
     return WriteBack(
         source.kind,
@@ -242,11 +258,10 @@ def check_write_back(
     shapes = {c: list(s) for c, s in masks.shapes.items()}
     frames = sum(e.length for e in source.episodes)
     with tempfile.TemporaryDirectory(prefix="dp-masks-") as folder:
-        masks.save(Path(folder))
+        mask_files = masks.save(Path(folder))
         if source.kind == "lerobot":
             answer = run_worker(
                 "lerobot",
-                "dataset_pipeline.formats.lerobot.worker",
                 "check",
                 {
                     "written": str(written.directory),
@@ -254,6 +269,7 @@ def check_write_back(
                     "repo_id": repo_id_of(source, batch),
                     "shapes": shapes,
                     "masks": folder,
+                    "mask_files": mask_files,
                     "frames": frames,
                 },
                 launcher=launcher,
@@ -263,13 +279,13 @@ def check_write_back(
 
             answer = run_worker(
                 "tfds",
-                "dataset_pipeline.formats.rlds.worker",
                 "check",
                 {
                     "written": str(written.directory),
                     "source": str(tfds_directory(root)),
                     "shapes": shapes,
                     "masks": folder,
+                    "mask_files": mask_files,
                     "episodes": len(source.episodes),
                 },
                 launcher=launcher,
@@ -277,5 +293,5 @@ def check_write_back(
         else:
             from dataset_pipeline.formats.episode_hdf5.write_back import check as hdf5_check
 
-            answer = {"problems": hdf5_check(root, Path(folder), shapes, written.directory)}
+            answer = {"problems": hdf5_check(root, Path(folder), mask_files, shapes, written.directory)}
     return list(answer["problems"])

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dataset_pipeline.formats.worker_protocol import Problem, mask_file, serve
+from robot_workers.protocol import Problem, load_masks, serve
 
 SEGMENTATION = "observation.segmentation"
 SEGMENTATION_SOURCE = "observation.segmentation_source"
@@ -53,21 +53,6 @@ def _open(repo_id: str, root: str):
         return LeRobotDataset(repo_id, root=root, video_backend="pyav")
     except Exception as exc:  # lerobot raises many kinds for a broken dataset
         raise Problem(f"{root}: LeRobotDataset cannot open it ({type(exc).__name__}: {exc})") from None
-
-
-def _masks(folder: Path, camera: str, episode: int, length: int, shape: list[int]):
-    import numpy as np
-
-    path = folder / mask_file(episode, camera)
-    if path.exists():
-        with np.load(path) as data:
-            masks, sources = data["masks"], data["sources"]
-        if masks.shape != (length, *shape):
-            raise Problem(
-                f"{path}: class maps of shape {masks.shape}, episode {episode} needs {(length, *shape)}"
-            )
-        return masks, sources
-    return np.zeros((length, *shape), np.uint8), np.zeros(length, np.uint8)
 
 
 def _as_v30(request: dict, scratch: Path) -> str:
@@ -117,7 +102,6 @@ def write_back(request: dict) -> dict:
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
     from lerobot.datasets.utils import get_hf_features_from_features
 
-    masks_dir = Path(request["masks"])
     cameras = list(request["shapes"])
     names = mask_names(cameras)
     with tempfile.TemporaryDirectory(prefix="dp-lerobot-") as scratch:
@@ -150,8 +134,8 @@ def write_back(request: dict) -> dict:
             if (camera, episode) not in cache:
                 for key in [k for k in cache if k[1] != episode]:  # rows come episode by episode
                     del cache[key]
-                cache[(camera, episode)] = _masks(
-                    masks_dir, camera, episode, lengths[episode], request["shapes"][camera]
+                cache[(camera, episode)] = load_masks(
+                    request, episode, camera, lengths[episode], request["shapes"][camera]
                 )
             return cache[(camera, episode)]
 
@@ -239,7 +223,6 @@ def check(request: dict) -> dict:
     problems: list[str] = []
     names = mask_names(list(request["shapes"]))
     table = written.hf_dataset.data.table
-    masks_dir = Path(request["masks"])
     lengths = {int(e["episode_index"]): int(e["length"]) for e in written.meta.episodes}
     if request.get("frames") is not None and table.num_rows != int(request["frames"]):
         problems.append(f"{table.num_rows} frames read back, {request['frames']} expected")
@@ -253,7 +236,7 @@ def check(request: dict) -> dict:
             rows = np.flatnonzero(episodes == episode)  # an episode's rows are contiguous in v3.0
             got = _maps_column(table.slice(int(rows[0]), int(rows[-1] - rows[0] + 1)), name, shape)
             got = got[rows - rows[0]]
-            masks, sources = _masks(masks_dir, camera, int(episode), lengths[int(episode)], shape)
+            masks, sources = load_masks(request, int(episode), camera, lengths[int(episode)], shape)
             expected = masks[frames[rows]]
             differ = np.flatnonzero((got != expected).reshape(len(rows), -1).any(axis=1))
             problems += [
@@ -269,7 +252,7 @@ def check(request: dict) -> dict:
         item = written[int(i)]
         for camera, name in names.items():
             episode, frame = int(item["episode_index"]), int(item["frame_index"])
-            masks, _ = _masks(masks_dir, camera, episode, lengths[episode], request["shapes"][camera])
+            masks, _ = load_masks(request, episode, camera, lengths[episode], request["shapes"][camera])
             if not np.array_equal(item[name].numpy().astype(np.uint8), masks[frame]):
                 problems.append(f"LeRobotDataset[{i}]: {name} differs from the class map")
     if request.get("source"):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dataset_pipeline.formats.worker_protocol import Problem, mask_file, serve
+from robot_workers.protocol import Problem, load_masks, serve
 
 MASK_SOURCES = ["none", "human", "propagated", "model"]
 SEGMENTATION = "segmentation_mask"
@@ -206,19 +206,6 @@ def _mask_names(shapes: dict[str, list[int]]) -> dict[str, list[int]]:
     return {f"{SEGMENTATION}_{camera}": shape for camera, shape in shapes.items()}
 
 
-def _masks(folder: Path, index: int, camera: str, length: int, shape: list[int]):
-    import numpy as np
-
-    path = folder / mask_file(index, camera)
-    if path.exists():
-        with np.load(path) as data:
-            masks, sources = data["masks"], data["sources"]
-        if masks.shape != (length, *shape):
-            raise Problem(f"{path}: class maps of shape {masks.shape}, the episode needs {(length, *shape)}")
-        return masks, sources
-    return np.zeros((length, *shape), np.uint8), np.zeros(length, np.int64)
-
-
 def write_back(request: dict) -> dict:
     tfds = _tfds()
     builder = _builder(request["root"])
@@ -229,7 +216,6 @@ def write_back(request: dict) -> dict:
         raise Problem(f"{request['root']}: steps/observation already has a {SEGMENTATION}; refused")
     features = _segmented_features(builder, shapes)
     names = _mask_names(shapes)
-    masks_dir = Path(request["masks"])
     counts = {"episodes": 0, "steps": 0}
 
     def segmented(split: str, first: int):
@@ -237,7 +223,7 @@ def write_back(request: dict) -> dict:
         for index, _split, _position, episode in _split_episodes(builder, split, first):
             steps = episode["steps"]
             for (name, shape), camera in zip(names.items(), shapes, strict=True):
-                masks, sources = _masks(masks_dir, index, camera, len(steps), shape)
+                masks, sources = load_masks(request, index, camera, len(steps), shape)
                 for frame, step in enumerate(steps):
                     step["observation"] = dict(step["observation"])
                     step["observation"][name] = masks[frame]
@@ -361,7 +347,6 @@ def check(request: dict) -> dict:
     names = _mask_names(request["shapes"])
     problems: list[str] = []
     source_episodes = _episodes(_builder(request["source"])) if request.get("source") else None
-    masks_dir = Path(request["masks"])
     count = steps_total = 0
     for index, split, _position, episode in _episodes(builder):
         count += 1
@@ -369,7 +354,7 @@ def check(request: dict) -> dict:
         steps_total += len(steps)
         original = next(source_episodes, None) if source_episodes is not None else None
         for (name, shape), camera in zip(names.items(), request["shapes"], strict=True):
-            masks, sources = _masks(masks_dir, index, camera, len(steps), shape)
+            masks, sources = load_masks(request, index, camera, len(steps), shape)
             for frame, step in enumerate(steps):
                 if not _equal(step["observation"][name], masks[frame]):
                     problems.append(
