@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dataset_pipeline import layout
+from dataset_pipeline import layout, schemas
 from dataset_pipeline.formats.robot_dataset import (
     EpisodeError,
     Launcher,
@@ -46,17 +46,8 @@ DEFAULT_FPS = 2.0
 DEFAULT_EVERY = 10
 #: Robot datasets do not record the light; the captures' ``lighting`` says so.
 UNKNOWN_LIGHTING = "unknown"
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "image_file",
-    "capture_ts",
-    "camera_model",
-    "scene_id",
-    "lighting",
-    "episode_id",
-    "frame_index",
-    "episode_index",
-    "timestamp",
-)
+#: A sampled frame's manifest row: the required columns, and where in its episode it is.
+MANIFEST_COLUMNS: tuple[str, ...] = (*schemas.MANIFEST_REQUIRED, "episode_index", "timestamp")
 
 
 @dataclass(frozen=True)
