@@ -92,11 +92,21 @@ def _split_episodes(builder, split: str, first_index: int):
     """(global index, split, position, episode) of one split, steps as a list of dicts; images
     kept as their stored bytes."""
     tfds = _tfds()
-    ds = builder.as_dataset(split=split, shuffle_files=False, decoders=_decoders(builder))
-    for position, episode in enumerate(tfds.as_numpy(ds)):
-        episode = dict(episode)
-        episode["steps"] = [dict(step) for step in episode["steps"]]
-        yield first_index + position, split, position, episode
+    position = 0
+    try:
+        ds = builder.as_dataset(split=split, shuffle_files=False, decoders=_decoders(builder))
+        for position, episode in enumerate(tfds.as_numpy(ds)):
+            episode = dict(episode)
+            episode["steps"] = [dict(step) for step in episode["steps"]]
+            yield first_index + position, split, position, episode
+    except Problem:
+        raise
+    except Exception as exc:  # a missing or truncated shard surfaces as one of TensorFlow's errors
+        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise Problem(
+            f"{builder.data_dir}: split {split!r}, episode {first_index + position} (position {position}): "
+            f"the shards cannot be read ({type(exc).__name__}: {message})"
+        ) from None
 
 
 def _first_indices(builder) -> dict[str, int]:

@@ -231,3 +231,18 @@ def test_the_release_s_lerobot_export_loads_in_lerobotdataset_with_the_png_masks
             Image.open(folder / f"masks/{by_id[image_id].split}/{image_id.replace('/', '__')}.png")
         )
         assert np.array_equal(loaded["observation.segmentation"][index].astype(np.uint8), png)
+
+
+def test_a_dataset_without_its_video_file_is_refused_with_every_episode_named(lerobot_av1, tmp_path):
+    root = _copy(lerobot_av1, tmp_path, "novideo")
+    for video in (root / "videos").rglob("*.mp4"):
+        video.unlink()
+    code, out, err = run_cli(
+        "ingest", str(root), "--out", str(tmp_path / "s"), "--batch", "nv", "--every", "5"
+    )
+    assert code == 1 and "Traceback" not in err
+    for episode in range(EPISODES):
+        assert (
+            f"episode {episode}: quarantined - episode {episode}, field {CAMERA}: video videos/{CAMERA}/chunk-000/file-000.mp4 is missing"
+            in out
+        )

@@ -102,3 +102,15 @@ def test_the_release_as_rlds_reads_back_through_tfds_with_every_class_map(tmp_pa
         image_id = image_id.decode() if isinstance(image_id, bytes) else str(image_id)
         assert np.array_equal(mask, content.class_map(by_id[image_id]))
     assert set(np.asarray(written["observation/segmentation_source"]).tolist()) == {1}
+
+
+def test_a_missing_shard_refuses_the_dataset_naming_the_split_and_nothing_is_stored(rlds_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "broken"
+    shutil.copytree(rlds_root, root)
+    (root / TFDS_DIR / "toy_rlds-val.tfrecord-00000-of-00001").unlink()
+    code, _, err = run_cli("ingest", str(root), "--out", str(tmp_path / "s"), "--batch", "gone")
+    assert code == 1
+    assert "split 'val'" in err and "the shards cannot be read" in err and "Traceback" not in err
+    assert not (tmp_path / "s/incoming/gone").exists()
