@@ -326,7 +326,8 @@ def _robot_source_lines(sources: dict[str, dict]) -> list[str]:
             f"{source.get('episodes')} episodes, {source.get('frames')} frames, cameras "
             f"{', '.join(source.get('cameras') or [])}; tasks: {'; '.join(source.get('tasks') or []) or 'none'})"
             + (f"; {len(quarantined)} episode(s) quarantined" if quarantined else "")
-            + f". Its masks are written back into a copy of it: `robot_datasets/{batch}/`."
+            + f". Its masks are written back into a copy of it: `robot_datasets/{batch}/`; its provenance is in "
+            f"`{layout.provenance_file('robot_datasets', 'json')}`."
         )
     return [*lines, ""] if lines else []
 
@@ -395,6 +396,11 @@ def write_card(
     for name, frame in (("images", images), ("annotations", annotations)):
         out.write_parquet(layout.provenance_file(name, "parquet"), frame)
         out.write_text(layout.provenance_file(name, "csv"), frame.to_csv(index=False))
+    if inputs.robot_sources:  # the robot datasets the frames were sampled from, as ingest recorded them
+        out.write_text(
+            layout.provenance_file("robot_datasets", "json"),
+            json.dumps(inputs.robot_sources, indent=2, default=str),
+        )
     out.write_bytes(layout.MASK_AREA_HISTOGRAM_FILE, histogram)
     out.write_text(layout.STATISTICS_FILE, json.dumps(stats | {"cost": cost}, indent=2, default=str))
     out.write_text(layout.DATASHEET_FILE, text)

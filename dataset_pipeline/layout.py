@@ -376,7 +376,8 @@ def release_image_file(split: str, stem: str, ext: str) -> str:
 
 
 def provenance_file(table: str, ext: str) -> str:
-    """Inside a release folder: a provenance table (``images`` / ``annotations``, ``csv`` / ``parquet``)."""
+    """Inside a release folder: a provenance table (``images`` / ``annotations``, ``csv`` / ``parquet``;
+    ``robot_datasets``, ``json``: the sources of the robot batches)."""
     return f"provenance/{table}.{ext}"
 
 
