@@ -19,6 +19,7 @@ from resources import (
     CaptureRules,
     DatasetStoreResource,
     LabelStudioResource,
+    RobotEnvironments,
     Sam2Resource,
     TaxonomyResource,
 )
@@ -29,6 +30,7 @@ def _run(store, batch, sam2=None):
     resources = {
         "dataset_store": DatasetStoreResource(root_url=store.root_url),
         "capture_rules": CaptureRules(),
+        "robot_environments": RobotEnvironments(),
         "taxonomy": TaxonomyResource(),
         "sam2": sam2 or Sam2Resource(),
         "annotation_tools": AnnotationToolsResource(),

@@ -31,6 +31,7 @@ from resources import (
     DatasetStoreResource,
     LabelStudioResource,
     QualityRules,
+    RobotEnvironments,
     Sam2Resource,
     TaxonomyResource,
 )
@@ -46,6 +47,7 @@ def _resources(store):
     return {
         "dataset_store": DatasetStoreResource(root_url=store.root_url),
         "capture_rules": CaptureRules(),
+        "robot_environments": RobotEnvironments(),
         "taxonomy": TaxonomyResource(),
         "sam2": Sam2Resource(),
         "annotation_tools": AnnotationToolsResource(),

@@ -27,7 +27,7 @@ from dataset_pipeline import dataset_release as release
 from dataset_pipeline.layout import captures_key, task_files
 from dataset_pipeline.raw_captures import ingest_batch
 from dataset_pipeline.store import DatasetStore
-from resources import CaptureRules, DatasetStoreResource
+from resources import CaptureRules, DatasetStoreResource, RobotEnvironments
 from tests.conftest import copy_upload, demo_command, demo_corpus
 from tests.dagster import test_raw_captures_asset, test_sensor
 from tests.services.conftest import S3_ENV
@@ -129,7 +129,11 @@ def _ingest_run(instance: DagsterInstance, resource: DatasetStoreResource, batch
         [raw_captures, captures_table_expectations, quarantine_share_under_limit],
         partition_key=batch,
         instance=instance,
-        resources={"dataset_store": resource, "capture_rules": CaptureRules()},
+        resources={
+            "dataset_store": resource,
+            "capture_rules": CaptureRules(),
+            "robot_environments": RobotEnvironments(),
+        },
         raise_on_error=False,
     )
 
