@@ -178,7 +178,8 @@ def test_an_s3_outage_fails_the_step_clearly_and_the_retries_finish_the_run(demo
         retried = serialize_value(retries[0]) if retries else ""
         assert result.success
         assert retries, "the step failed at least once during the outage and was retried"
-        assert f"s3://outage/store/incoming/{upload.batch}/manifest.csv: cannot reach the store" in retried
+        # the step's first read: whether the batch is a robot dataset's upload (its marker)
+        assert f"s3://outage/store/incoming/{upload.batch}/UPLOAD_COMPLETE: cannot reach the store" in retried
         assert "Could not connect to the endpoint URL" in retried
         assert len(store.read_parquet(captures_key(upload.batch))) == 16  # nothing lost or duplicated
         assert _checksums(store, "incoming") == raw_before
