@@ -131,12 +131,6 @@ def is_dataset_batch(store: DatasetStore, batch: str) -> bool:
     return store.exists(layout.upload_complete_key(batch))
 
 
-def find_dataset_batches(store: DatasetStore) -> list[str]:
-    """Batches under ``incoming/`` whose robot-dataset upload is complete (marker written)."""
-    found = {layout.batch_of_manifest(k) for k in store.glob(layout.DATASET_MARKERS_GLOB)}
-    return sorted(b for b in found if layout.is_batch_name(b))
-
-
 def _episode_id(batch: str, episode: int) -> str:
     return f"{batch}/episode_{episode:06d}"
 

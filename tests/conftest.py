@@ -3,7 +3,7 @@
 The lanes: ``unit/`` (no Dagster instance, no services), ``dagster/`` (in-process materializations,
 sensors, the CLI's runs), ``services/`` (PostgreSQL, RabbitMQ and Celery, Label Studio, an S3
 server), ``robot_datasets/`` (datasets written by lerobot and tensorflow-datasets in their own
-environments, which count as services here). ``pytest -q`` runs all three; a service that is not there skips its tests with one line
+environments, which count as services here). ``pytest -q`` runs all four; a service (or venv) that is not there skips its tests with one line
 naming it and how to start it, unless ``DATASET_PIPELINE_REQUIRE_SERVICES=1`` (CI), which fails them.
 """
 

@@ -11,9 +11,10 @@ release's ``write_back`` format both call these.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -172,7 +173,15 @@ class WriteBack:
     details: dict = field(default_factory=dict)
 
 
-def repo_id_of(source: RobotSource, batch: str) -> str:
+@contextlib.contextmanager
+def _saved(masks: EpisodeMasks) -> Iterator[dict]:
+    """The class maps saved for a worker, as the part of its request that names them."""
+    with tempfile.TemporaryDirectory(prefix="dp-masks-") as folder:
+        shapes = {c: list(s) for c, s in masks.shapes.items()}
+        yield {"shapes": shapes, "masks": folder, "mask_files": masks.save(Path(folder))}
+
+
+def repo_id_of(batch: str) -> str:
     return f"dataset_pipeline/{batch}"
 
 
@@ -190,19 +199,15 @@ def write_back(
     from dataset_pipeline.formats.environments import run_worker
 
     started = time.perf_counter()
-    shapes = {c: list(s) for c, s in masks.shapes.items()}
-    with tempfile.TemporaryDirectory(prefix="dp-masks-") as folder:
-        mask_files = masks.save(Path(folder))
+    with _saved(masks) as saved:
         if source.kind == "lerobot":
             answer = run_worker(
                 "lerobot",
                 "write-back",
                 {
                     "root": str(root),
-                    "repo_id": repo_id_of(source, batch),
-                    "shapes": shapes,
-                    "masks": folder,
-                    "mask_files": mask_files,
+                    "repo_id": repo_id_of(batch),
+                    **saved,
                     "out": str(out),
                     "class_names": list(class_names),
                 },
@@ -217,9 +222,7 @@ def write_back(
                 "write-back",
                 {
                     "root": str(tfds_directory(root)),
-                    "shapes": shapes,
-                    "masks": folder,
-                    "mask_files": mask_files,
+                    **saved,
                     "out": str(out),
                 },
                 launcher=launcher,
@@ -229,7 +232,12 @@ def write_back(
             from dataset_pipeline.formats.episode_hdf5.write_back import write_back as hdf5_write_back
 
             answer = hdf5_write_back(
-                root, Path(folder), mask_files, shapes, out, class_names=list(class_names)
+                root,
+                Path(saved["masks"]),
+                saved["mask_files"],
+                saved["shapes"],
+                out,
+                class_names=list(class_names),
             )
             directory, frames = out, int(answer["frames"])
     return WriteBack(
@@ -255,10 +263,8 @@ def check_write_back(
     """Read the written copy back with the format's own library; the problems found."""
     from dataset_pipeline.formats.environments import run_worker
 
-    shapes = {c: list(s) for c, s in masks.shapes.items()}
     frames = sum(e.length for e in source.episodes)
-    with tempfile.TemporaryDirectory(prefix="dp-masks-") as folder:
-        mask_files = masks.save(Path(folder))
+    with _saved(masks) as saved:
         if source.kind == "lerobot":
             answer = run_worker(
                 "lerobot",
@@ -266,10 +272,8 @@ def check_write_back(
                 {
                     "written": str(written.directory),
                     "source": str(root),
-                    "repo_id": repo_id_of(source, batch),
-                    "shapes": shapes,
-                    "masks": folder,
-                    "mask_files": mask_files,
+                    "repo_id": repo_id_of(batch),
+                    **saved,
                     "frames": frames,
                 },
                 launcher=launcher,
@@ -283,9 +287,7 @@ def check_write_back(
                 {
                     "written": str(written.directory),
                     "source": str(tfds_directory(root)),
-                    "shapes": shapes,
-                    "masks": folder,
-                    "mask_files": mask_files,
+                    **saved,
                     "episodes": len(source.episodes),
                 },
                 launcher=launcher,
@@ -293,5 +295,9 @@ def check_write_back(
         else:
             from dataset_pipeline.formats.episode_hdf5.write_back import check as hdf5_check
 
-            answer = {"problems": hdf5_check(root, Path(folder), mask_files, shapes, written.directory)}
+            answer = {
+                "problems": hdf5_check(
+                    root, Path(saved["masks"]), saved["mask_files"], saved["shapes"], written.directory
+                )
+            }
     return list(answer["problems"])
