@@ -13,6 +13,7 @@ from assets.baseline_model import BASELINE_MODEL_CHECKS, baseline_model
 from assets.dataset_card import dataset_card
 from assets.dataset_release import DATASET_RELEASE_CHECKS, dataset_release
 from assets.dataset_splits import DATASET_SPLITS_CHECKS, dataset_splits
+from assets.episode_propagation import EPISODE_PROPAGATION_CHECKS, episode_propagation
 from assets.quality_report import QUALITY_REPORT_CHECKS, quality_report
 from assets.raw_captures import RAW_CAPTURES_CHECKS, raw_captures
 from assets.reviewed_annotations import reviewed_annotations
@@ -25,6 +26,7 @@ ALL_ASSETS = [
     sam2_premasks,
     annotation_tasks,
     reviewed_annotations,
+    episode_propagation,
     annotation_corpus,
     quality_report,
     agreement_report,
@@ -39,6 +41,7 @@ ALL_ASSETS = [
 ALL_CHECKS = [
     *RAW_CAPTURES_CHECKS,
     *SAM2_PREMASKS_CHECKS,
+    *EPISODE_PROPAGATION_CHECKS,
     *QUALITY_REPORT_CHECKS,
     *AGREEMENT_REPORT_CHECKS,
     *DATASET_SPLITS_CHECKS,

@@ -25,6 +25,7 @@ from dataset_pipeline.agreement_report import (
     thresholds_verdict,
     write_report,
 )
+from dataset_pipeline.annotation_corpus import mask_origins
 from resources import AgreementRules, DatasetStoreResource, TaxonomyResource
 
 
@@ -56,6 +57,9 @@ def agreement_report(
         "per class": table_metadata(per_class.drop(columns=["class_id", "min_instances"])),
         "per annotator": table_metadata(report.per_annotator),
         "per batch": table_metadata(report.per_batch),
+        # Agreement is measured on gold images, which are labelled by hand; these say how much of
+        # the rest came from propagation (accepted or corrected), apart.
+        "mask origins": table_metadata(mask_origins(annotations)),
     }
     for _, row in per_class.iterrows():
         metadata[f"iou/{row['class']}"] = (

@@ -8,8 +8,16 @@ from assets.execution import CPU_TAGS, retried_on_store_outage
 from assets.partitions import capture_batches
 from dataset_pipeline import layout
 from dataset_pipeline.annotation_tasks import image_url_builder, push_to_label_studio, write_annotation_tasks
+from dataset_pipeline.episode_propagation import PropagationError
+from dataset_pipeline.episode_propagation.batch import keyframe_table
 from dataset_pipeline.formats.label_studio.client import LabelStudioError, project_title
-from resources import AnnotationToolsResource, DatasetStoreResource, LabelStudioResource, TaxonomyResource
+from resources import (
+    AnnotationToolsResource,
+    DatasetStoreResource,
+    LabelStudioResource,
+    PropagationSettings,
+    TaxonomyResource,
+)
 
 
 @asset(
@@ -19,7 +27,8 @@ from resources import AnnotationToolsResource, DatasetStoreResource, LabelStudio
     group_name="annotation",
     kinds={"json", "xml"},
     description="Label Studio tasks with brush-RLE predictions and a labeling config; CVAT for images 1.1 "
-    "XML with semi-auto mask shapes and the task's labels.",
+    "XML with semi-auto mask shapes and the task's labels. Of long episodes, the keyframes go first "
+    "(every N-th frame and where the scene moves fast); the rest follow propagation.",
 )
 @retried_on_store_outage
 def annotation_tasks(
@@ -28,6 +37,7 @@ def annotation_tasks(
     taxonomy: TaxonomyResource,
     annotation_tools: AnnotationToolsResource,
     label_studio: LabelStudioResource,
+    propagation: PropagationSettings,
 ) -> MaterializeResult:
     store = dataset_store.get_store()
     batch = context.partition_key
@@ -41,7 +51,15 @@ def annotation_tasks(
     except ValueError as exc:
         raise Failure(description=f"annotation_tools configuration: {exc}", allow_retries=False) from None
     classes = taxonomy.load()
-    export = write_annotation_tasks(store, batch, classes, url_for, annotation_tools.cvat_image_names)
+    captures = store.read_parquet(layout.captures_key(batch))
+    try:
+        keyframes = keyframe_table(store, captures, propagation.keyframes())
+    except (PropagationError, ValueError) as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None
+    store.write_parquet(layout.keyframes_key(batch), keyframes)
+    export = write_annotation_tasks(
+        store, batch, classes, url_for, annotation_tools.cvat_image_names, keyframes=keyframes
+    )
     metadata: dict[str, Any] = {
         "tasks": export.tasks,
         "masks_sent": export.masks_sent,
@@ -49,6 +67,10 @@ def annotation_tasks(
         "skipped_unclassed": export.skipped_unclassed,
         "masks per class": MetadataValue.json(export.masks_per_class),
         "image_url_mode": annotation_tools.url_mode(store),
+        "keyframes": int(keyframes.keyframe.sum()),
+        "frames_after_propagation": export.deferred,
+        "keyframe reasons": MetadataValue.json(keyframes.reason.value_counts().to_dict()),
+        "keyframes_table": MetadataValue.path(store.url(layout.keyframes_key(batch))),
     }
     metadata |= {role: MetadataValue.path(store.url(key)) for role, key in export.files.items()}
     if export.no_premask_reason is not None:

@@ -18,6 +18,7 @@ from dagster import (
 from assets.execution import CPU_TAGS, retried_on_store_outage
 from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
+from dataset_pipeline.annotation_corpus import mask_origins
 from dataset_pipeline.quality_report import (
     BLOCKING_CHECKS,
     check_verdict,
@@ -63,6 +64,7 @@ def quality_report(
         "issues": len(report.issues),
         "checks": table_metadata(report.summary_table()),
         "refinement per annotator": table_metadata(report.refinement),
+        "mask origins": table_metadata(mask_origins(annotations)),
         "issues_table": MetadataValue.path(store.url(layout.QUALITY_ISSUES_KEY)),
     }
     sheet = worst_images_png(store, annotations, images, report.issues, classes)

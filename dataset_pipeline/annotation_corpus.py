@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dataset_pipeline import layout
+from dataset_pipeline import layout, schemas
 from dataset_pipeline.masks import decode_mask_box, paint_class_map, rle_boxes
 from dataset_pipeline.store import DatasetStore
 
@@ -68,3 +68,63 @@ def semantic_class_map(instances: pd.DataFrame, height: int, width: int) -> np.n
     return paint_class_map(
         masks, boxes, instances.class_id.to_numpy(), instances.z_order.to_numpy(), height, width
     )
+
+
+#: How a frame's labels came to be: drawn or refined by hand, propagated and accepted, or propagated and corrected.
+FRAME_ORIGINS: tuple[str, ...] = ("hand", "propagated", "corrected")
+
+
+def mask_origins(annotations: pd.DataFrame) -> pd.DataFrame:
+    """Per batch: masks drawn by people (manual, SAM 2-assisted, auto), propagated and accepted,
+    propagated and corrected; the same counts as frames (a frame with one corrected mask is corrected).
+
+    >>> table = pd.DataFrame({"image_id": ["b/1", "b/2", "b/2"], "assistance": ["manual", "propagated",
+    ...                       "propagated-corrected"]})
+    >>> mask_origins(table)[["batch", "human_masks", "propagated_accepted", "propagated_corrected",
+    ...                      "hand_frames", "propagated_frames", "corrected_frames"]].values.tolist()
+    [['b', 1, 1, 1, 1, 0, 1]]
+    """
+    columns = [
+        "batch",
+        "human_masks",
+        "propagated_accepted",
+        "propagated_corrected",
+        "hand_frames",
+        "propagated_frames",
+        "corrected_frames",
+    ]
+    if not len(annotations):
+        return pd.DataFrame(columns=columns)
+    table = annotations.assign(batch=annotations.image_id.str.split("/", n=1).str[0])
+    frames = frame_origins(table).rename("origin").reset_index()
+    frames["batch"] = frames.image_id.str.split("/", n=1).str[0]
+    rows = []
+    for batch, group in table.groupby("batch", sort=True):
+        mine = frames[frames.batch == batch].origin
+        rows.append(
+            {
+                "batch": batch,
+                "human_masks": int((~group.assistance.isin(schemas.PROPAGATED_ASSISTANCE)).sum()),
+                "propagated_accepted": int((group.assistance == "propagated").sum()),
+                "propagated_corrected": int((group.assistance == "propagated-corrected").sum()),
+                "hand_frames": int((mine == "hand").sum()),
+                "propagated_frames": int((mine == "propagated").sum()),
+                "corrected_frames": int((mine == "corrected").sum()),
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def frame_origins(annotations: pd.DataFrame) -> pd.Series:
+    """Per image: ``hand`` unless its masks came from propagation (``propagated`` when all were
+    accepted as they were, ``corrected`` when any was changed)."""
+    kinds = annotations.groupby("image_id").assistance.agg(set)
+
+    def origin(values: set) -> str:
+        if "propagated-corrected" in values:
+            return "corrected"
+        if "propagated" in values:
+            return "propagated" if values <= {"propagated"} else "corrected"
+        return "hand"
+
+    return kinds.map(origin)

@@ -90,6 +90,8 @@ class TaskExport:
     label_studio_tasks: list[dict] = field(default_factory=list, repr=False)  # as written to tasks.json
     #: Why no pre-mask at all went out (None when some did): said in the task files too.
     no_premask_reason: str | None = None
+    #: Frames held back until their keyframes are reviewed and propagated.
+    deferred: int = 0
 
 
 def no_premask_reason(premasks) -> str | None:  # premasks: schemas.PREMASKS
@@ -119,19 +121,82 @@ def write_annotation_tasks(
     taxonomy: Taxonomy,
     image_url: Callable[[str], str],
     cvat_image_names: str = "relative",
+    *,
+    keyframes=None,  # schemas.KEYFRAMES, or None: every image goes out
 ) -> TaskExport:
-    """Write the Label Studio and CVAT task files of ``batch`` (atomically, each file whole)."""
+    """Write the Label Studio and CVAT task files of ``batch`` (atomically, each file whole).
+
+    With a keyframe table only the keyframes go out: the frames between them go out after
+    propagation, with the propagated masks as their predictions (:func:`write_propagated_tasks`).
+    """
     captures = store.read_parquet(layout.captures_key(batch))
     premasks = store.read_parquet(layout.premasks_key(batch))
     export = TaskExport(
         skipped_rejected=int(premasks.rejected.sum()),
         skipped_unclassed=int((~premasks.rejected & premasks.class_id.isna()).sum()),
     )
+    if keyframes is not None and len(keyframes):
+        first = set(keyframes.image_id[keyframes.keyframe])
+        export.deferred = int((~captures.image_id.isin(first)).sum())
+        captures = captures[captures.image_id.isin(first)]
     export.no_premask_reason = no_premask_reason(premasks)
     sendable = premasks[~premasks.rejected & premasks.class_id.notna()]
-    by_image = {image_id: group for image_id, group in sendable.groupby("image_id", sort=False)}
-    ls_tasks, cvat_images = [], []
     model_versions = sorted(set(premasks.model_version)) or ["none"]
+    files = layout.task_files(batch)
+    contents = _task_contents(
+        batch, captures, sendable, ",".join(model_versions), taxonomy, image_url, cvat_image_names, export
+    )
+    contents |= {
+        "label_studio_config": label_studio.labeling_config(taxonomy).encode(),
+        "cvat_labels": cvat.labels_json(taxonomy),
+    }
+    for role, key in files.items():
+        store.write_bytes(key, contents[role])
+        export.files[role] = key
+    return export
+
+
+def write_propagated_tasks(
+    store: DatasetStore,
+    batch: str,
+    taxonomy: Taxonomy,
+    image_url: Callable[[str], str],
+    propagated,  # schemas.PROPAGATED
+    cvat_image_names: str = "relative",
+) -> TaskExport:
+    """The second round's task files: each propagated frame with its propagated masks as the
+    prediction people correct (same task shapes as the first round's; ``meta.propagated_from``
+    names the keyframes). CVAT replaces a task's annotations on upload, so these frames are a
+    task of their own: ``frames.txt`` lists them for its creation."""
+    captures = store.read_parquet(layout.captures_key(batch))
+    captures = captures[captures.image_id.isin(set(propagated.image_id))]
+    export = TaskExport()
+    versions = ",".join(sorted(set(propagated.model_version))) or "none"
+    sources = dict(zip(propagated.image_id, propagated.source_keyframes, strict=True))
+    contents = _task_contents(
+        batch, captures, propagated, versions, taxonomy, image_url, cvat_image_names, export, sources
+    )
+    names = [layout.upload_relative(batch, uri) for uri in captures.uri]
+    contents["cvat_frames"] = ("\n".join(names) + "\n").encode()
+    for role, key in layout.propagated_task_files(batch).items():
+        store.write_bytes(key, contents[role])
+        export.files[role] = key
+    return export
+
+
+def _task_contents(
+    batch: str,
+    captures,
+    masks,
+    model_version: str,
+    taxonomy: Taxonomy,
+    image_url: Callable[[str], str],
+    cvat_image_names: str,
+    export: TaskExport,
+    propagated_from: dict[str, str] | None = None,
+) -> dict[str, bytes]:
+    by_image = {image_id: group for image_id, group in masks.groupby("image_id", sort=False)}
+    ls_tasks, cvat_images = [], []
     for frame, capture in enumerate(captures.itertuples()):
         group = by_image.get(capture.image_id)
         items = []
@@ -142,6 +207,11 @@ def write_annotation_tasks(
                 items.append(label_studio.TaskMask(row.premask_id, name, mask, float(row.score)))
                 export.masks_per_class[name] = export.masks_per_class.get(name, 0) + 1
         export.masks_sent += len(items)
+        meta = {"batch": batch, "scene_id": capture.scene_id, "episode_id": capture.episode_id}
+        if propagated_from is not None:
+            meta["propagated_from"] = propagated_from.get(capture.image_id, "")
+        elif not items:
+            meta["pre_annotation"] = _none_sent(export.no_premask_reason)
         ls_tasks.append(
             label_studio.build_task(
                 image_url(capture.uri),
@@ -149,9 +219,8 @@ def write_annotation_tasks(
                 int(capture.height),
                 int(capture.width),
                 items,
-                model_version=",".join(model_versions),
-                meta={"batch": batch, "scene_id": capture.scene_id, "episode_id": capture.episode_id}
-                | ({} if items else {"pre_annotation": _none_sent(export.no_premask_reason)}),
+                model_version=model_version,
+                meta=meta,
             )
         )
         relative = layout.upload_relative(batch, capture.uri)
@@ -166,8 +235,7 @@ def write_annotation_tasks(
             )
         )
     export.tasks, export.label_studio_tasks = len(ls_tasks), ls_tasks
-    contents = {
-        "label_studio_config": label_studio.labeling_config(taxonomy).encode(),
+    return {
         "label_studio_tasks": label_studio.tasks_json(ls_tasks),
         "cvat_annotations": cvat.annotations_xml(
             cvat_images,
@@ -175,12 +243,7 @@ def write_annotation_tasks(
             f"{batch}",
             note=_none_sent(export.no_premask_reason) if export.no_premask_reason else None,
         ),
-        "cvat_labels": cvat.labels_json(taxonomy),
     }
-    for role, key in layout.task_files(batch).items():
-        store.write_bytes(key, contents[role])
-        export.files[role] = key
-    return export
 
 
 def push_to_label_studio(

@@ -18,6 +18,9 @@ from dataset_pipeline.formats import IMPORT_FORMATS
 from dataset_pipeline.schemas import REVIEW_STATUSES
 
 DEFAULT_DAGSTER_HOME = ".dagster_home"
+#: The demo trains the baseline for fewer epochs than the pipeline (20), to stay under 4 minutes on
+#: 2 cores; its baseline is a smoke test of trainability either way.
+DEMO_EPOCHS = 12
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = sub.add_parser("demo", help="render a demo upload and run the pipeline on it through Dagster")
     _demo_options(demo)
-    demo.add_argument("--epochs", type=int, default=None, help="baseline training epochs (default 20)")
+    demo.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"baseline training epochs (default {DEMO_EPOCHS}, or $DATASET_PIPELINE_BASELINE_EPOCHS; the pipeline's is 20)",
+    )
     demo.add_argument(
         "--dagster-home",
         default=None,
@@ -88,7 +96,28 @@ def main(argv: list[str] | None = None) -> int:
     back.add_argument("--out", required=True, help="folder for the augmented copy (must not exist)")
     back.add_argument("--taxonomy", default=None, help="taxonomy YAML (default: the packaged one)")
 
+    propagate = sub.add_parser(
+        "propagate",
+        help="carry keyframe label maps (PNG) to every frame of one episode (DIS optical flow or sam2's video predictor)",
+    )
+    propagate.add_argument("frames_dir", help="one episode's frames (order = sorted file names)")
+    propagate.add_argument(
+        "keyframe_masks_dir", help="PNG label maps of some frames (same stem as the frame)"
+    )
+    propagate.add_argument(
+        "--out", required=True, help="folder for one PNG per frame, in the masks' encoding"
+    )
+    propagate.add_argument("--backend", default="auto", choices=["auto", "flow", "sam2"])
+    propagate.add_argument(
+        "--checkpoint", default=None, help="SAM 2 checkpoint (.pt); auto uses sam2 with one"
+    )
+    propagate.add_argument(
+        "--config", default=None, help="sam2 config (default configs/sam2.1/sam2.1_hiera_t.yaml)"
+    )
+    propagate.add_argument("--device", default="auto", help="sam2 device: auto, cuda, cpu")
+
     args = parser.parse_args(argv)
+    from dataset_pipeline.episode_propagation import PropagationError
     from dataset_pipeline.formats.importing import AnnotationImportError
     from dataset_pipeline.formats.robot_dataset import RobotDatasetError
 
@@ -101,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             return _ingest(args)
         if args.command == "write-back":
             return _write_back(args)
+        if args.command == "propagate":
+            return _propagate(args)
         return _write_demo_data(args)
-    except (AnnotationImportError, RobotDatasetError) as exc:
+    except (AnnotationImportError, RobotDatasetError, PropagationError) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1
     except Interrupted as exc:
@@ -182,8 +213,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     store, batch = _store_and_batch(args)
     # Step processes and `dagster dev` read the store root (and the epochs) from the environment.
     os.environ["DATASET_PIPELINE_STORE"] = store.root_url
-    if args.epochs is not None:
-        os.environ["DATASET_PIPELINE_BASELINE_EPOCHS"] = str(args.epochs)
+    if args.epochs is not None or "DATASET_PIPELINE_BASELINE_EPOCHS" not in os.environ:
+        os.environ["DATASET_PIPELINE_BASELINE_EPOCHS"] = str(args.epochs or DEMO_EPOCHS)
     print(f"dataset store: {store.root_url}\ndagster home:  {home}")
     _ensure_demo_upload(store, batch, args.images, args.seed)
 
@@ -195,6 +226,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         review_stages(batch),
         batch_stages(robot_batch),
         review_stages(robot_batch),
+        review_stages(robot_batch)[:1],
         batch_stages(pool_batch),
         corpus_stages(),
     ]
@@ -215,14 +247,18 @@ def _run_demo(args: argparse.Namespace) -> int:
         _ensure_demo_robot_upload(store, robot_batch, args.seed)
         ok = run(2)
     if ok:
-        # One annotator per frame: the gold set (agreement) is the main batch's.
+        # The keyframes of its long episodes, one annotator per frame: the gold set (agreement) is
+        # the main batch's. Then their masks are propagated to the frames between.
         _ensure_demo_review(store, robot_batch, args.seed, gold_share=0.0)
         ok = run(3)
+    if ok:  # people accept or correct the propagated frames; the corrections are imported
+        _ensure_demo_corrections(store, robot_batch, args.seed)
+        ok = run(4)
     if ok:  # next week's upload, not reviewed yet: the active-learning pool
         _ensure_demo_upload(store, pool_batch, max(6, args.images // 5), args.seed + 1)
-        ok = run(4)
-    if ok:
         ok = run(5)
+    if ok:
+        ok = run(6)
     print(
         f"\n{'done' if ok else 'stopped'} in {time.perf_counter() - started:.1f} s. Results in {store.root_url}:"
     )
@@ -318,6 +354,62 @@ def _ensure_demo_review(store, batch: str, seed: int, *, gold_share: float | Non
         f"simulated annotators reviewed {review.images} images ({review.gold_images} gold, "
         f"{review.peer_reviewed} peer-reviewed, {review.annotations} masks) into "
         f"{store.url(review_prefix(batch))} in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+
+
+def _propagate(args: argparse.Namespace) -> int:
+    from dataset_pipeline.episode_propagation import make_propagator
+    from dataset_pipeline.episode_propagation.consistency import episode_consistency
+    from dataset_pipeline.episode_propagation.folder import propagate_folder
+
+    backend = args.backend if args.backend != "auto" else ("sam2" if args.checkpoint else "flow")
+    started = time.perf_counter()
+    propagator = make_propagator(
+        backend, checkpoint=args.checkpoint, model_config=args.config, device=args.device
+    )
+    result = propagate_folder(
+        Path(args.frames_dir), Path(args.keyframe_masks_dir), Path(args.out), propagator
+    )
+    seconds = time.perf_counter() - started
+    print(f"backend {propagator.name} ({propagator.model_version})")
+    for frame, name in zip(result.frames, result.names, strict=True):
+        if frame.is_keyframe:
+            print(f"  {name}: keyframe")
+        else:
+            sources = ", ".join(result.names[k] for k in frame.sources)
+            print(
+                f"  {name}: propagated from {sources} (distance {frame.distance}, confidence {frame.confidence:.3f})"
+            )
+    from dataset_pipeline.episode_propagation.folder import FolderFrames
+
+    frames = FolderFrames([Path(args.frames_dir) / n for n in result.names], Path(args.frames_dir).name)
+    consistency = episode_consistency(frames, [f.labels for f in result.frames])
+    print("temporal consistency (flow-warped IoU of consecutive frames, per id):")
+    for label, (count, mean, worst, at) in consistency.per_class().items():
+        print(f"  id {label}: mean {mean:.3f}, min {worst:.3f} at {result.names[at]} ({count} transitions)")
+    for flicker in consistency.flickers:
+        print(
+            f"  flicker: id {flicker.class_id} {flicker.kind} at {result.names[flicker.start]} for {flicker.length} frame(s)"
+        )
+    propagated = sum(not f.is_keyframe for f in result.frames)
+    print(f"{len(result.frames)} frames written to {args.out} ({propagated} propagated, {seconds:.1f} s)")
+    return 0
+
+
+def _ensure_demo_corrections(store, batch: str, seed: int) -> None:
+    """The correction round's export, written once (as the people of the first round would)."""
+    from dataset_pipeline.demo import corrections_export_key, simulate_corrections
+
+    key = corrections_export_key(batch)
+    if store.exists(key):
+        print(f"corrections {store.url(key)} exist already: reusing them")
+        return
+    started = time.perf_counter()
+    review = simulate_corrections(store, batch, seed)
+    print(
+        f"simulated annotators checked {review.images} propagated frames ({review.annotations} masks) into "
+        f"{store.url(key)} in {time.perf_counter() - started:.1f} s",
         flush=True,
     )
 

@@ -257,6 +257,9 @@ QUARANTINE_PREFIX = "tables/quarantine"
 PREMASKS_PREFIX = "tables/premasks"
 ANNOTATIONS_PREFIX = "tables/annotations"
 LABEL_STUDIO_TASKS_PREFIX = "tables/label_studio"
+KEYFRAMES_PREFIX = "tables/keyframes"
+PROPAGATED_PREFIX = "tables/propagated"
+TEMPORAL_CONSISTENCY_PREFIX = "tables/temporal_consistency"
 
 
 def _batch_table(prefix: str, batch: str) -> str:
@@ -282,6 +285,19 @@ def annotations_key(batch: str) -> str:
 def label_studio_tasks_key(batch: str) -> str:
     """The Label Studio task id of every image of a batch pushed to a live server."""
     return _batch_table(LABEL_STUDIO_TASKS_PREFIX, batch)
+
+
+def keyframes_key(batch: str) -> str:
+    """Which frames of the batch's episodes go to people first (annotation_tasks)."""
+    return _batch_table(KEYFRAMES_PREFIX, batch)
+
+
+def propagated_key(batch: str) -> str:
+    return _batch_table(PROPAGATED_PREFIX, batch)
+
+
+def temporal_consistency_key(batch: str) -> str:
+    return _batch_table(TEMPORAL_CONSISTENCY_PREFIX, batch)
 
 
 def batch_of_table(key: str) -> str:
@@ -313,6 +329,16 @@ def task_files(batch: str) -> dict[str, str]:
         "label_studio_tasks": join_key(out, "label_studio", "tasks.json"),
         "cvat_annotations": join_key(out, "cvat", "annotations.xml"),
         "cvat_labels": join_key(out, "cvat", "labels.json"),
+    }
+
+
+def propagated_task_files(batch: str) -> dict[str, str]:
+    """The second round's task files: the propagated frames with their masks as predictions."""
+    out = join_key(tasks_prefix(batch), "propagated")
+    return {
+        "label_studio_tasks": join_key(out, "label_studio", "tasks.json"),
+        "cvat_annotations": join_key(out, "cvat", "annotations.xml"),
+        "cvat_frames": join_key(out, "cvat", "frames.txt"),
     }
 
 
@@ -390,6 +416,10 @@ def contact_sheet_preview(batch: str) -> str:
 
 def premask_overlays_preview(batch: str) -> str:
     return join_key("previews", "sam2_premasks", check_batch_name(batch), "overlays.png")
+
+
+def worst_transitions_preview(batch: str) -> str:
+    return join_key("previews", "episode_propagation", check_batch_name(batch), "worst_transitions.png")
 
 
 WORST_IMAGES_PREVIEW = "previews/quality_report/worst_images.png"

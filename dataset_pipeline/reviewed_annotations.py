@@ -110,6 +110,10 @@ def import_batch_reviews(
     captures = store.read_parquet(layout.captures_key(batch))
     premasks_key = layout.premasks_key(batch)
     premasks = store.read_parquet(premasks_key) if store.exists(premasks_key) else None
+    # The propagated masks of the second round (episode_propagation): written after the first
+    # import, read here without a dependency (the graph has no cycles; the files close the loop).
+    propagated_key = layout.propagated_key(batch)
+    propagated = store.read_parquet(propagated_key) if store.exists(propagated_key) else None
     images = ImageIndex.from_captures(captures)
     frames, result = [], BatchReviews(annotations=annotations_frame([]), digest=digest)
     for key in exports:
@@ -121,6 +125,7 @@ def import_batch_reviews(
             label_map=dict(label_map or {}),
             images=images,
             premasks=premasks,
+            propagated=propagated,
             default_annotator=default_annotator,
         )
         imported = import_any(store.read_bytes(key), options)
@@ -197,6 +202,8 @@ def per_annotator(table: pd.DataFrame) -> pd.DataFrame:
             images=("image_id", "nunique"),
             hours=("seconds_spent", lambda s: round(s.sum() / 3600, 2)),
             sam2_assisted=("assistance", lambda s: int((s == "sam2-assisted").sum())),
+            propagated_accepted=("assistance", lambda s: int((s == "propagated").sum())),
+            propagated_corrected=("assistance", lambda s: int((s == "propagated-corrected").sum())),
             mean_premask_iou=("premask_iou", lambda s: round(s.mean(), 3)),
         )
         .reset_index()

@@ -177,7 +177,10 @@ ANNOTATIONS = TableSchema(
     },
 )
 REVIEW_STATUSES: tuple[str, ...] = ("unreviewed", "peer_reviewed", "expert_approved")
-ASSISTANCE_KINDS: tuple[str, ...] = ("manual", "sam2-assisted", "auto")
+#: ``propagated``: a mask carried from a keyframe that a person accepted as it was;
+#: ``propagated-corrected``: one a person changed (episode_propagation).
+PROPAGATED_ASSISTANCE: tuple[str, ...] = ("propagated", "propagated-corrected")
+ASSISTANCE_KINDS: tuple[str, ...] = ("manual", "sam2-assisted", "auto", *PROPAGATED_ASSISTANCE)
 #: The demo's exact visible instances (``ground_truth/<batch>/instances.parquet``).
 GROUND_TRUTH = TableSchema(
     "ground_truth",
@@ -193,6 +196,72 @@ GROUND_TRUTH = TableSchema(
         "rle",
         "area",
     ),
+)
+#: Every frame of a batch's episodes: whether people label it by hand first, and why.
+KEYFRAMES = TableSchema(
+    "keyframes",
+    ("image_id", "episode_id", "frame_index", "position", "keyframe", "reason", "motion_px"),
+    {"frame_index": "int64", "position": "int64", "keyframe": "bool", "motion_px": "float64"},
+)
+#: Masks carried from reviewed keyframes to the frames between (one row per instance and frame);
+#: ``premask_id`` is the id a correction links to, as a pre-mask's; ``score`` the confidence.
+PROPAGATED = TableSchema(
+    "propagated",
+    (
+        "premask_id",
+        "image_id",
+        "episode_id",
+        "frame_index",
+        "track_id",
+        "class_id",
+        "z_order",
+        "height",
+        "width",
+        "rle",
+        "score",
+        "backend",
+        "model_version",
+        "source_keyframes",
+        "distance",
+    ),
+    {
+        "frame_index": "int64",
+        "track_id": "int64",
+        "class_id": "int64",
+        "z_order": "int64",
+        "height": "int64",
+        "width": "int64",
+        "score": "float64",
+        "distance": "int64",
+    },
+)
+#: Per episode and class: the flow-warped IoU of consecutive class maps, and flickers.
+TEMPORAL_CONSISTENCY = TableSchema(
+    "temporal_consistency",
+    (
+        "batch",
+        "episode_id",
+        "class_id",
+        "class_name",
+        "category",
+        "transitions",
+        "mean_warped_iou",
+        "min_warped_iou",
+        "worst_image_id",
+        "worst_previous_image_id",
+        "threshold",
+        "flickers",
+        "passed",
+    ),
+    {
+        "class_id": "int64",
+        "transitions": "int64",
+        "mean_warped_iou": "float64",
+        "min_warped_iou": "float64",
+        "threshold": "float64",
+        "flickers": "int64",
+        "passed": "bool",
+    },
 )
 #: A live Label Studio's task id of each pushed image.
 LABEL_STUDIO_TASKS = TableSchema("label_studio_tasks", ("image_id", "task_id", "project_id"))

@@ -1,6 +1,7 @@
 """Dagster ConfigurableResources: the thin layer that hands configured domain objects to assets."""
 
 from resources.label_studio import LabelStudioResource
+from resources.propagation import PropagationSettings
 from resources.robot_environments import RobotEnvironments
 from resources.sam2 import Sam2Resource
 from resources.settings import (
@@ -24,6 +25,7 @@ __all__ = [
     "ComparisonRules",
     "DatasetStoreResource",
     "LabelStudioResource",
+    "PropagationSettings",
     "QualityRules",
     "ReleaseSettings",
     "RobotEnvironments",

@@ -20,6 +20,7 @@ from resources import (
     ComparisonRules,
     DatasetStoreResource,
     LabelStudioResource,
+    PropagationSettings,
     QualityRules,
     ReleaseSettings,
     RobotEnvironments,
@@ -42,6 +43,7 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
         ),
         "capture_rules": CaptureRules(),
         "robot_environments": RobotEnvironments(),
+        "propagation": PropagationSettings(),
         "taxonomy": TaxonomyResource(path=os.environ.get("DATASET_PIPELINE_TAXONOMY") or None),
         "sam2": Sam2Resource(
             checkpoint_path=os.environ.get("DATASET_PIPELINE_SAM2_CHECKPOINT") or None,

@@ -11,8 +11,9 @@ from assets.partitions import capture_batches
 
 #: Materialized per upload batch, in pipeline order, until the tasks go to people.
 PER_BATCH_STAGES: tuple[str, ...] = ("raw_captures", "sam2_premasks", "annotation_tasks")
-#: Materialized per batch when its review exports arrive.
-REVIEW_STAGES: tuple[str, ...] = ("reviewed_annotations",)
+#: Materialized per batch when its review exports arrive: the import, then the keyframes carried to
+#: the frames between (which go back to people; their corrections arrive as review exports too).
+REVIEW_STAGES: tuple[str, ...] = ("reviewed_annotations", "episode_propagation")
 #: Over the whole corpus, in pipeline order.
 CORPUS_STAGES: tuple[str, ...] = (
     "annotation_corpus",

@@ -165,6 +165,10 @@ def simulate_review(
     taxonomy = taxonomy or load_taxonomy()
     rng = np.random.default_rng([seed, 4242])
     captures = store.read_parquet(layout.captures_key(batch))
+    keyframes_key = layout.keyframes_key(batch)
+    if store.exists(keyframes_key):  # people label what went out: of long episodes, the keyframes
+        keyframes = store.read_parquet(keyframes_key)
+        captures = captures[captures.image_id.isin(set(keyframes.image_id[keyframes.keyframe]))]
     truth = store.read_parquet(layout.ground_truth_key(batch))
     premasks = store.read_parquet(layout.premasks_key(batch))
     truth_by_image = dict(tuple(truth.groupby("image_id", sort=False)))
@@ -309,4 +313,95 @@ def _cvat_job_xml(images: list[cvat.CvatImage], taxonomy: Taxonomy, batch: str, 
     return xml.replace("  <meta>\n", job_meta, 1).encode()
 
 
-__all__ = ["ANNOTATORS", "SimulatedReview", "simulate_review"]
+#: A propagated mask this close to the truth (IoU) is accepted as it is; a worse one is redrawn.
+ACCEPT_PROPAGATED_IOU = 0.85
+
+
+def corrections_export_key(batch: str) -> str:
+    """Where the correction round's Label Studio export lands (the drop folder, as the first round's)."""
+    return layout.review_file(batch, f"label_studio/project-{batch}-propagated-export.json")
+
+
+def simulate_corrections(
+    store: DatasetStore, batch: str, seed: int = 0, taxonomy: Taxonomy | None = None
+) -> SimulatedReview:
+    """The second round: people open each propagated frame with its propagated masks as the
+    prediction, accept the masks that are right, redraw the wrong ones, draw what is missing and
+    delete what is not there; one Label Studio export, one annotator per episode."""
+    taxonomy = taxonomy or load_taxonomy()
+    rng = np.random.default_rng([seed, 777])
+    captures = store.read_parquet(layout.captures_key(batch)).set_index("image_id")
+    truth = store.read_parquet(layout.ground_truth_key(batch))
+    propagated = store.read_parquet(layout.propagated_key(batch))
+    truth_by_image = dict(tuple(truth.groupby("image_id", sort=False)))
+    people = [a for a in ANNOTATORS if a.tool == "label_studio"]
+    episodes = sorted(set(propagated.episode_id))
+    clock = {s.annotator_id: datetime(2026, 11, 26, 9, 0, tzinfo=UTC) for s in people}
+    tasks, n_masks = [], 0
+    for number, (image_id, rows) in enumerate(propagated.groupby("image_id", sort=True)):
+        capture = captures.loc[image_id]
+        skill = people[episodes.index(rows.episode_id.iloc[0]) % len(people)]
+        gts = truth_by_image.get(image_id, truth.iloc[:0])
+        instances: list[dict] = []
+        seconds, used = 0.0, set[str]()
+        for gt in gts.itertuples():
+            gt_mask = decode_mask(gt.rle, gt.height, gt.width)
+            candidates = rows[(rows.class_id == gt.class_id) & ~rows.premask_id.isin(used)]
+            best, best_iou = None, 0.0
+            if len(candidates):
+                ious = rle_iou(gt.rle, list(candidates.rle), gt.height, gt.width)
+                k = int(np.argmax(ious))
+                best, best_iou = candidates.iloc[k], float(ious[k])
+            if best is not None and best_iou >= ACCEPT_PROPAGATED_IOU:
+                used.add(best.premask_id)
+                instances.append(
+                    {
+                        "class_name": gt.class_name,
+                        "mask": decode_mask(best.rle, best.height, best.width),
+                        "z_order": len(instances),
+                        "premask_id": best.premask_id,
+                        "accepted": True,
+                    }
+                )
+                seconds += skill.seconds_per_mask * 0.1 * rng.lognormal(0, 0.2)
+            else:
+                premask_id = None
+                if best is not None and best_iou >= 0.3:
+                    used.add(best.premask_id)
+                    premask_id = best.premask_id
+                instances.append(
+                    {
+                        "class_name": gt.class_name,
+                        "mask": _jitter(gt_mask, rng, skill.jitter_px, uneven=gt.area >= 3000),
+                        "z_order": len(instances),
+                        "premask_id": premask_id,
+                        "accepted": False,
+                    }
+                )
+                seconds += skill.seconds_per_mask * (0.7 if premask_id else 1.0) * rng.lognormal(0, 0.3)
+        clock[skill.annotator_id] += timedelta(seconds=seconds + 3)
+        n_masks += len(instances)
+        tasks.append(
+            {
+                "id": 100_000 + number,
+                "data": {"image": f"/data/local-files/?d={capture.uri}", "image_id": image_id},
+                "annotations": [
+                    _ls_annotation(
+                        skill, instances, seconds, clock[skill.annotator_id], 500_000 + number, capture
+                    )
+                ],
+                "predictions": [],
+            }
+        )
+    key = corrections_export_key(batch)
+    store.put_upload(key, json.dumps(tasks).encode())
+    return SimulatedReview([key], len(tasks), 0, 0, n_masks)
+
+
+__all__ = [
+    "ANNOTATORS",
+    "SimulatedReview",
+    "corrections_export_key",
+    "simulate_corrections",
+    "simulate_review",
+]

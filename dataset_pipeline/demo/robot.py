@@ -79,8 +79,8 @@ def write_lerobot_dataset(
 def write_demo_robot_upload(
     store: DatasetStore,
     batch: str,
-    episodes: int = 3,
-    frames_per_episode: int = 8,
+    episodes: int = 2,
+    frames_per_episode: int = 24,
     seed: int = 0,
     *,
     taxonomy: Taxonomy | None = None,

@@ -41,6 +41,9 @@ __all__ = [
 
 #: A final mask this close to a pre-mask (IoU) derives from it.
 PREMASK_LINK_IOU = 0.5
+#: A mask this close to the propagated mask it started from (IoU) was accepted, not corrected: the
+#: tools' mask round trips are exact, so an accept is IoU 1; the margin allows a polygon re-trace.
+PROPAGATED_ACCEPTED_IOU = 0.99
 
 
 class AnnotationImportError(ValueError):
@@ -81,6 +84,9 @@ class ImportOptions:
     label_map: dict[str, str] = field(default_factory=dict)
     images: ImageIndex | None = None
     premasks: pd.DataFrame | None = None
+    #: The batch's propagated masks (schemas.PROPAGATED): on a frame that has them, the masks its
+    #: annotations link to instead of the pre-masks (they went out as that frame's predictions).
+    propagated: pd.DataFrame | None = None
     default_annotator: str = "unknown"
     review_status: str = "unreviewed"
     tool_version: str | None = None
@@ -102,6 +108,10 @@ class ImportOptions:
             if self.premasks is not None
             else {}
         )
+        self._propagated_ids: set[str] = set()
+        if self.propagated is not None and len(self.propagated):
+            self._propagated_ids = set(self.propagated.premask_id)
+            self._premasks_by_image |= {k: g for k, g in self.propagated.groupby("image_id", sort=False)}
 
     def class_id(self, label: object, record: str, field_name: str) -> int:
         """The taxonomy id of a tool's label (after aliases); unknown labels list the known ones."""
@@ -208,7 +218,7 @@ class ImportOptions:
             "seconds_spent": seconds_spent,
             "tool": tool,
             "tool_version": tool_version,
-            "assistance": assistance_for(premask_iou, tool_hint),
+            "assistance": assistance_for(premask_iou, tool_hint, propagated=linked in self._propagated_ids),
             "premask_id": linked,
             "premask_iou": premask_iou,
             "review_status": review_status or self.review_status,
@@ -339,10 +349,17 @@ def _typed(row: dict[str, object]) -> dict[str, object]:
     return {**row, "created_at": created, "seconds_spent": None if seconds is None else float(seconds)}
 
 
-def assistance_for(premask_iou: float | None, tool_hint: str | None) -> str:
-    """manual / sam2-assisted / auto from the tool's own hint and the pre-mask link."""
+def assistance_for(premask_iou: float | None, tool_hint: str | None, *, propagated: bool = False) -> str:
+    """manual / sam2-assisted / auto / propagated / propagated-corrected from the tool's own hint
+    and the link to the machine mask the annotation started from.
+
+    >>> assistance_for(1.0, None, propagated=True), assistance_for(0.8, None, propagated=True)
+    ('propagated', 'propagated-corrected')
+    """
     if tool_hint == "auto":
         return "auto"
+    if propagated and premask_iou is not None:
+        return "propagated" if premask_iou >= PROPAGATED_ACCEPTED_IOU else "propagated-corrected"
     if premask_iou is not None or tool_hint == "assisted":
         return "sam2-assisted"
     return "manual"

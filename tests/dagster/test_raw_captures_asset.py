@@ -6,7 +6,7 @@ from dagster import AssetKey, DagsterInstance, asset, instance_for_test, materia
 from assets.partitions import capture_batches
 from assets.raw_captures import captures_table_expectations, quarantine_share_under_limit, raw_captures
 from dataset_pipeline.layout import captures_key, quarantine_key
-from resources import CaptureRules, DatasetStoreResource, RobotEnvironments
+from resources import CaptureRules, DatasetStoreResource, PropagationSettings, RobotEnvironments
 from tests.conftest import copy_upload
 
 
@@ -28,6 +28,7 @@ def materialize_batch(
             "dataset_store": store_resource,
             "capture_rules": rules or CaptureRules(),
             "robot_environments": RobotEnvironments(),
+            "propagation": PropagationSettings(),
         },
         raise_on_error=False,
     )

@@ -27,7 +27,7 @@ from dataset_pipeline import dataset_release as release
 from dataset_pipeline.layout import captures_key, task_files
 from dataset_pipeline.raw_captures import ingest_batch
 from dataset_pipeline.store import DatasetStore
-from resources import CaptureRules, DatasetStoreResource, RobotEnvironments
+from resources import CaptureRules, DatasetStoreResource, PropagationSettings, RobotEnvironments
 from tests.conftest import copy_upload, demo_command, demo_corpus
 from tests.dagster import test_raw_captures_asset, test_sensor
 from tests.services.conftest import S3_ENV
@@ -133,6 +133,7 @@ def _ingest_run(instance: DagsterInstance, resource: DatasetStoreResource, batch
             "dataset_store": resource,
             "capture_rules": CaptureRules(),
             "robot_environments": RobotEnvironments(),
+            "propagation": PropagationSettings(),
         },
         raise_on_error=False,
     )
