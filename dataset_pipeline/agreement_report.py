@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from dataset_pipeline import layout, schemas
+from dataset_pipeline.annotation_corpus import from_premask
 from dataset_pipeline.figures import (
     bar_chart,
     contact_sheet,
@@ -307,7 +308,7 @@ def annotator_stats(annotations: pd.DataFrame, consensus_ious: dict | None = Non
     rows = []
     for annotator, group in annotations.groupby("annotator_id"):
         images_per_hour, seconds_per_mask = _velocity(group)
-        linked = group[group.premask_id.notna() & ~group.assistance.isin(schemas.PROPAGATED_ASSISTANCE)]
+        linked = group[from_premask(group)]
         refinement = float((linked.premask_iou < REFINED_BELOW_IOU).mean()) if len(linked) else np.nan
         unrefined = float((linked.premask_iou >= UNCHANGED_IOU).mean()) if len(linked) else np.nan
         verdicts = group[group.review_accepted.notna()].groupby("image_id").review_accepted.first()

@@ -128,3 +128,12 @@ def frame_origins(annotations: pd.DataFrame) -> pd.Series:
         return "hand"
 
     return kinds.map(origin)
+
+
+def from_premask(annotations: pd.DataFrame) -> pd.Series:
+    """The annotations that started from a pre-mask (not from a propagated mask: a corrected
+    propagated mask is the correction round working as meant, not a model's miss)."""
+    linked = annotations.premask_id.notna()
+    if "assistance" in annotations.columns:
+        linked &= ~annotations.assistance.isin(schemas.PROPAGATED_ASSISTANCE)
+    return linked

@@ -245,7 +245,6 @@ def refinement_rates(annotations: pd.DataFrame) -> pd.DataFrame:
     """Per annotator: pre-masks started from, how many were edited (IoU < 0.9), the rate, the flag."""
     if annotations.empty:
         return schemas.REFINEMENT.frame()
-    # Pre-masks only: a corrected propagated mask is the second round working as meant, not a model's miss.
     linked = annotations[
         annotations.premask_id.notna() & ~annotations.assistance.isin(schemas.PROPAGATED_ASSISTANCE)
     ]

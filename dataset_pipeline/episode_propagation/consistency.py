@@ -7,8 +7,8 @@ jumped or lost a part. A class that appears for one or two frames, or vanishes f
 frames between frames that have it, is a flicker: objects do not blink.
 
 >>> import numpy as np
->>> frames = [np.full((6, 6, 3), 90, np.uint8)] * 4
->>> maps = [np.zeros((6, 6), np.uint8) for _ in range(4)]
+>>> frames = [np.full((16, 16, 3), 90, np.uint8)] * 4
+>>> maps = [np.zeros((16, 16), np.uint8) for _ in range(4)]
 >>> for m in (maps[0], maps[1], maps[3]): m[1:4, 1:4] = 2
 >>> result = episode_consistency(frames, maps, min_area=1)
 >>> [(t.frame, t.class_id, t.iou) for t in result.transitions]

@@ -15,6 +15,10 @@ from typing import Protocol
 import numpy as np
 
 
+#: DIS optical flow's coarsest patch needs this much image (OpenCV refuses under 12 px).
+MIN_SIDE_PX = 16
+
+
 class PropagationError(ValueError):
     """An episode or its keyframes cannot be propagated; nothing is written.
 
@@ -98,6 +102,13 @@ def check_episode(frames: Sequence[np.ndarray], keyframes: Mapping[int, np.ndarr
         )
     if not keyframes:
         raise PropagationError(episode, "keyframes", "no keyframe mask given")
+    height, width = np.asarray(frames[0]).shape[:2]
+    if min(height, width) < MIN_SIDE_PX:
+        raise PropagationError(
+            episode,
+            "frame 0",
+            f"is {width}x{height}; optical flow needs frames of {MIN_SIDE_PX} px or more a side",
+        )
     for index, labels in keyframes.items():
         if not 0 <= index < len(frames):
             raise PropagationError(
