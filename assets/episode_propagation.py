@@ -8,6 +8,7 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
+    AutomationCondition,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -18,13 +19,15 @@ from assets.execution import GPU_TAGS, retried_on_store_outage
 from assets.partitions import batch_check, capture_batches
 from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
-from dataset_pipeline.annotation_tasks import image_url_builder, write_propagated_tasks
+from dataset_pipeline.annotation_tasks import image_url_builder, push_to_label_studio, write_propagated_tasks
 from dataset_pipeline.episode_propagation import PropagationError
 from dataset_pipeline.episode_propagation.batch import propagate_batch, worst_transitions_png
 from dataset_pipeline.episode_propagation.checks import consistency_verdict, flicker_verdict
+from dataset_pipeline.formats.label_studio.client import LabelStudioError, project_title
 from resources import (
     AnnotationToolsResource,
     DatasetStoreResource,
+    LabelStudioResource,
     PropagationSettings,
     Sam2Resource,
     TaxonomyResource,
@@ -35,6 +38,9 @@ from resources import (
     partitions_def=capture_batches,
     deps=["reviewed_annotations"],
     group_name="annotation",
+    # After every import of the batch's reviews (the automation-condition sensor): the keyframes'
+    # reviews make it propagate, the corrections' re-import re-propagates to the same masks and ids.
+    automation_condition=AutomationCondition.eager(),
     kinds={"pytorch", "opencv", "parquet"},
     pool="gpu",
     op_tags=GPU_TAGS,
@@ -50,6 +56,7 @@ def episode_propagation(
     sam2: Sam2Resource,
     propagation: PropagationSettings,
     annotation_tools: AnnotationToolsResource,
+    label_studio: LabelStudioResource,
 ) -> MaterializeResult:
     store = dataset_store.get_store()
     batch = context.partition_key
@@ -134,6 +141,19 @@ def episode_propagation(
             store, batch, classes, url_for, result.table, annotation_tools.cvat_image_names
         )
         metadata["correction_tasks"] = tasks.tasks
+        if label_studio.enabled:  # the propagated frames join the keyframes' project, as predictions
+            title = project_title(label_studio.project_prefix, classes)
+            try:
+                pushed = push_to_label_studio(
+                    store, batch, label_studio.client(), title, classes, tasks.label_studio_tasks
+                )
+            except LabelStudioError as exc:
+                raise Failure(description=str(exc), allow_retries=False) from None
+            metadata |= {
+                "label_studio_project": f"{title} (id {pushed.project_id})",
+                "label_studio_tasks_imported": pushed.imported,
+                "label_studio_tasks_already_there": pushed.already_there,
+            }
         metadata |= {
             f"correction {role}": MetadataValue.path(store.url(key)) for role, key in tasks.files.items()
         }

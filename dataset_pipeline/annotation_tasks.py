@@ -255,16 +255,21 @@ def push_to_label_studio(
     tasks: list[dict],
 ) -> PushResult:
     """Import the batch's tasks (with their predictions) into the project ``title``, once per image;
-    record the Label Studio task id of every image (``layout.label_studio_tasks_key``)."""
+    record the Label Studio task id of every image (``layout.label_studio_tasks_key``), added to
+    those of earlier pushes (the keyframes go first, the propagated frames after them)."""
+    import pandas as pd
+
     pushed = push_tasks(client, title, taxonomy, tasks)
-    store.write_parquet(
-        layout.label_studio_tasks_key(batch),
-        schemas.LABEL_STUDIO_TASKS.from_columns(
-            {
-                "image_id": list(pushed.task_ids),
-                "task_id": list(pushed.task_ids.values()),
-                "project_id": pushed.project_id,
-            }
-        ),
+    key = layout.label_studio_tasks_key(batch)
+    table = schemas.LABEL_STUDIO_TASKS.from_columns(
+        {
+            "image_id": list(pushed.task_ids),
+            "task_id": list(pushed.task_ids.values()),
+            "project_id": pushed.project_id,
+        }
     )
+    if store.exists(key):
+        table = pd.concat([store.read_parquet(key), table], ignore_index=True)
+        table = table.drop_duplicates("image_id", keep="last").reset_index(drop=True)
+    store.write_parquet(key, table)
     return pushed

@@ -218,15 +218,21 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"dataset store: {store.root_url}\ndagster home:  {home}")
     _ensure_demo_upload(store, batch, args.images, args.seed)
 
-    from dataset_pipeline.definitions.launcher import batch_stages, corpus_stages, iter_stages, review_stages
+    from dataset_pipeline.definitions.launcher import (
+        batch_stages,
+        corpus_stages,
+        iter_stages,
+        propagation_stages,
+        review_stages,
+    )
 
     pool_batch, robot_batch = f"{batch}-pool", f"{batch}-robot"
     plan = [
         batch_stages(batch),
-        review_stages(batch),
+        review_stages(batch) + propagation_stages(batch),
         batch_stages(robot_batch),
+        review_stages(robot_batch) + propagation_stages(robot_batch),
         review_stages(robot_batch),
-        review_stages(robot_batch)[:1],
         batch_stages(pool_batch),
         corpus_stages(),
     ]

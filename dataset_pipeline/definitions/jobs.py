@@ -11,9 +11,12 @@ from assets.partitions import capture_batches
 
 #: Materialized per upload batch, in pipeline order, until the tasks go to people.
 PER_BATCH_STAGES: tuple[str, ...] = ("raw_captures", "sam2_premasks", "annotation_tasks")
-#: Materialized per batch when its review exports arrive: the import, then the keyframes carried to
-#: the frames between (which go back to people; their corrections arrive as review exports too).
-REVIEW_STAGES: tuple[str, ...] = ("reviewed_annotations", "episode_propagation")
+#: Materialized per batch when its review exports arrive.
+REVIEW_STAGES: tuple[str, ...] = ("reviewed_annotations",)
+#: Materialized per batch after each import (eager): the reviewed keyframes carried to the frames
+#: between, which go back to people; their corrections arrive as review exports. A job of its own, so
+#: that an import is a CPU run and only this one waits for a GPU.
+PROPAGATION_STAGES: tuple[str, ...] = ("episode_propagation",)
 #: Over the whole corpus, in pipeline order.
 CORPUS_STAGES: tuple[str, ...] = (
     "annotation_corpus",
@@ -60,10 +63,17 @@ review_job = define_asset_job(
     description="Imports a batch's review exports (started by review_export_sensor).",
 )
 
+propagation_job = define_asset_job(
+    "propagation_job",
+    selection=AssetSelection.assets(*PROPAGATION_STAGES),
+    partitions_def=capture_batches,
+    description="Propagates a batch's reviewed keyframes through its episodes (after each review import).",
+)
+
 corpus_job = define_asset_job(
     "corpus_job",
     selection=AssetSelection.assets(*CORPUS_STAGES),
     description="The whole-corpus stages: corpus, quality report and what follows.",
 )
 
-JOBS = [capture_batch_job, review_job, corpus_job]
+JOBS = [capture_batch_job, review_job, propagation_job, corpus_job]

@@ -16,9 +16,11 @@ from dataset_pipeline.definitions import defs
 from dataset_pipeline.definitions.jobs import (
     CORPUS_STAGES,
     PER_BATCH_STAGES,
+    PROPAGATION_STAGES,
     REVIEW_STAGES,
     capture_batch_job,
     corpus_job,
+    propagation_job,
     review_job,
     run_tags,
 )
@@ -60,6 +62,10 @@ def batch_stages(batch: str) -> list[tuple[str, str, str | None]]:
 
 def review_stages(batch: str) -> list[tuple[str, str, str | None]]:
     return [(review_job.name, asset, batch) for asset in REVIEW_STAGES]
+
+
+def propagation_stages(batch: str) -> list[tuple[str, str, str | None]]:
+    return [(propagation_job.name, asset, batch) for asset in PROPAGATION_STAGES]
 
 
 def corpus_stages() -> list[tuple[str, str, str | None]]:
@@ -181,7 +187,11 @@ def _downstream(key: AssetKey) -> tuple[str, ...]:
     """The stages that depend on an asset, in pipeline order (what its failed blocking check holds back)."""
     graph = defs.resolve_asset_graph()
     below = {k.to_user_string() for k in graph.get(key).child_keys}
-    return tuple(stage for stage in (*PER_BATCH_STAGES, *REVIEW_STAGES, *CORPUS_STAGES) if stage in below)
+    return tuple(
+        stage
+        for stage in (*PER_BATCH_STAGES, *REVIEW_STAGES, *PROPAGATION_STAGES, *CORPUS_STAGES)
+        if stage in below
+    )
 
 
 def _check_specs() -> dict:

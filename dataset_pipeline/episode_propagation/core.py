@@ -14,7 +14,6 @@ from typing import Protocol
 
 import numpy as np
 
-
 #: DIS optical flow's coarsest patch needs this much image (OpenCV refuses under 12 px).
 MIN_SIDE_PX = 16
 

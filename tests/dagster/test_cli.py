@@ -11,7 +11,7 @@ from dagster import AssetKey, DagsterInstance, SensorResult, build_sensor_contex
 
 from dataset_pipeline.dataset_release import list_releases
 from dataset_pipeline.definitions.sensors import review_export_sensor
-from dataset_pipeline.layout import captures_key, premasks_key
+from dataset_pipeline.layout import annotations_key, captures_key, premasks_key
 from dataset_pipeline.store import DatasetStore
 from resources import DatasetStoreResource
 from tests.conftest import demo_command
@@ -39,9 +39,15 @@ def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
     assert instance.get_latest_materialization_event(AssetKey("baseline_model")) is not None
     assert (home / "dagster.yaml").exists()
     # one run per stage; only the runs of a GPU stage count against the queue's GPU-run limit
-    gpu = {"sam2_premasks", "baseline_model", "zero_shot_comparison", "active_learning_queue"}
+    gpu = {
+        "sam2_premasks",
+        "episode_propagation",
+        "baseline_model",
+        "zero_shot_comparison",
+        "active_learning_queue",
+    }
     runs = instance.get_runs()
-    assert len(runs) == 20
+    assert len(runs) == 23
     for run in runs:
         stage = run.tags["dataset_pipeline/stage"]
         assert (run.tags.get("dataset_pipeline/uses-gpu") == "true") is (stage in gpu), stage
@@ -52,7 +58,14 @@ def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
     (version,) = list_releases(store)
     # The demo robot's LeRobot dataset (lerobot's recorder), sampled and reviewed, is in the release
     # again as a LeRobot dataset with its class maps: write_back_reloads loaded it with LeRobotDataset.
-    assert "logged 3 episodes (24 frames) as a LeRobot v3.0 dataset" in out.stdout
+    assert "logged 2 episodes (48 frames) as a LeRobot v3.0 dataset" in out.stdout
+    # Its 24-frame episodes were labelled on their keyframes, propagated, and the rest corrected.
+    assert "simulated annotators checked 36 propagated frames" in out.stdout
+    assert "check propagated_masks_temporally_consistent: passed" in out.stdout
+    robot_labels = store.read_parquet(annotations_key("demo-s0-n120-robot"))
+    assert {"propagated", "propagated-corrected"} <= set(robot_labels.assistance)
+    card = store.read_bytes(f"releases/{version}/DATASHEET.md").decode()
+    assert "propagated from keyframes and accepted" in card
     robot = store.list(f"releases/{version}/robot_datasets/demo-s0-n120-robot", recursive=True)
     assert any(k.endswith("meta/info.json") for k in robot) and any(k.endswith(".mp4") for k in robot)
     info = json.loads(
@@ -63,7 +76,7 @@ def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
         "shape": [480, 640],
         "names": ["height", "width"],
     }
-    assert len(store.read_parquet(captures_key("demo-s0-n120-robot"))) == 24
+    assert len(store.read_parquet(captures_key("demo-s0-n120-robot"))) == 48
     assert f"release {version}: complete ({store_dir}/releases/{version}/release.json)" in out.stdout
     assert f"{store_dir}/releases/latest.json names it" in out.stdout
     # `dagster dev` on this store and home afterwards: the review sensor's first tick (no cursor)

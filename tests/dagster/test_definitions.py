@@ -52,7 +52,13 @@ def test_definitions_hold_the_stage_its_checks_job_and_sensor():
     assert defs.resolve_sensor_def("capture_upload_sensor").job_name == "capture_batch_job"
 
 
-GPU_ASSETS = {"sam2_premasks", "baseline_model", "zero_shot_comparison", "active_learning_queue"}
+GPU_ASSETS = {
+    "sam2_premasks",
+    "episode_propagation",
+    "baseline_model",
+    "zero_shot_comparison",
+    "active_learning_queue",
+}
 
 
 def test_every_gpu_asset_requests_a_gpu_and_no_cpu_asset_does():
@@ -74,16 +80,28 @@ def test_every_gpu_asset_requests_a_gpu_and_no_cpu_asset_does():
         else:
             assert "nvidia.com/gpu" not in str(t) and "GPU" not in str(t), name
             assert t.get("dagster-celery/queue") == "cpu", name
-    for job in ("capture_batch_job", "review_job", "corpus_job"):  # the tag is given per run, not per job
+    for job in (
+        "capture_batch_job",
+        "review_job",
+        "propagation_job",
+        "corpus_job",
+    ):  # tags per run, not per job
         assert "dataset_pipeline/uses-gpu" not in defs.resolve_job_def(job).tags
 
 
 def test_only_a_run_that_holds_a_gpu_step_is_a_gpu_run():
-    from dataset_pipeline.definitions.jobs import CORPUS_STAGES, PER_BATCH_STAGES, REVIEW_STAGES, run_tags
+    from dataset_pipeline.definitions.jobs import (
+        CORPUS_STAGES,
+        PER_BATCH_STAGES,
+        PROPAGATION_STAGES,
+        REVIEW_STAGES,
+        run_tags,
+    )
 
-    assert run_tags(PER_BATCH_STAGES) == run_tags(CORPUS_STAGES) == {"dataset_pipeline/uses-gpu": "true"}
-    assert run_tags(REVIEW_STAGES) == {}
-    for stage in (*PER_BATCH_STAGES, *REVIEW_STAGES, *CORPUS_STAGES):
+    gpu_run = {"dataset_pipeline/uses-gpu": "true"}
+    assert run_tags(PER_BATCH_STAGES) == run_tags(CORPUS_STAGES) == run_tags(PROPAGATION_STAGES) == gpu_run
+    assert run_tags(REVIEW_STAGES) == {}  # an import never waits for a GPU
+    for stage in (*PER_BATCH_STAGES, *REVIEW_STAGES, *PROPAGATION_STAGES, *CORPUS_STAGES):
         assert bool(run_tags([stage])) is (stage in GPU_ASSETS), stage
 
 

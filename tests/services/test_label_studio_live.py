@@ -300,3 +300,83 @@ def test_wrong_token_unreachable_server_and_mismatched_labels_are_clear_errors(l
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "refused the API token" in str(failure.step_failure_data.user_failure_data.description)
     assert store.read_bytes(annotations_key("e1")) == before
+
+
+def test_keyframes_then_propagated_frames_through_a_live_label_studio(label_studio, tmp_path):
+    """Keyframes go to Label Studio first; once their annotations are pulled, the propagated frames
+    join the same project with the propagated masks as predictions; accepting one and editing
+    another comes back as ``propagated`` and ``propagated-corrected``."""
+    from assets.episode_propagation import episode_propagation
+    from dataset_pipeline.demo import write_demo_upload
+    from dataset_pipeline.layout import ground_truth_key, keyframes_key, label_studio_tasks_key
+
+    url, documents = label_studio
+    batch = "ls-episodes"
+    store = DatasetStore(str(documents / "episode-store"))
+    write_demo_upload(store, batch, n_images=14, seed=6, frames_per_episode=14, with_depth=False)
+    resources = _resources(store, url, documents) | {"label_studio": LabelStudioResource(
+        enabled=True, url=url, api_token=TOKEN, project_prefix="dp-episodes")}  # fmt: skip
+    client = LabelStudioClient(url, TOKEN)
+    truth = store.read_parquet(ground_truth_key(batch))
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(capture_batches.name, [batch])
+        assert materialize(
+            stage_assets(PER_BATCH_STAGES), partition_key=batch, instance=instance, resources=resources
+        ).success
+        keyframes = store.read_parquet(keyframes_key(batch))
+        chosen = set(keyframes.image_id[keyframes.keyframe])
+        project_id = int(store.read_parquet(label_studio_tasks_key(batch)).project_id.iloc[0])
+        there = {t["data"]["image_id"]: t for t in client.tasks(project_id)}
+        assert set(there) == chosen and len(chosen) < 14
+        for image_id in chosen:  # a person labels each keyframe exactly
+            results = [
+                {"id": f"k{n}", "type": "brushlabels", "from_name": ls_tasks.BRUSH_FROM_NAME,
+                 "to_name": ls_tasks.IMAGE_TO_NAME, "original_width": int(r.width),
+                 "original_height": int(r.height), "origin": "manual",
+                 "value": {"format": "rle", "rle": ls_codec.mask_to_brush_rle(decode_mask(r.rle, r.height, r.width)),
+                           "brushlabels": [r.class_name]}}
+                for n, r in enumerate(truth[truth.image_id == image_id].itertuples())
+            ]  # fmt: skip
+            client._request(
+                "POST",
+                f"/api/tasks/{there[image_id]['id']}/annotations",
+                json={"result": results, "lead_time": 60.0},
+            )
+        propagated = materialize(
+            [reviewed_annotations, episode_propagation],
+            partition_key=batch,
+            instance=instance,
+            resources=resources,
+        )
+        assert propagated.success
+        there = {t["data"]["image_id"]: t for t in client.tasks(project_id)}
+        between = set(keyframes.image_id[~keyframes.keyframe])
+        assert set(there) == chosen | between
+        assert set(store.read_parquet(label_studio_tasks_key(batch)).image_id) == chosen | between
+        accept_id, edit_id = sorted(between)[:2]
+        accepted = there[accept_id]["predictions"][0]["result"]
+        first = there[edit_id]["predictions"][0]["result"][0]
+        h, w = first["original_height"], first["original_width"]
+        mask = ls_codec.brush_rle_to_mask(first["value"]["rle"], h, w).copy()
+        ys, _ = np.nonzero(mask)
+        mask[ys.min() : ys.min() + max(1, (ys.max() - ys.min()) // 3)] = False
+        edited = [
+            {
+                **first,
+                "origin": "prediction-changed",
+                "value": {**first["value"], "rle": ls_codec.mask_to_brush_rle(mask)},
+            }
+        ]
+        for image_id, result in ((accept_id, accepted), (edit_id, edited)):
+            client._request(
+                "POST",
+                f"/api/tasks/{there[image_id]['id']}/annotations",
+                json={"result": result, "lead_time": 9.0},
+            )
+        assert materialize(
+            [reviewed_annotations], partition_key=batch, instance=instance, resources=resources
+        ).success
+    table = store.read_parquet(annotations_key(batch))
+    assert set(table[table.image_id == accept_id].assistance) == {"propagated"}
+    assert list(table[table.image_id == edit_id].assistance) == ["propagated-corrected"]
+    assert set(table[table.image_id.isin(chosen)].assistance) == {"manual"}

@@ -23,7 +23,13 @@ from tests.conftest import copy_upload, demo_command
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-GPU_ASSETS = {"sam2_premasks", "baseline_model", "zero_shot_comparison", "active_learning_queue"}
+GPU_ASSETS = {
+    "sam2_premasks",
+    "episode_propagation",
+    "baseline_model",
+    "zero_shot_comparison",
+    "active_learning_queue",
+}
 
 
 @pytest.fixture
@@ -80,7 +86,7 @@ def _materialize_batch(env: dict, batch: str) -> subprocess.Popen:
 
 
 def test_the_demo_graph_runs_on_postgres_beside_a_concurrent_batch(production_env, demo_batch, s3_endpoint):
-    """The README demo (all 20 stages) with its instance on PostgreSQL and compute logs on S3, while a
+    """The README demo (all 23 stages) with its instance on PostgreSQL and compute logs on S3, while a
     second process materializes another batch: both complete, and everything reads back from Postgres."""
     import boto3
     import psycopg2
@@ -173,7 +179,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def test_celery_workers_run_the_demo_graph_gpu_steps_on_the_gpu_queue(production_env, rabbitmq, tmp_path):
-    """The README demo (all 20 stages) with DATASET_PIPELINE_EXECUTOR=celery: a `gpu` worker and a
+    """The README demo (all 23 stages) with DATASET_PIPELINE_EXECUTOR=celery: a `gpu` worker and a
     `cpu` worker (solo pools, so a step runs in the worker's own process) execute every step; the
     event log shows each GPU asset's step in the GPU worker and every other step in the CPU one."""
     env, _ = production_env

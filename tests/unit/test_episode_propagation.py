@@ -187,6 +187,10 @@ def test_bad_episodes_are_refused_naming_the_episode_and_frame():
         check_episode(frames[:1], {0: good}, "ep7")
     with pytest.raises(PropagationError, match="integer label map"):
         check_episode(frames, {0: good.astype(float)}, "ep7")
+    with pytest.raises(
+        PropagationError, match=r"episode ep7, frame 0: is 8x6; optical flow needs frames of 16 px"
+    ):
+        check_episode([np.zeros((6, 8, 3), np.uint8)] * 2, {0: np.zeros((6, 8), np.uint8)}, "ep7")
 
 
 def _episode_folder(tmp_path: Path, episode, mode: str) -> tuple[Path, Path, dict[int, np.ndarray]]:
@@ -253,6 +257,9 @@ def test_propagate_command_refuses_bad_input_and_writes_nothing(tmp_path, episod
     Image.open(masks_dir / "00005.png").resize((32, 24)).save(masks_dir / "00005.png")
     assert main(["propagate", str(frames_dir), str(masks_dir), "--out", str(out)]) == 1
     assert "episode cam0_ep3, frame 5: keyframe mask is 32x24, the frame 640x480" in capsys.readouterr().err
+    Image.open(masks_dir / "00000.png").convert("L").save(masks_dir / "00005.png")
+    assert main(["propagate", str(frames_dir), str(masks_dir), "--out", str(out)]) == 1
+    assert "episode cam0_ep3, keyframe masks: mixed PNG modes ['L', 'P']" in capsys.readouterr().err
     Image.open(masks_dir / "00000.png").save(masks_dir / "00005.png")
     data = (frames_dir / "00007.jpg").read_bytes()
     (frames_dir / "00007.jpg").write_bytes(data[: len(data) // 3])  # the recording stopped mid-file
