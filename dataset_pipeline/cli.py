@@ -20,7 +20,7 @@ from dataset_pipeline.schemas import REVIEW_STATUSES
 DEFAULT_DAGSTER_HOME = ".dagster_home"
 #: The demo trains the baseline for fewer epochs than the pipeline (20), to stay under 4 minutes on
 #: 2 cores; its baseline is a smoke test of trainability either way.
-DEMO_EPOCHS = 12
+DEMO_EPOCHS = 6
 
 
 def main(argv: list[str] | None = None) -> int:

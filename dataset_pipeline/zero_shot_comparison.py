@@ -9,6 +9,7 @@ evaluation size, is the zero-shot score; the annotation value is baseline mIoU m
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -55,18 +56,22 @@ def evaluate_zero_shot(
     num_classes = len(taxonomy.classes)
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     masks_made = 0
-    for (image_id, rgb), row in zip(iter_images(store, test), test.itertuples(), strict=True):
-        truth = (
-            semantic_class_map(by_image[image_id], row.height, row.width)
-            if image_id in by_image
-            else np.zeros((row.height, row.width), np.uint8)
-        )
-        masks = [m.mask for m in backend.generate(rgb)]
-        masks_made += len(masks)
-        predicted = oracle_label_map(masks, truth)
-        small_pred = cv2.resize(predicted, (size, size), interpolation=cv2.INTER_NEAREST)
-        small_truth = cv2.resize(truth, (size, size), interpolation=cv2.INTER_NEAREST)
-        cm += confusion_matrix(small_pred, small_truth, num_classes)
+    pairs = zip(iter_images(store, test), test.itertuples(), strict=True)
+    while chunk := list(itertools.islice(pairs, 4)):  # the backend generates for a few images at once
+        for ((image_id, _), row), made in zip(
+            chunk, backend.generate_batch([rgb for (_, rgb), _ in chunk]), strict=True
+        ):
+            truth = (
+                semantic_class_map(by_image[image_id], row.height, row.width)
+                if image_id in by_image
+                else np.zeros((row.height, row.width), np.uint8)
+            )
+            masks = [m.mask for m in made]
+            masks_made += len(masks)
+            predicted = oracle_label_map(masks, truth)
+            small_pred = cv2.resize(predicted, (size, size), interpolation=cv2.INTER_NEAREST)
+            small_truth = cv2.resize(truth, (size, size), interpolation=cv2.INTER_NEAREST)
+            cm += confusion_matrix(small_pred, small_truth, num_classes)
     zero_shot = mean_iou(cm)
     return {
         "backend": backend.name,

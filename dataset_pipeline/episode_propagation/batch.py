@@ -24,7 +24,12 @@ import pandas as pd
 
 from dataset_pipeline import layout, schemas
 from dataset_pipeline.episode_propagation.consistency import EpisodeConsistency, episode_consistency
-from dataset_pipeline.episode_propagation.core import PropagatedFrame, PropagationError, Propagator
+from dataset_pipeline.episode_propagation.core import (
+    PropagatedFrame,
+    PropagationError,
+    Propagator,
+    present_ids,
+)
 from dataset_pipeline.episode_propagation.keyframes import KeyframeSettings, choose_keyframes, frame_motion
 from dataset_pipeline.images import decode_image
 from dataset_pipeline.masks import decode_mask, encode_mask
@@ -257,7 +262,7 @@ def propagate_episode(
     linked, tracks = link_tracks(frames, maps)
     out = propagator.propagate(frames, linked, episode)
     result = EpisodeResult(episode, len(rows), len(keyframe_ids), image_ids=list(rows.image_id))
-    class_lookup = np.zeros(max(tracks, default=0) + 1, np.int64)
+    class_lookup = np.zeros(max(tracks, default=0) + 1, np.uint8)  # class ids fit (paint_class_map's type)
     for track, (class_id, _) in tracks.items():
         class_lookup[track] = class_id
     class_maps = []
@@ -276,7 +281,7 @@ def _rows_of(
 ) -> list[dict]:
     sources = ",".join(str(rows.image_id.iloc[k]) for k in frame.sources)
     out = []
-    for track in sorted(int(t) for t in np.unique(frame.labels) if t != 0):
+    for track in (t for t in present_ids(frame.labels) if t != 0):
         class_id, z_order = tracks[track]
         out.append(
             {

@@ -71,18 +71,28 @@ def warped_ious(
     Classes smaller than ``min_area`` pixels in both maps are left out (a few pixels' IoU says
     nothing); background (0) is never scored.
     """
+    from dataset_pipeline.episode_propagation.core import present_ids
     from dataset_pipeline.episode_propagation.flow import warp_labels
 
     warped = warp_labels(previous, flow)
+    ids = sorted(set(present_ids(previous)) | set(present_ids(current)))
+    index = {c: k for k, c in enumerate(ids)}
+    lookup = np.zeros(max(ids) + 1, np.int64)
+    lookup[ids] = np.arange(len(ids))
+    n = len(ids)
+    # one joint histogram of (warped, current) gives every class's intersection and union
+    joint = np.bincount((lookup[warped] * n + lookup[current]).ravel(), minlength=n * n).reshape(n, n)
+    area_before = np.bincount(lookup[previous].ravel(), minlength=n)
     out = {}
-    for class_id in sorted(set(np.unique(previous)) | set(np.unique(current))):
+    for class_id in ids:
         if class_id == 0:
             continue
-        a, b = warped == class_id, current == class_id
-        if int((previous == class_id).sum()) < min_area and int(b.sum()) < min_area:
+        k = index[class_id]
+        inter, in_warped, in_current = joint[k, k], joint[k].sum(), joint[:, k].sum()
+        if area_before[k] < min_area and in_current < min_area:
             continue
-        union = int((a | b).sum())
-        out[int(class_id)] = round(int((a & b).sum()) / union, 4) if union else 1.0
+        union = in_warped + in_current - inter
+        out[class_id] = round(int(inter) / int(union), 4) if union else 1.0
     return out
 
 
@@ -119,12 +129,15 @@ def episode_consistency(
 
     result = EpisodeConsistency()
     presence: dict[int, list[bool]] = {}
-    classes = sorted({int(c) for m in class_maps for c in np.unique(m) if c != 0})
+    from dataset_pipeline.episode_propagation.core import present_ids
+
+    classes = sorted({c for m in class_maps for c in present_ids(m) if c != 0})
     previous_gray = None
     for index, (frame, labels) in enumerate(zip(frames, class_maps, strict=True)):
         here = gray(frame)
+        areas = np.bincount(labels.ravel(), minlength=max(classes, default=0) + 1)
         for class_id in classes:
-            presence.setdefault(class_id, []).append(int((labels == class_id).sum()) >= min_area)
+            presence.setdefault(class_id, []).append(int(areas[class_id]) >= min_area)
         if previous_gray is not None:
             flow = dis_flow(here, previous_gray, preset)
             for class_id, iou in warped_ious(class_maps[index - 1], labels, flow, min_area).items():

@@ -29,7 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataset_pipeline.episode_propagation.core import PropagatedFrame, check_episode, keyframe_neighbours
+from dataset_pipeline.episode_propagation.core import (
+    PropagatedFrame,
+    check_episode,
+    keyframe_neighbours,
+    present_ids,
+)
 
 #: Votes of a side whose flow fails the forward-backward test, against 1 for a consistent one.
 OCCLUDED_WEIGHT = 0.05
@@ -103,7 +108,7 @@ def warp_soft(labels: np.ndarray, ids: Sequence[int], flow: np.ndarray, grid=Non
 
 def warp_labels(labels: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """A label map read at x + flow(x), each pixel the id whose soft warp is largest."""
-    ids = [int(i) for i in np.unique(labels)]
+    ids = present_ids(labels)
     soft = warp_soft(labels, ids, flow)
     return np.asarray(ids, dtype=labels.dtype)[soft.argmax(0)]
 
@@ -147,7 +152,7 @@ class FlowPropagator:
         return out
 
     def _votes(self, here, sides, keyframes, grays, frames, index):
-        ids = sorted({int(i) for k in sides for i in np.unique(keyframes[k])})
+        ids = sorted({i for k in sides for i in present_ids(keyframes[k])})
         votes = np.zeros((len(ids), *here.shape), np.float32)
         for k in sides:
             if k not in grays:

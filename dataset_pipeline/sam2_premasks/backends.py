@@ -49,3 +49,7 @@ class PremaskBackend(Protocol):
     def generate(self, image: np.ndarray) -> list[PredictedMask]:
         """Prompt-free masks for one RGB uint8 image."""
         ...
+
+    def generate_batch(self, images: list[np.ndarray]) -> list[list[PredictedMask]]:
+        """Prompt-free masks for several images (as the backend runs best: threads, or one by one)."""
+        ...

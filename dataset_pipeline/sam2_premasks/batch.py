@@ -75,9 +75,10 @@ def premask_batch(
         if prompted:
             outputs = backend.predict([img for _, img in prompted], [prompts[i] for i, _ in prompted])
             predictions.update({i: out for (i, _), out in zip(prompted, outputs, strict=True)})
-        for image_id, image in chunk:
-            if image_id not in predictions:
-                predictions[image_id] = backend.generate(image)
+        unprompted = [(i, img) for i, img in chunk if i not in predictions]
+        if unprompted:
+            outputs = backend.generate_batch([img for _, img in unprompted])
+            predictions.update({i: out for (i, _), out in zip(unprompted, outputs, strict=True)})
         seconds_per_image = (time.perf_counter() - chunk_started) / len(chunk)
         for image_id, image in chunk:
             made = [m for m in predictions[image_id] if m.mask.any()]

@@ -256,6 +256,9 @@ class Sam2Backend:
             results[i] = _predicted(image_masks, image_scores, prompts[i])
         return results
 
+    def generate_batch(self, images: list[np.ndarray]) -> list[list[PredictedMask]]:
+        return [self.generate(image) for image in images]  # one model: images in turn
+
     def generate(self, image: np.ndarray) -> list[PredictedMask]:
         import torch
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
