@@ -77,7 +77,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--spacings", type=int, nargs="+", default=[2, 5, 10])
-    parser.add_argument("--sam2-config", default=None, help="also time sam2's video predictor (random weights)")
+    parser.add_argument(
+        "--sam2-config", default=None, help="also time sam2's video predictor (random weights)"
+    )
     parser.add_argument("--sam2-frames", type=int, default=6, help="frames of the sam2 timing segment")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
@@ -126,8 +128,12 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]))
-    result: dict = {"machine": f"{platform.processor() or platform.machine()} {platform.node()}", "rows": rows,
-                    "episodes": args.episodes, "frames": args.frames}
+    result: dict = {
+        "machine": f"{platform.processor() or platform.machine()} {platform.node()}",
+        "rows": rows,
+        "episodes": args.episodes,
+        "frames": args.frames,
+    }
     if args.sam2_config:
         from dataset_pipeline.episode_propagation.sam2_video import Sam2VideoPropagator
 
@@ -142,8 +148,13 @@ def main() -> None:
             times.append(time.perf_counter() - started)
         objects = len([c for c in np.unique(maps[0]) if c])
         fps = (len(rgb) - 2) / statistics.median(times)
-        result["sam2"] = {"config": args.sam2_config, "device": args.device, "objects": objects,
-                          "frames_per_s": round(fps, 3), "object_frames_per_s": round(fps * objects, 3)}
+        result["sam2"] = {
+            "config": args.sam2_config,
+            "device": args.device,
+            "objects": objects,
+            "frames_per_s": round(fps, 3),
+            "object_frames_per_s": round(fps * objects, 3),
+        }
         print(json.dumps(result["sam2"]))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))

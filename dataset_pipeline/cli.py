@@ -19,8 +19,9 @@ from dataset_pipeline.schemas import REVIEW_STATUSES
 
 DEFAULT_DAGSTER_HOME = ".dagster_home"
 #: The demo trains the baseline for fewer epochs than the pipeline (20), to stay under 4 minutes on
-#: 2 cores; its baseline is a smoke test of trainability either way.
-DEMO_EPOCHS = 6
+#: 2 cores: on its 112 training images the best validation epoch is the second (val mIoU 0.20), so 3
+#: epochs keep the same model as 20 (test mIoU 0.186 both). A smoke test of trainability either way.
+DEMO_EPOCHS = 3
 
 
 def main(argv: list[str] | None = None) -> int:

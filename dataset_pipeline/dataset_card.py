@@ -159,7 +159,9 @@ def _propagation_line(saved: dict, currency: str) -> str:
         return "- Episode propagation: every released frame was labelled by hand."
     return (
         f"- Episode propagation: {saved['hand_frames']} frames labelled by hand, {saved['propagated_frames']} "
-        f"propagated from keyframes and accepted, {saved['corrected_frames']} propagated and corrected; at "
+        f"propagated from keyframes and accepted, {saved['corrected_frames']} propagated and corrected (a frame "
+        f"with any corrected mask; of the propagated masks {saved['propagated_masks_accepted']} were accepted, "
+        f"{saved['propagated_masks_corrected']} corrected); at "
         f"{saved['hand_seconds_per_frame']} s per hand-labelled frame (median) that saved {saved['saved_hours']} h"
         + (f" = {saved['saved_cost']} {currency}." if saved.get("saved_cost") else ".")
     )
@@ -173,11 +175,18 @@ def propagation_savings(released: pd.DataFrame) -> dict:
     >>> table = pd.DataFrame({"image_id": ["b/1", "b/2", "b/3"], "seconds_spent": [120.0, 12.0, 60.0],
     ...                       "assistance": ["manual", "propagated", "propagated-corrected"]})
     >>> propagation_savings(table)
-    {'hand_frames': 1, 'propagated_frames': 1, 'corrected_frames': 1, 'hand_seconds_per_frame': 120.0, 'saved_hours': 0.05}
+    {'propagated_masks_accepted': 1, 'propagated_masks_corrected': 1, 'hand_frames': 1, 'propagated_frames': 1, 'corrected_frames': 1, 'hand_seconds_per_frame': 120.0, 'saved_hours': 0.05}
     """
     from dataset_pipeline.annotation_corpus import frame_origins
 
-    empty = {"hand_frames": 0, "propagated_frames": 0, "corrected_frames": 0, "hand_seconds_per_frame": 0.0}
+    empty = {
+        "propagated_masks_accepted": 0,
+        "propagated_masks_corrected": 0,
+        "hand_frames": 0,
+        "propagated_frames": 0,
+        "corrected_frames": 0,
+        "hand_seconds_per_frame": 0.0,
+    }
     if not len(released):
         return empty | {"saved_hours": 0.0}
     origins = frame_origins(released)
@@ -187,6 +196,8 @@ def propagation_savings(released: pd.DataFrame) -> dict:
     carried = seconds[origins[origins != "hand"].index]
     saved = float((per_frame - carried).clip(lower=0).sum()) / 3600
     return {
+        "propagated_masks_accepted": int((released.assistance == "propagated").sum()),
+        "propagated_masks_corrected": int((released.assistance == "propagated-corrected").sum()),
         "hand_frames": int((origins == "hand").sum()),
         "propagated_frames": int((origins == "propagated").sum()),
         "corrected_frames": int((origins == "corrected").sum()),

@@ -379,4 +379,5 @@ def test_keyframes_then_propagated_frames_through_a_live_label_studio(label_stud
     table = store.read_parquet(annotations_key(batch))
     assert set(table[table.image_id == accept_id].assistance) == {"propagated"}
     assert list(table[table.image_id == edit_id].assistance) == ["propagated-corrected"]
-    assert set(table[table.image_id.isin(chosen)].assistance) == {"manual"}
+    on_keyframes = set(table[table.image_id.isin(chosen)].assistance)
+    assert on_keyframes and on_keyframes <= {"manual", "sam2-assisted"}  # drawn, or close to a pre-mask

@@ -37,8 +37,8 @@ IDS = {c.name: c.id for c in TAXONOMY.classes}
 
 @pytest.fixture(scope="module")
 def episode() -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """A rendered 24-frame episode (arm reaching, hand passing) and its exact class maps."""
-    frames = list(render_episode(3, "daylight", 24, seed=5, episode_index=1))
+    """A rendered 16-frame episode (arm reaching, hand passing) and its exact class maps."""
+    frames = list(render_episode(3, "daylight", 16, seed=5, episode_index=1))
     maps = []
     for frame in frames:
         labels = np.zeros(frame.image.shape[:2], np.uint8)
@@ -73,7 +73,7 @@ def _nearest_keyframe_warp(frames, maps, keys) -> dict[int, np.ndarray]:
 
 def test_flow_propagation_every_5th_frame_beats_warping_from_the_nearest_keyframe(episode):
     frames, maps = episode
-    keys = {k: maps[k] for k in (0, 5, 10, 15, 20, 23)}
+    keys = {k: maps[k] for k in (0, 5, 10, 15)}
     out = FlowPropagator().propagate(frames, keys)
     peer = _nearest_keyframe_warp(frames, maps, keys)
     ours = np.mean([_miou(f.labels, maps[f.index]) for f in out if not f.is_keyframe])
@@ -157,15 +157,15 @@ def test_sam2_video_predictor_from_its_config_propagates_keyframe_ids(episode):
     from dataset_pipeline.episode_propagation.sam2_video import Sam2VideoPropagator
 
     frames, maps = episode
-    small = [cv2.resize(f, (160, 120)) for f in frames[:5]]
-    keys = {k: cv2.resize(maps[k], (160, 120), interpolation=cv2.INTER_NEAREST) for k in (0, 4)}
+    small = [cv2.resize(f, (160, 120)) for f in frames[:4]]
+    keys = {k: cv2.resize(maps[k], (160, 120), interpolation=cv2.INTER_NEAREST) for k in (0, 3)}
     propagator = Sam2VideoPropagator(checkpoint=None, device="cpu", image_size=256)  # random weights
     out = propagator.propagate(small, keys, "ep")
     assert propagator.model_version == "sam2.1_hiera_t@random-weights"
-    assert [f.sources for f in out] == [(0,), (0, 4), (0, 4), (0, 4), (4,)]
-    assert [f.distance for f in out] == [0, 1, 2, 1, 0]
-    allowed = set(np.unique(keys[0])) | set(np.unique(keys[4]))
-    for frame in out[1:4]:
+    assert [f.sources for f in out] == [(0,), (0, 3), (0, 3), (3,)]
+    assert [f.distance for f in out] == [0, 1, 1, 0]
+    allowed = set(np.unique(keys[0])) | set(np.unique(keys[3]))
+    for frame in out[1:3]:
         assert frame.labels.shape == (120, 160) and frame.labels.dtype == keys[0].dtype
         assert set(np.unique(frame.labels)) <= allowed and 0 <= frame.confidence <= 1
 
@@ -198,11 +198,11 @@ def _episode_folder(tmp_path: Path, episode, mode: str) -> tuple[Path, Path, dic
     frames_dir, masks_dir = tmp_path / "cam0_ep3", tmp_path / "keys"
     frames_dir.mkdir()
     masks_dir.mkdir()
-    for index, rgb in enumerate(frames[:11]):
+    for index, rgb in enumerate(frames[:8]):
         Image.fromarray(rgb).save(frames_dir / f"{index:05d}.jpg", quality=92)
     palette = [v for c in TAXONOMY.classes for v in c.rgb]
     written = {}
-    for index in (0, 5, 10):
+    for index in (0, 4, 7):
         labels = maps[index]
         if mode == "P":
             image = Image.frombytes("P", labels.shape[::-1], labels.tobytes())
@@ -223,13 +223,13 @@ def test_propagate_command_keeps_the_masks_encoding(tmp_path, episode, mode, cap
     out = tmp_path / "out"
     assert main(["propagate", str(frames_dir), str(masks_dir), "--out", str(out), "--backend", "flow"]) == 0
     printed = capsys.readouterr().out
-    assert "00003.jpg: propagated from 00000.jpg, 00005.jpg (distance 2" in printed
-    assert "temporal consistency" in printed and "11 frames written" in printed
+    assert "00002.jpg: propagated from 00000.jpg, 00004.jpg (distance 2" in printed
+    assert "temporal consistency" in printed and "8 frames written" in printed
     files = sorted(out.iterdir())
-    assert [f.name for f in files] == [f"{i:05d}.png" for i in range(11)]
+    assert [f.name for f in files] == [f"{i:05d}.png" for i in range(8)]
     for index, expected in written.items():
         assert np.array_equal(np.asarray(Image.open(out / f"{index:05d}.png")), expected)
-    middle = Image.open(out / "00003.png")
+    middle = Image.open(out / "00002.png")
     assert middle.mode == Image.open(masks_dir / "00000.png").mode
     values = (
         {tuple(v) for v in np.asarray(middle).reshape(-1, 3)} if mode == "RGB" else set(np.unique(middle))
@@ -247,25 +247,24 @@ def test_propagate_command_keeps_the_masks_encoding(tmp_path, episode, mode, cap
 def test_propagate_command_refuses_bad_input_and_writes_nothing(tmp_path, episode, capsys):
     frames_dir, masks_dir, _ = _episode_folder(tmp_path, episode, "P")
     out = tmp_path / "out"
-    Image.open(masks_dir / "00005.png").save(masks_dir / "00042.png")
+    Image.open(masks_dir / "00004.png").save(masks_dir / "00042.png")
     assert main(["propagate", str(frames_dir), str(masks_dir), "--out", str(out)]) == 1
     assert (
-        "episode cam0_ep3, mask 00042.png: names no frame of the episode (11 frames"
-        in capsys.readouterr().err
+        "episode cam0_ep3, mask 00042.png: names no frame of the episode (8 frames" in capsys.readouterr().err
     )
     (masks_dir / "00042.png").unlink()
-    Image.open(masks_dir / "00005.png").resize((32, 24)).save(masks_dir / "00005.png")
+    Image.open(masks_dir / "00004.png").resize((32, 24)).save(masks_dir / "00004.png")
     assert main(["propagate", str(frames_dir), str(masks_dir), "--out", str(out)]) == 1
-    assert "episode cam0_ep3, frame 5: keyframe mask is 32x24, the frame 640x480" in capsys.readouterr().err
-    Image.open(masks_dir / "00000.png").convert("L").save(masks_dir / "00005.png")
+    assert "episode cam0_ep3, frame 4: keyframe mask is 32x24, the frame 640x480" in capsys.readouterr().err
+    Image.open(masks_dir / "00000.png").convert("L").save(masks_dir / "00004.png")
     assert main(["propagate", str(frames_dir), str(masks_dir), "--out", str(out)]) == 1
     assert "episode cam0_ep3, keyframe masks: mixed PNG modes ['L', 'P']" in capsys.readouterr().err
-    Image.open(masks_dir / "00000.png").save(masks_dir / "00005.png")
-    data = (frames_dir / "00007.jpg").read_bytes()
-    (frames_dir / "00007.jpg").write_bytes(data[: len(data) // 3])  # the recording stopped mid-file
+    Image.open(masks_dir / "00000.png").save(masks_dir / "00004.png")
+    data = (frames_dir / "00006.jpg").read_bytes()
+    (frames_dir / "00006.jpg").write_bytes(data[: len(data) // 3])  # the recording stopped mid-file
     assert main(["propagate", str(frames_dir), str(masks_dir), "--out", str(out)]) == 1
     assert (
-        "episode cam0_ep3, frame 7 (00007.jpg): 00007.jpg: corrupt or truncated image"
+        "episode cam0_ep3, frame 6 (00006.jpg): 00006.jpg: corrupt or truncated image"
         in capsys.readouterr().err
     )
     assert not out.exists()
