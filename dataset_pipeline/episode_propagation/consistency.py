@@ -12,7 +12,7 @@ frames between frames that have it, is a flicker: objects do not blink.
 >>> for m in (maps[0], maps[1], maps[3]): m[1:4, 1:4] = 2
 >>> result = episode_consistency(frames, maps, min_area=1)
 >>> [(t.frame, t.class_id, t.iou) for t in result.transitions]
-[(1, 2, 1.0), (2, 2, 0.0), (3, 2, 0.0)]
+[(1, 2, 1.0)]
 >>> result.flickers
 [Flicker(class_id=2, start=2, length=1, kind='vanishes')]
 """
@@ -66,10 +66,12 @@ class EpisodeConsistency:
 def warped_ious(
     previous: np.ndarray, current: np.ndarray, flow: np.ndarray, min_area: int
 ) -> dict[int, float]:
-    """Per class: IoU of ``previous`` warped by ``flow`` (current -> previous) and ``current``.
+    """Per class present in both maps: IoU of ``previous`` warped by ``flow`` (current -> previous)
+    and ``current``.
 
-    Classes smaller than ``min_area`` pixels in both maps are left out (a few pixels' IoU says
-    nothing); background (0) is never scored.
+    A class under ``min_area`` pixels in either map is left out: a few pixels' IoU says nothing,
+    and an object entering or leaving the view is not an inconsistency (presence runs, which
+    :func:`flickers` reads, say whether it came back too soon). Background (0) is never scored.
     """
     from dataset_pipeline.episode_propagation.core import present_ids
     from dataset_pipeline.episode_propagation.flow import warp_labels
@@ -89,7 +91,7 @@ def warped_ious(
             continue
         k = index[class_id]
         inter, in_warped, in_current = joint[k, k], joint[k].sum(), joint[:, k].sum()
-        if area_before[k] < min_area and in_current < min_area:
+        if area_before[k] < min_area or in_current < min_area:
             continue
         union = in_warped + in_current - inter
         out[class_id] = round(int(inter) / int(union), 4) if union else 1.0
