@@ -7,7 +7,7 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 from assets.execution import CPU_TAGS, retried_on_store_outage
 from assets.partitions import capture_batches
 from dataset_pipeline import layout
-from dataset_pipeline.annotation_tasks import image_url_builder, push_to_label_studio, write_annotation_tasks
+from dataset_pipeline.annotation_tasks import push_to_label_studio, write_annotation_tasks
 from dataset_pipeline.episode_propagation import PropagationError
 from dataset_pipeline.episode_propagation.batch import keyframe_table
 from dataset_pipeline.formats.label_studio.client import LabelStudioError, project_title
@@ -42,12 +42,7 @@ def annotation_tasks(
     store = dataset_store.get_store()
     batch = context.partition_key
     try:
-        url_for = image_url_builder(
-            store,
-            annotation_tools.url_mode(store),
-            annotation_tools.local_files_document_root,
-            annotation_tools.image_base_url,
-        )
+        url_for = annotation_tools.image_url(store)
     except ValueError as exc:
         raise Failure(description=f"annotation_tools configuration: {exc}", allow_retries=False) from None
     classes = taxonomy.load()
@@ -80,21 +75,32 @@ def annotation_tasks(
             "(Label Studio: the task's `pre_annotation` field; CVAT: a comment at the top of the XML)."
         )
     if label_studio.enabled:
-        title = project_title(label_studio.project_prefix, classes)
-        try:
-            pushed = push_to_label_studio(
-                store, batch, label_studio.client(), title, classes, export.label_studio_tasks
-            )
-        except LabelStudioError as exc:
-            raise Failure(description=str(exc), allow_retries=False) from None
-        context.log.info(
-            f"Label Studio project {title!r} (id {pushed.project_id}): {pushed.imported} tasks imported, "
-            f"{pushed.already_there} already there"
-        )
-        metadata |= {
-            "label_studio_project": f"{title} (id {pushed.project_id})",
-            "label_studio_tasks_imported": pushed.imported,
-            "label_studio_tasks_already_there": pushed.already_there,
-            "label_studio_task_ids": MetadataValue.path(store.url(layout.label_studio_tasks_key(batch))),
-        }
+        metadata |= push_to_project(context, store, batch, label_studio, classes, export.label_studio_tasks)
     return MaterializeResult(metadata=metadata)
+
+
+def push_to_project(
+    context: AssetExecutionContext,
+    store,
+    batch: str,
+    label_studio: LabelStudioResource,
+    classes,
+    tasks: list[dict],
+) -> dict[str, Any]:
+    """Import ``tasks`` into the live Label Studio project (once per image) and say so: the first
+    round's tasks here, the correction round's from episode_propagation."""
+    title = project_title(label_studio.project_prefix, classes)
+    try:
+        pushed = push_to_label_studio(store, batch, label_studio.client(), title, classes, tasks)
+    except LabelStudioError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None
+    context.log.info(
+        f"Label Studio project {title!r} (id {pushed.project_id}): {pushed.imported} tasks imported, "
+        f"{pushed.already_there} already there"
+    )
+    return {
+        "label_studio_project": f"{title} (id {pushed.project_id})",
+        "label_studio_tasks_imported": pushed.imported,
+        "label_studio_tasks_already_there": pushed.already_there,
+        "label_studio_task_ids": MetadataValue.path(store.url(layout.label_studio_tasks_key(batch))),
+    }

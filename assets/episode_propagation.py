@@ -15,15 +15,15 @@ from dagster import (
     asset,
 )
 
+from assets.annotation_tasks import push_to_project
 from assets.execution import GPU_TAGS, retried_on_store_outage
 from assets.partitions import batch_check, capture_batches
 from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
-from dataset_pipeline.annotation_tasks import image_url_builder, push_to_label_studio, write_propagated_tasks
+from dataset_pipeline.annotation_tasks import write_propagated_tasks
 from dataset_pipeline.episode_propagation import PropagationError
 from dataset_pipeline.episode_propagation.batch import propagate_batch, worst_transitions_png
 from dataset_pipeline.episode_propagation.checks import consistency_verdict, flicker_verdict
-from dataset_pipeline.formats.label_studio.client import LabelStudioError, project_title
 from resources import (
     AnnotationToolsResource,
     DatasetStoreResource,
@@ -131,29 +131,15 @@ def episode_propagation(
                 ]
             ]
         )
-        url_for = image_url_builder(
-            store,
-            annotation_tools.url_mode(store),
-            annotation_tools.local_files_document_root,
-            annotation_tools.image_base_url,
-        )
+        url_for = annotation_tools.image_url(store)
         tasks = write_propagated_tasks(
             store, batch, classes, url_for, result.table, annotation_tools.cvat_image_names
         )
         metadata["correction_tasks"] = tasks.tasks
         if label_studio.enabled:  # the propagated frames join the keyframes' project, as predictions
-            title = project_title(label_studio.project_prefix, classes)
-            try:
-                pushed = push_to_label_studio(
-                    store, batch, label_studio.client(), title, classes, tasks.label_studio_tasks
-                )
-            except LabelStudioError as exc:
-                raise Failure(description=str(exc), allow_retries=False) from None
-            metadata |= {
-                "label_studio_project": f"{title} (id {pushed.project_id})",
-                "label_studio_tasks_imported": pushed.imported,
-                "label_studio_tasks_already_there": pushed.already_there,
-            }
+            metadata |= push_to_project(
+                context, store, batch, label_studio, classes, tasks.label_studio_tasks
+            )
         metadata |= {
             f"correction {role}": MetadataValue.path(store.url(key)) for role, key in tasks.files.items()
         }

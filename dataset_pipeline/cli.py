@@ -388,10 +388,7 @@ def _propagate(args: argparse.Namespace) -> int:
             print(
                 f"  {name}: propagated from {sources} (distance {frame.distance}, confidence {frame.confidence:.3f})"
             )
-    from dataset_pipeline.episode_propagation.folder import FolderFrames
-
-    frames = FolderFrames([Path(args.frames_dir) / n for n in result.names], Path(args.frames_dir).name)
-    consistency = episode_consistency(frames, [f.labels for f in result.frames])
+    consistency = episode_consistency(result.episode, [f.labels for f in result.frames])
     print("temporal consistency (flow-warped IoU of consecutive frames, per id):")
     for label, (count, mean, worst, at) in consistency.per_class().items():
         print(f"  id {label}: mean {mean:.3f}, min {worst:.3f} at {result.names[at]} ({count} transitions)")

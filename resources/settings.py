@@ -59,6 +59,14 @@ class AnnotationToolsResource(ConfigurableResource):
 
         return self.image_url_mode or default_image_url_mode(s3=not store.is_local)
 
+    def image_url(self, store):  # -> Callable[[store key], URL]; ValueError when misconfigured
+        """How the task files of this store point at an image (one builder for every round of tasks)."""
+        from dataset_pipeline.annotation_tasks import image_url_builder
+
+        return image_url_builder(
+            store, self.url_mode(store), self.local_files_document_root, self.image_base_url
+        )
+
     local_files_document_root: str | None = Field(
         default=None, description="LOCAL_FILES_DOCUMENT_ROOT of Label Studio; unset = the store root"
     )

@@ -133,6 +133,7 @@ def read_episode(
 class FolderResult:
     frames: list[PropagatedFrame]
     names: list[str]
+    episode: FolderFrames  # the frames as read (for the consistency pass)
 
 
 def propagate_folder(
@@ -148,4 +149,4 @@ def propagate_folder(
         partial = target.with_name(target.name + ".partial")
         encoding.image(frame.labels).save(partial, format="PNG")
         partial.replace(target)
-    return FolderResult(result, [p.name for p in frames.paths])
+    return FolderResult(result, [p.name for p in frames.paths], frames)
