@@ -51,7 +51,9 @@ def sam2_premasks(
     batch = context.partition_key
     classes = taxonomy.load()
     backend = sam2.get_backend()
+    detector = sam2.get_detector()
     context.log.info(f"pre-mask backend: {sam2.backend_note()} on {backend.device}")
+    context.log.info(f"detector: {sam2.detector_note()}")
     try:
         run = premask_batch(
             store,
@@ -60,6 +62,7 @@ def sam2_premasks(
             taxonomy=classes,
             score_threshold=sam2.score_threshold,
             image_batch_size=sam2.image_batch_size,
+            detector=detector,
         )
     except PromptError as exc:
         raise Failure(description=str(exc), allow_retries=False) from None
@@ -83,6 +86,17 @@ def sam2_premasks(
         "masks_per_second": round(run.masks / run.seconds, 2) if run.seconds else 0.0,
         "premasks_table": MetadataValue.path(store.url(layout.premasks_key(batch))),
         "masks_for_annotators": int((~table.rejected & table.class_id.notna()).sum()),
+        "detector": detector.name if detector is not None else "none",
+        "detector_version": run.detector or "none",
+        "detector_note": sam2.detector_note(),
+        "detector_images": run.detected_images,
+        "detector_boxes": len(run.detections),
+        "detector_seconds": round(run.detector_seconds, 2),
+        "prompt sources": table_metadata(
+            table.groupby("prompt_source").size().rename("masks").reset_index()
+            if len(table)
+            else pd.DataFrame({"prompt_source": [], "masks": []})
+        ),
         "per class": table_metadata(class_counts(table, classes)),
     }
     reason = no_premask_reason(table)

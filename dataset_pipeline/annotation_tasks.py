@@ -96,11 +96,13 @@ class TaskExport:
 
 def no_premask_reason(premasks) -> str | None:  # premasks: schemas.PREMASKS
     """Why none of a batch's pre-masks can be sent to annotators, or None when some can: a pre-mask
-    goes out only when it scored at least the threshold and has a class to label it with.
+    goes out only when it scored at least the threshold and has a class to label it with. The
+    reason says what to configure, since a user without a detector of her own gets no classed
+    pre-mask until she does.
 
     >>> import pandas as pd
     >>> print(no_premask_reason(pd.DataFrame({"rejected": [False], "class_id": [None]})))
-    no pre-mask has a class: they are automatic segments, since the upload has no prompts.csv ...
+    no classed pre-mask can be made: the upload has no prompts.csv and no detector is configured, ...
     """
     if not len(premasks):
         return "the pre-mask stage made no mask in these images"
@@ -108,11 +110,24 @@ def no_premask_reason(premasks) -> str | None:  # premasks: schemas.PREMASKS
     if not len(kept):
         return f"every pre-mask ({len(premasks)}) scored under the score threshold (sam2.score_threshold)"
     if kept.class_id.isna().all():
-        return (
-            "no pre-mask has a class: they are automatic segments, since the upload has no prompts.csv "
-            "(a detector's boxes with class names) to prompt the model with"
-        )
+        detectors = sorted({d for d in premasks.get("detector", []) if isinstance(d, str) and d})
+        if detectors or "detector" in set(premasks.get("prompt_source", [])):
+            return (
+                f"the detector ({', '.join(detectors)}) found no box above its class thresholds, so only "
+                "automatic segments without a class were made: lower sam2.detector_threshold or a class's "
+                "detection_threshold, or add prompts and synonyms to the taxonomy"
+            )
+        return NO_CLASSED_PREMASK
     return None
+
+
+#: Said by the stage, the task files and the ML backend when nothing can give a pre-mask a class.
+NO_CLASSED_PREMASK = (
+    "no classed pre-mask can be made: the upload has no prompts.csv and no detector is configured, so "
+    "only automatic segments without a class were made. Set sam2.detector_path (env "
+    "DATASET_PIPELINE_DETECTOR) to a local OWLv2 folder as transformers' save_pretrained writes it "
+    "(the taxonomy's prompts and synonyms are its queries), or upload a prompts.csv of boxes with class names"
+)
 
 
 def write_annotation_tasks(

@@ -137,8 +137,18 @@ PREMASKS = TableSchema(
         "model_version",
         "seconds",
         "rejected",
+        "prompt_source",  # prompts.csv / detector / auto
+        "detector",  # the detector's model_version for a detector-prompted mask, else empty
+        "detector_score",
     ),
-    {"class_id": "Int64", "height": "int64", "width": "int64", "score": "float64", "rejected": "bool"},
+    {
+        "class_id": "Int64",
+        "height": "int64",
+        "width": "int64",
+        "score": "float64",
+        "rejected": "bool",
+        "detector_score": "float64",
+    },
 )
 #: One row per mask a person (or a tool on their behalf) made; ``created_at`` is a UTC time,
 #: parsed by the importers (which name the record of a time they cannot read).

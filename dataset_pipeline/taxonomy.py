@@ -47,6 +47,22 @@ class TaxonomyClass:
     agreement_threshold: float
     min_width_px: int
     definition: str = ""
+    #: What an open-vocabulary detector is asked to find for this class ("a coffee mug"), and
+    #: other words for the same thing; both are queries, and a box any of them finds is this class.
+    prompts: tuple[str, ...] = ()
+    synonyms: tuple[str, ...] = ()
+    #: The detector score a box of this class needs (None: the pipeline's default threshold).
+    detection_threshold: float | None = None
+
+    @property
+    def text_queries(self) -> tuple[str, ...]:
+        """The detector's text queries for this class: prompts, then synonyms, else the name in words.
+
+        >>> TaxonomyClass(1, "robot_arm", "rigid", "#000000", 0.85, 1).text_queries
+        ('robot arm',)
+        """
+        queries = tuple(dict.fromkeys([*self.prompts, *self.synonyms]))
+        return queries or (self.name.replace("_", " "),)
 
     @property
     def rgb(self) -> tuple[int, int, int]:
@@ -216,9 +232,21 @@ def _parse_class(entry: Any, index: int, source: str) -> TaxonomyClass:
         "agreement_threshold",
         "min_width_px",
         "definition",
+        "prompts",
+        "synonyms",
+        "detection_threshold",
     }
     if unknown:
         raise TaxonomyError(f"{where}: unknown field(s) {sorted(unknown)}")
+    detection_threshold = entry.get("detection_threshold")
+    if detection_threshold is not None and (
+        not isinstance(detection_threshold, (int, float))
+        or isinstance(detection_threshold, bool)
+        or not 0 <= detection_threshold <= 1
+    ):
+        raise TaxonomyError(
+            f"{where}: field 'detection_threshold' must be a number in [0, 1], got {detection_threshold!r}"
+        )
     return TaxonomyClass(
         id=class_id,
         name=name,
@@ -227,4 +255,17 @@ def _parse_class(entry: Any, index: int, source: str) -> TaxonomyClass:
         agreement_threshold=float(threshold),
         min_width_px=min_width,
         definition=str(entry.get("definition", "")),
+        prompts=_phrases(entry, "prompts", where),
+        synonyms=_phrases(entry, "synonyms", where),
+        detection_threshold=None if detection_threshold is None else float(detection_threshold),
     )
+
+
+def _phrases(entry: dict, key: str, where: str) -> tuple[str, ...]:
+    """A class's list of detector phrases: each a non-empty string (a bare string is one phrase)."""
+    value = entry.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise TaxonomyError(f"{where}: field {key!r} must be a list of non-empty strings, got {value!r}")
+    return tuple(v.strip() for v in value)

@@ -48,6 +48,7 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
         "sam2": Sam2Resource(
             checkpoint_path=os.environ.get("DATASET_PIPELINE_SAM2_CHECKPOINT") or None,
             model_config_name=os.environ.get("DATASET_PIPELINE_SAM2_CONFIG") or DEFAULT_MODEL_CONFIG,
+            detector_path=os.environ.get("DATASET_PIPELINE_DETECTOR") or None,
         ),
         "annotation_tools": AnnotationToolsResource(
             image_url_mode=os.environ.get("DATASET_PIPELINE_IMAGE_URL_MODE") or None,

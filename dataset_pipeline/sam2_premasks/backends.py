@@ -33,6 +33,7 @@ class PredictedMask:
     score: float
     prompt_type: str  # box / point / auto
     class_id: int | None = None
+    rle: str | None = None  # the mask's COCO RLE when the backend encoded it already (on the GPU)
 
 
 class PremaskBackend(Protocol):

@@ -7,7 +7,10 @@ then decoded in one prompt-encoder + mask-decoder call, each prompt paired with 
 embedding: one embedding per image, never one per prompt, and one decoder launch per batch
 instead of sam2's ``predict_batch`` loop over images (which also copies float masks and
 low-res logits to the host). ``predict_reference`` is that unmodified sam2 path, kept for the
-equivalence test and as the benchmark's peer. On CUDA the model runs under bf16 autocast.
+equivalence test and as the benchmark's peer. On CUDA the model runs under bf16 autocast, the
+masks' COCO RLE is found on the device (``masks.encode_masks_on_device``), and the image encoder
+can be compiled (``compile_encoder``: ``torch.compile``, max-autotune; the first batch of each
+size compiles).
 
 sam2 1.1.0 initialises Hydra with ``version_base="1.2"`` at import, which the Hydra 1.4 we
 pin (for Dagster's antlr) rejects; so Hydra is initialised first with sam2's package folder
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dataset_pipeline.masks import encode_masks_on_device
 from dataset_pipeline.sam2_premasks.backends import PredictedMask, Prompt
 
 DEFAULT_MODEL_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
@@ -75,6 +79,7 @@ class Sam2Backend:
         bf16: bool = True,
         automatic: dict | None = None,
         seed: int = 0,
+        compile_encoder: bool | str = False,
     ) -> None:
         init_sam2_hydra()
         import torch
@@ -88,6 +93,14 @@ class Sam2Backend:
         torch.manual_seed(seed)
         with execution_whitelist(["sam2.*"]):
             self.model = build_sam2(model_config, ckpt_path=checkpoint, device=self.device)
+        if compile_encoder:
+            # a mode name ("max-autotune", "reduce-overhead": CUDA graphs) or True; "eager" is
+            # dynamo alone (tests: the compiled path without a C compiler's minutes)
+            mode = compile_encoder if isinstance(compile_encoder, str) else "max-autotune"
+            if mode == "eager":
+                self.model.image_encoder = torch.compile(self.model.image_encoder, backend="eager")
+            else:
+                self.model.image_encoder = torch.compile(self.model.image_encoder, mode=mode)
         self.predictor = SAM2ImagePredictor(self.model)
         self.predictor._transforms.forward_batch = self._transform_on_device
         self._reference_predictor = None
@@ -178,7 +191,9 @@ class Sam2Backend:
                     logits = predictor._transforms.postprocess_masks(
                         low_res.index_select(0, rows_index), orig_hw
                     )
-                    masks = self._to_host(logits[:, 0] > predictor.mask_threshold)
+                    on_device = logits[:, 0] > predictor.mask_threshold
+                    rles = encode_masks_on_device(on_device) if self.device.startswith("cuda") else None
+                    masks = self._to_host(on_device)
                     scores = self._to_host(iou.index_select(0, rows_index)[:, 0].float())
                     if self.device.startswith("cuda"):
                         torch.cuda.current_stream().synchronize()
@@ -188,7 +203,10 @@ class Sam2Backend:
                         i = todo[slots[k]]
                         n = len(prompts[i])
                         results[i] = _predicted(
-                            masks_np[first : first + n], scores_np[first : first + n], prompts[i]
+                            masks_np[first : first + n],
+                            scores_np[first : first + n],
+                            prompts[i],
+                            rles[first : first + n] if rles is not None else None,
                         )
                         first += n
         return results
@@ -274,10 +292,14 @@ class Sam2Backend:
         ]
 
 
-def _predicted(masks: np.ndarray, scores: np.ndarray, prompts: list[Prompt]) -> list[PredictedMask]:
+def _predicted(
+    masks: np.ndarray, scores: np.ndarray, prompts: list[Prompt], rles: list[str] | None = None
+) -> list[PredictedMask]:
     """One PredictedMask per prompt, score clipped to [0, 1]."""
     return [
-        PredictedMask(masks[k], float(np.clip(scores[k], 0, 1)), p.prompt_type, p.class_id)
+        PredictedMask(
+            masks[k], float(np.clip(scores[k], 0, 1)), p.prompt_type, p.class_id, rles[k] if rles else None
+        )
         for k, p in enumerate(prompts)
     ]
 
