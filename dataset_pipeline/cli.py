@@ -117,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     propagate.add_argument("--device", default="auto", help="sam2 device: auto, cuda, cpu")
 
+    backend = sub.add_parser(
+        "ml-backend",
+        help="serve the pre-mask model to Label Studio (its ML backend protocol): clicks and boxes → masks",
+    )
+    _ml_backend_options(backend)
+
     args = parser.parse_args(argv)
     from dataset_pipeline.episode_propagation import PropagationError
     from dataset_pipeline.formats.importing import AnnotationImportError
@@ -133,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             return _write_back(args)
         if args.command == "propagate":
             return _propagate(args)
+        if args.command == "ml-backend":
+            return _ml_backend(args)
         return _write_demo_data(args)
     except (AnnotationImportError, RobotDatasetError, PropagationError) as exc:
         print(f"refused: {exc}", file=sys.stderr)
@@ -398,6 +406,68 @@ def _propagate(args: argparse.Namespace) -> int:
         )
     propagated = sum(not f.is_keyframe for f in result.frames)
     print(f"{len(result.frames)} frames written to {args.out} ({propagated} propagated, {seconds:.1f} s)")
+    return 0
+
+
+def _ml_backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=9090, help="port (default 9090, as Label Studio's examples)"
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="SAM 2 checkpoint (.pt; default $DATASET_PIPELINE_SAM2_CHECKPOINT)"
+    )
+    parser.add_argument("--config", default=None, help="sam2 config (default $DATASET_PIPELINE_SAM2_CONFIG)")
+    parser.add_argument(
+        "--detector",
+        default=None,
+        help="OWLv2 folder for batch predictions (default $DATASET_PIPELINE_DETECTOR)",
+    )
+    parser.add_argument("--device", default=None, help="auto (default), cuda, cpu")
+    parser.add_argument("--taxonomy", default=None, help="taxonomy YAML (default $DATASET_PIPELINE_TAXONOMY)")
+    parser.add_argument(
+        "--label-studio-url",
+        default=None,
+        help="Label Studio's URL, for its image paths (default $LABEL_STUDIO_URL)",
+    )
+    parser.add_argument(
+        "--label-studio-token",
+        default=None,
+        help="a Label Studio access token, to read its images (default $LABEL_STUDIO_API_KEY)",
+    )
+    parser.add_argument(
+        "--basic-auth",
+        default=None,
+        metavar="USER:PASSWORD",
+        help="require HTTP basic auth (default $BASIC_AUTH_USER / $BASIC_AUTH_PASS)",
+    )
+    parser.add_argument("--cache-size", type=int, default=16, help="image embeddings kept (default 16)")
+
+
+def _ml_backend(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from dataset_pipeline.interactive.label_studio import build_backend, create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    user, _, password = (args.basic_auth or "").partition(":")
+    user = user or os.environ.get("BASIC_AUTH_USER", "")
+    password = password or os.environ.get("BASIC_AUTH_PASS", "")
+    backend = build_backend(
+        checkpoint=args.checkpoint,
+        model_config=args.config,
+        detector=args.detector,
+        device=args.device,
+        taxonomy=args.taxonomy or os.environ.get("DATASET_PIPELINE_TAXONOMY") or None,
+        label_studio_url=args.label_studio_url or os.environ.get("LABEL_STUDIO_URL") or None,
+        label_studio_token=args.label_studio_token or os.environ.get("LABEL_STUDIO_API_KEY") or None,
+        cache_size=args.cache_size,
+    )
+    print(f"model {backend.model_version} on {backend.session.backend.device}: {backend.note()}", flush=True)
+    app = create_app(backend, basic_auth=(user, password) if user and password else None)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 
 

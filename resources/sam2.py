@@ -14,6 +14,7 @@ from dataset_pipeline.sam2_premasks.detector import (
     DEFAULT_NMS_IOU,
     Detector,
 )
+from dataset_pipeline.sam2_premasks.models import PremaskModels
 from dataset_pipeline.sam2_premasks.sam2 import DEFAULT_MODEL_CONFIG
 
 
@@ -55,64 +56,27 @@ class Sam2Resource(ConfigurableResource):
     detector_nms_iou: float = Field(default=DEFAULT_NMS_IOU, description="NMS IoU across classes")
     detector_max_boxes: int = Field(default=DEFAULT_MAX_DETECTIONS, description="Boxes kept per image")
 
-    _backend: PremaskBackend | None = PrivateAttr(default=None)
-    _detector: Detector | None = PrivateAttr(default=None)
+    _models: PremaskModels | None = PrivateAttr(default=None)
+
+    def models(self) -> PremaskModels:
+        """The models these settings describe (built on first use, once per resource)."""
+        if self._models is None:
+            fields = set(PremaskModels.__dataclass_fields__) - {"_backend", "_detector"}
+            self._models = PremaskModels(**{name: getattr(self, name) for name in fields})
+        return self._models
 
     @property
     def uses_sam2(self) -> bool:
         return bool(self.checkpoint_path)
 
     def backend_note(self) -> str:
-        """Which backend makes the masks and why, for the UI."""
-        if self.uses_sam2:
-            return f"SAM 2 ({self.model_config_name}, checkpoint {self.checkpoint_path})"
-        return "classical (OpenCV GrabCut / Felzenszwalb): no SAM 2 checkpoint_path is configured"
+        return self.models().backend_note()
 
     def detector_note(self) -> str:
-        """Which detector prompts the images the upload has no prompts for, or what to configure."""
-        if self.detector_path:
-            return f"OWLv2 ({self.detector_path}), threshold {self.detector_threshold}, taxonomy prompts"
-        return (
-            "none: images without prompts.csv rows get automatic masks without a class "
-            "(set detector_path to a local OWLv2 folder for classed pre-masks)"
-        )
+        return self.models().detector_note()
 
     def get_detector(self) -> Detector | None:
-        """The configured detector (built once), or None without ``detector_path``."""
-        if self._detector is None and self.detector_path:
-            from dataset_pipeline.sam2_premasks.detector import OwlDetector
-
-            self._detector = OwlDetector(
-                self.detector_path,
-                device=self.device,
-                threshold=self.detector_threshold,
-                nms_iou=self.detector_nms_iou,
-                max_detections=self.detector_max_boxes,
-                bf16=self.bf16,
-            )
-        return self._detector
+        return self.models().detector()
 
     def get_backend(self) -> PremaskBackend:
-        if self._backend is None:
-            if self.uses_sam2:
-                from dataset_pipeline.sam2_premasks.sam2 import Sam2Backend
-
-                self._backend = Sam2Backend(
-                    self.model_config_name,
-                    self.checkpoint_path,
-                    device=self.device,
-                    bf16=self.bf16,
-                    compile_encoder=self.compile_encoder,
-                    automatic={
-                        "points_per_side": self.points_per_side,
-                        "pred_iou_thresh": self.pred_iou_thresh,
-                        "stability_score_thresh": self.stability_score_thresh,
-                    },
-                )
-            else:
-                from dataset_pipeline.sam2_premasks.classical import ClassicalBackend
-
-                self._backend = ClassicalBackend(
-                    iterations=self.grabcut_iterations, max_side=self.grabcut_max_side
-                )
-        return self._backend
+        return self.models().backend()

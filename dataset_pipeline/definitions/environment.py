@@ -10,7 +10,7 @@ import os
 
 from dagster import EnvVar
 
-from dataset_pipeline.sam2_premasks.sam2 import DEFAULT_MODEL_CONFIG
+from dataset_pipeline.sam2_premasks.models import PremaskModels
 from dataset_pipeline.store import KEY_ID_VARIABLE, SECRET_VARIABLE, StoreConfig
 from resources import (
     AgreementRules,
@@ -45,11 +45,7 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
         "robot_environments": RobotEnvironments(),
         "propagation": PropagationSettings(),
         "taxonomy": TaxonomyResource(path=os.environ.get("DATASET_PIPELINE_TAXONOMY") or None),
-        "sam2": Sam2Resource(
-            checkpoint_path=os.environ.get("DATASET_PIPELINE_SAM2_CHECKPOINT") or None,
-            model_config_name=os.environ.get("DATASET_PIPELINE_SAM2_CONFIG") or DEFAULT_MODEL_CONFIG,
-            detector_path=os.environ.get("DATASET_PIPELINE_DETECTOR") or None,
-        ),
+        "sam2": _sam2_resource(),
         "annotation_tools": AnnotationToolsResource(
             image_url_mode=os.environ.get("DATASET_PIPELINE_IMAGE_URL_MODE") or None,
             local_files_document_root=os.environ.get("DATASET_PIPELINE_LOCAL_FILES_ROOT") or None,
@@ -66,6 +62,16 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
         "release_settings": ReleaseSettings(),
         "baseline": BaselineSettings(epochs=int(os.environ.get("DATASET_PIPELINE_BASELINE_EPOCHS", "20"))),
     }
+
+
+def _sam2_resource() -> Sam2Resource:
+    """The pre-mask models' settings from the environment, read where the CLI reads them."""
+    models = PremaskModels.from_environment()
+    return Sam2Resource(
+        checkpoint_path=models.checkpoint_path,
+        model_config_name=models.model_config_name,
+        detector_path=models.detector_path,
+    )
 
 
 def _secret(name: str) -> EnvVar | None:

@@ -17,6 +17,8 @@ Neither gives a calibrated confidence, so the score is a stated proxy:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from dataset_pipeline.masks import mask_bbox
@@ -66,7 +68,38 @@ class ClassicalBackend:
             masks = iter(list(pool.map(lambda job: self._segment(*job), jobs)))
         return [[next(masks) for _ in image_prompts] for image_prompts in prompts]
 
-    def _segment(self, image: np.ndarray, prompt: Prompt) -> PredictedMask:
+    def embed(self, image: np.ndarray) -> dict:
+        """No encoder here: an interactive session caches the decoded image itself."""
+        return {"image": image}
+
+    def predict_interactive(
+        self,
+        embedding: dict,
+        points: list[tuple[float, float]],
+        point_labels: list[int],
+        box: tuple[float, float, float, float] | None = None,
+        class_id: int | None = None,
+    ) -> PredictedMask:
+        """GrabCut for an annotator's box and/or clicks: positive clicks are sure foreground, negative
+        ones sure background; the window is the box, or the region around the positive clicks."""
+        positive = [p for p, label in zip(points, point_labels, strict=True) if label]
+        negative = [p for p, label in zip(points, point_labels, strict=True) if not label]
+        if box is None and not positive:
+            raise ValueError("an interactive prompt needs a box or at least one positive click")
+        if box is None and len(positive) > 1:
+            xs, ys = [p[0] for p in positive], [p[1] for p in positive]
+            half = POINT_WINDOW / 2
+            box = (min(xs) - half, min(ys) - half, max(xs) + half, max(ys) + half)
+        prompt = Prompt(class_id=class_id, box=box, point=None if box is not None else positive[0])
+        return self._segment(embedding["image"], prompt, positive, negative)
+
+    def _segment(
+        self,
+        image: np.ndarray,
+        prompt: Prompt,
+        sure_foreground: Sequence[tuple[float, float]] = (),
+        sure_background: Sequence[tuple[float, float]] = (),
+    ) -> PredictedMask:
         import cv2
 
         height, width = image.shape[:2]
@@ -91,10 +124,12 @@ class ClassicalBackend:
             labels[by0:by1, bx0:bx1] = cv2.GC_PR_FGD
         else:
             labels[:] = cv2.GC_PR_BGD
-        if prompt.point is not None:
-            cx, cy = int(round(prompt.point[0])) - wx0, int(round(prompt.point[1])) - wy0
+        clicks = [(p, cv2.GC_FGD) for p in ([prompt.point] if prompt.point is not None else [])]
+        clicks += [(p, cv2.GC_FGD) for p in sure_foreground] + [(p, cv2.GC_BGD) for p in sure_background]
+        for (px, py), value in clicks:
+            cx, cy = int(round(px)) - wx0, int(round(py)) - wy0
             if 0 <= cx < labels.shape[1] and 0 <= cy < labels.shape[0]:
-                cv2.circle(labels, (cx, cy), 2, cv2.GC_FGD, -1)
+                cv2.circle(labels, (cx, cy), 2, value, -1)
         if not (labels == cv2.GC_PR_FGD).any() and not (labels == cv2.GC_FGD).any():
             return PredictedMask(full, 0.0, prompt.prompt_type, prompt.class_id)
         scale = self.max_side / max(window.shape[:2]) if self.max_side else 1.0

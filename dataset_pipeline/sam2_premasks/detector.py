@@ -93,7 +93,9 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def suppress_across_classes(boxes: np.ndarray, scores: np.ndarray, iou: float = DEFAULT_NMS_IOU) -> np.ndarray:
+def suppress_across_classes(
+    boxes: np.ndarray, scores: np.ndarray, iou: float = DEFAULT_NMS_IOU
+) -> np.ndarray:
     """Indices kept by greedy non-maximum suppression that ignores the class, best score first.
 
     One object found as "a mug" and as "a bowl" is one pre-mask, of the class that scored higher:
@@ -174,7 +176,6 @@ class OwlDetector:
         model=None,
         processor=None,
     ) -> None:
-        import torch
         from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
         from dataset_pipeline.sam2_premasks.sam2 import resolve_device
@@ -290,8 +291,13 @@ def random_owl_detector(device: str = "cpu", image_size: int = 128, seed: int = 
     """A small OWLv2 with random weights and a byte-level tokenizer, built from its config: for tests
     and speed benchmarks (speed depends on the sizes, not the weights). Nothing is downloaded."""
     import torch
-    from transformers import CLIPTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor
-    from transformers import Owlv2Processor
+    from transformers import (
+        CLIPTokenizer,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessor,
+        Owlv2Processor,
+    )
 
     vocab = {token: index for index, token in enumerate(_byte_tokens())}
     vocab["<|startoftext|>"] = len(vocab)
@@ -324,15 +330,17 @@ def random_owl_detector(device: str = "cpu", image_size: int = 128, seed: int = 
         projection_dim=32,
     )
     torch.manual_seed(seed)
-    return OwlDetector(
-        device=device, model=Owlv2ForObjectDetection(config), processor=processor, **settings
-    )
+    return OwlDetector(device=device, model=Owlv2ForObjectDetection(config), processor=processor, **settings)
 
 
 def _byte_tokens() -> list[str]:
     """GPT-2's byte-to-unicode alphabet, each symbol alone and as a word end: a BPE vocabulary with no
     merges, so any text tokenises (letter by letter)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     symbols = [chr(b) for b in printable]
     extra = 0
     for byte in range(256):

@@ -274,6 +274,52 @@ class Sam2Backend:
             results[i] = _predicted(image_masks, image_scores, prompts[i])
         return results
 
+    def embed(self, image: np.ndarray) -> dict:
+        """One image's encoder output (features and size): what an interactive session caches so
+        that a second click on the same image runs only the prompt encoder and mask decoder."""
+        import torch
+
+        predictor = self._interactive_predictor()
+        with torch.inference_mode(), self._autocast():
+            predictor.set_image(image)
+        return {"features": predictor._features, "orig_hw": list(predictor._orig_hw)}
+
+    def predict_interactive(
+        self,
+        embedding: dict,
+        points: list[tuple[float, float]],
+        point_labels: list[int],
+        box: tuple[float, float, float, float] | None = None,
+        class_id: int | None = None,
+    ) -> PredictedMask:
+        """The mask for an annotator's clicks (label 1 positive, 0 negative) and/or box on an embedded
+        image. One click alone is ambiguous (part or whole?): three candidates, the best-scoring kept,
+        as SAM's authors advise; several prompts decode one mask."""
+        import torch
+
+        predictor = self._interactive_predictor()
+        predictor._features = embedding["features"]
+        predictor._orig_hw = list(embedding["orig_hw"])
+        predictor._is_image_set, predictor._is_batch = True, False
+        single_click = box is None and len(points) == 1
+        with torch.inference_mode(), self._autocast():
+            masks, scores, _ = predictor.predict(
+                point_coords=np.asarray(points, dtype=np.float32) if points else None,
+                point_labels=np.asarray(point_labels, dtype=np.int32) if points else None,
+                box=np.asarray(box, dtype=np.float32) if box is not None else None,
+                multimask_output=single_click,
+            )
+        best = int(np.argmax(scores))
+        kind = "box" if box is not None else "point"
+        return PredictedMask(np.asarray(masks[best]) > 0, float(np.clip(scores[best], 0, 1)), kind, class_id)
+
+    def _interactive_predictor(self):
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        if getattr(self, "_interactive", None) is None:
+            self._interactive = SAM2ImagePredictor(self.model)
+        return self._interactive
+
     def generate_batch(self, images: list[np.ndarray]) -> list[list[PredictedMask]]:
         return [self.generate(image) for image in images]  # one model: images in turn
 

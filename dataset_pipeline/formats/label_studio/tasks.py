@@ -23,8 +23,14 @@ POLYGON_FROM_NAME = "polygon"
 IMAGE_TO_NAME = "image"
 
 
+CLICK_FROM_NAME = "click"
+BOX_FROM_NAME = "box"
+
+
 def labeling_config(taxonomy: Taxonomy) -> str:
-    """A Label Studio labeling config with BrushLabels and PolygonLabels for every class.
+    """A Label Studio labeling config with BrushLabels and PolygonLabels for every class, and the smart
+    KeyPointLabels / RectangleLabels (shown with Auto-Annotation on) whose clicks and boxes go to the
+    ML backend (``dataset-pipeline ml-backend``), which answers with a brush mask of the clicked class.
 
     >>> "<BrushLabels" in labeling_config(__import__("dataset_pipeline.taxonomy").taxonomy.load_taxonomy())
     True
@@ -40,6 +46,10 @@ def labeling_config(taxonomy: Taxonomy) -> str:
         f'  <BrushLabels name="{BRUSH_FROM_NAME}" toName="{IMAGE_TO_NAME}">\n{labels}\n  </BrushLabels>\n'
         f'  <PolygonLabels name="{POLYGON_FROM_NAME}" toName="{IMAGE_TO_NAME}" strokeWidth="2" '
         f'pointSize="small" opacity="0.4">\n{labels}\n  </PolygonLabels>\n'
+        f'  <KeyPointLabels name="{CLICK_FROM_NAME}" toName="{IMAGE_TO_NAME}" smart="true" smartOnly="true">\n'
+        f"{labels}\n  </KeyPointLabels>\n"
+        f'  <RectangleLabels name="{BOX_FROM_NAME}" toName="{IMAGE_TO_NAME}" smart="true" smartOnly="true">\n'
+        f"{labels}\n  </RectangleLabels>\n"
         f"</View>\n"
     )
 
