@@ -77,6 +77,9 @@ def label_studio(tmp_path_factory):
         "FRONTEND_SENTRY_DSN": "",
         "LOCAL_FILES_SERVING_ENABLED": "true",
         "LOCAL_FILES_DOCUMENT_ROOT": str(documents),
+        # the ML backend under test listens on 127.0.0.1, which Label Studio refuses by default
+        "ML_BLOCK_LOCAL_IP": "false",
+        "SSRF_PROTECTION_ENABLED": "false",
     }
     log = (base / "server.log").open("w")
     server = subprocess.Popen(
@@ -381,3 +384,151 @@ def test_keyframes_then_propagated_frames_through_a_live_label_studio(label_stud
     assert list(table[table.image_id == edit_id].assistance) == ["propagated-corrected"]
     on_keyframes = set(table[table.image_id.isin(chosen)].assistance)
     assert on_keyframes and on_keyframes <= {"manual", "sam2-assisted"}  # drawn, or close to a pre-mask
+
+
+def _scene_png(path: Path) -> np.ndarray:
+    """A grey image with a red block: the object a click on it should give the mask of."""
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    image = np.full((120, 160, 3), 150, np.uint8) + rng.integers(0, 12, (120, 160, 3), dtype=np.uint8)
+    image[40:80, 60:110] = (200, 30, 30)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    truth = np.zeros((120, 160), bool)
+    truth[40:80, 60:110] = True
+    return truth
+
+
+@pytest.fixture
+def ml_backend(label_studio):
+    """``dataset-pipeline ml-backend`` as a user starts it (classical backend, no detector), with basic auth."""
+    url, _ = label_studio
+    port = _free_port()
+    command = [
+        str(ROOT / ".venv" / "bin" / "python"),
+        "-c",
+        "import sys; from dataset_pipeline.cli import main; sys.exit(main())",
+        "ml-backend",
+        "--port",
+        str(port),
+        "--label-studio-url",
+        url,
+        "--label-studio-token",
+        TOKEN,
+        "--basic-auth",
+        "dp:backend-secret",
+    ]
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"ml-backend-{port}.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+    backend_url = f"http://127.0.0.1:{port}"
+    try:
+        import requests
+
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the ML backend exited: {log_path.read_text()}")
+            try:
+                if requests.get(f"{backend_url}/health", auth=("dp", "backend-secret"), timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the ML backend did not come up in 60 s")
+            time.sleep(0.5)
+        yield backend_url
+    finally:
+        log.close()
+        print(log_path.read_text()[-4000:])  # shown when a test fails
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_ml_backend_connected_to_label_studio_answers_an_annotators_click(label_studio, ml_backend):
+    url, documents = label_studio
+    truth = _scene_png(documents / "ml" / "scene.png")
+    taxonomy = load_taxonomy()
+    client = LabelStudioClient(url, TOKEN)
+    project_id = client.ensure_project(project_title("dp-ml", taxonomy), taxonomy)
+    # Label Studio serves /data/local-files/ only under a local storage connected to the project
+    client._request(
+        "POST",
+        "/api/storages/localfiles",
+        json={"project": project_id, "path": str(documents / "ml"), "title": "ml", "use_blob_urls": False},
+    )
+    client.import_tasks(project_id, [{"data": {"image": "/data/local-files/?d=ml/scene.png", "image_id": "scene"}}])
+    (task,) = client.tasks(project_id)
+    connection = {
+        "project": project_id,
+        "url": ml_backend,
+        "title": "dataset_pipeline",
+        "is_interactive": True,
+        "auth_method": "BASIC_AUTH",
+        "basic_auth_user": "dp",
+    }
+    import requests
+
+    headers = {"Authorization": f"Token {TOKEN}"}
+    wrong = requests.post(f"{url}/api/ml", json=connection | {"basic_auth_pass": "wrong"}, headers=headers)
+    assert wrong.status_code == 400 and "authentication parameters" in wrong.text  # checked on connect
+    response = requests.post(
+        f"{url}/api/ml", json=connection | {"basic_auth_pass": "backend-secret"}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()
+    backend = client._request("GET", f"/api/ml/{created['id']}")
+    assert backend["state"] == "CO", backend  # connected: /health and /setup answered
+    assert backend["model_version"].startswith("classical:")
+
+    # An annotator clicks the block with the smart keypoint tool, label target_object.
+    click = {
+        "type": "keypointlabels",
+        "from_name": "click",
+        "to_name": "image",
+        "original_width": 160,
+        "original_height": 120,
+        "is_positive": True,
+        "value": {"x": 100 * 85 / 160, "y": 100 * 60 / 120, "width": 0.6, "keypointlabels": ["target_object"]},
+    }
+    answer = client._request(
+        "POST",
+        f"/api/ml/{created['id']}/interactive-annotating",
+        json={"task": task["id"], "context": {"result": [click]}},
+    )
+    assert "errors" not in answer, answer
+    (result,) = answer["data"]["result"]
+    assert result["value"]["brushlabels"] == ["target_object"] and result["from_name"] == "brush"
+    mask = ls_codec.brush_rle_to_mask(result["value"]["rle"], 120, 160)
+    assert (mask & truth).sum() / (mask | truth).sum() > 0.8
+
+    # An unknown label: Label Studio passes on the backend's HTTP error, and the backend keeps serving.
+    unknown = {**click, "value": {**click["value"], "keypointlabels": ["unicorn"]}}
+    refused = client._request(
+        "POST",
+        f"/api/ml/{created['id']}/interactive-annotating",
+        json={"task": task["id"], "context": {"result": [unknown]}},
+    )
+    assert "422" in refused["errors"][0]
+    again = client._request(
+        "POST",
+        f"/api/ml/{created['id']}/interactive-annotating",
+        json={"task": task["id"], "context": {"result": [click]}},
+    )
+    assert again["data"]["result"][0]["value"]["rle"] == result["value"]["rle"]
+
+    # Batch predictions (Data Manager → Retrieve Predictions): one per task, recorded with the model
+    # version, and empty without a detector, as /setup said.
+    client._request(
+        "POST",
+        "/api/dm/actions",
+        params={"id": "retrieve_tasks_predictions", "project": project_id},
+        json={"selectedItems": {"all": True, "excluded": []}},
+    )
+    (held,) = client.tasks(project_id)[0]["predictions"]
+    assert held["model_version"] == backend["model_version"] and held["result"] == []
