@@ -21,14 +21,13 @@ from typing import Any
 import numpy as np
 
 from dataset_pipeline.formats.label_studio.codec import mask_to_brush_rle
+from dataset_pipeline.formats.label_studio.tasks import INTERACTIVE_RESULT_PREFIX
 from dataset_pipeline.interactive.images import ImageFetcher, ImageFetchError
 from dataset_pipeline.interactive.session import InteractiveSession
 
 log = logging.getLogger(__name__)
 
 SMART_TYPES = ("keypointlabels", "rectanglelabels")
-#: Result ids of the backend's masks start with this, so an import can tell them apart.
-INTERACTIVE_RESULT_PREFIX = "ia-"
 
 
 class BackendError(RuntimeError):

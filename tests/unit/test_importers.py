@@ -199,6 +199,15 @@ def test_label_studio_polygons_brushes_and_provenance():
     )
 
 
+def test_a_mask_kept_from_the_ml_backends_click_is_sam2_assisted():
+    from dataset_pipeline.formats.label_studio.tasks import INTERACTIVE_RESULT_PREFIX
+
+    export = label_studio_export()
+    export[1]["annotations"][0]["result"][0]["id"] = INTERACTIVE_RESULT_PREFIX + "0123456789"
+    table = import_export(json.dumps(export).encode(), options(images=batch_images())).annotations
+    assert list(table.assistance) == ["manual", "sam2-assisted"]
+
+
 def test_third_party_fixtures():
     coco = import_export(
         (DATA / "fixtures" / "coco_instances_train.json").read_bytes(), options(label_map={"b": "container"})

@@ -15,10 +15,9 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from dataset_pipeline.formats.label_studio.codec import brush_rle_to_mask
-from dataset_pipeline.formats.label_studio.tasks import labeling_config
+from dataset_pipeline.formats.label_studio.tasks import INTERACTIVE_RESULT_PREFIX, labeling_config
 from dataset_pipeline.interactive.images import ImageFetcher
 from dataset_pipeline.interactive.label_studio import (
-    INTERACTIVE_RESULT_PREFIX,
     LabelStudioMLBackend,
     create_app,
     parse_label_config,

@@ -26,6 +26,7 @@ from dataset_pipeline.formats.importing import (
     load_json,
 )
 from dataset_pipeline.formats.label_studio.codec import BrushRLEError, brush_rle_to_mask
+from dataset_pipeline.formats.label_studio.tasks import INTERACTIVE_RESULT_PREFIX
 from dataset_pipeline.masks import encode_mask, polygons_to_rle
 
 FORMATS: tuple[str, ...] = ("label-studio",)
@@ -109,6 +110,7 @@ def import_label_studio(data: bytes, options: ImportOptions) -> ImportResult:
                     if origin in ("prediction", "prediction-changed")
                     else None
                 )
+                from_click = str(result.get("id", "")).startswith(INTERACTIVE_RESULT_PREFIX)
                 rows.append(
                     options.row(
                         ref,
@@ -121,7 +123,7 @@ def import_label_studio(data: bytes, options: ImportOptions) -> ImportResult:
                         seconds_spent=seconds,
                         tool="label_studio",
                         tool_version=options.tool_version,
-                        tool_hint="assisted" if named else None,
+                        tool_hint="assisted" if named or from_click else None,
                         premask_id=named,
                         review_status=status,
                         review_accepted=accepted,

@@ -25,6 +25,9 @@ IMAGE_TO_NAME = "image"
 
 CLICK_FROM_NAME = "click"
 BOX_FROM_NAME = "box"
+#: Result ids of masks the ML backend answered an annotator's click with start with this: an
+#: annotation that kept one is SAM-assisted, though no pre-mask of ours names it.
+INTERACTIVE_RESULT_PREFIX = "ia-"
 
 
 def labeling_config(taxonomy: Taxonomy) -> str:
