@@ -172,9 +172,41 @@ def test_an_upload_without_prompts_says_plainly_that_no_premask_went_out(demo_ba
     tasks = json.loads(local_store.read_bytes(f"tasks/{upload.batch}/label_studio/tasks.json"))
     assert all(
         "predictions" not in t
-        and t["data"]["pre_annotation"].startswith("no pre-mask: no pre-mask has a class")
+        and t["data"]["pre_annotation"].startswith("no pre-mask: no classed pre-mask can be made")
+        and "DATASET_PIPELINE_DETECTOR" in t["data"]["pre_annotation"]
         for t in tasks
     )
     xml = local_store.read_bytes(f"tasks/{upload.batch}/cvat/annotations.xml").decode()
-    assert "<!-- no pre-mask: no pre-mask has a class" in xml.splitlines()[1]
+    assert "<!-- no pre-mask: no classed pre-mask can be made" in xml.splitlines()[1]
     ET.fromstring(xml.encode())  # still the XML CVAT imports
+    assert premask_metadata["detector"].value == "none"
+    assert "set detector_path" in premask_metadata["detector_note"].value
+
+
+def test_with_a_detector_an_upload_without_prompts_gets_classed_premasks(demo_batch, local_store, tmp_path):
+    """The user without a detector of her own points the pipeline at an OWLv2 folder: its boxes for the
+    taxonomy's prompts give the pre-masks their classes, and they go out in the tasks."""
+    from dataset_pipeline.sam2_premasks.detector import random_owl_detector
+
+    folder = tmp_path / "owlv2"
+    made = random_owl_detector()
+    made.model.save_pretrained(folder)
+    made.processor.save_pretrained(folder)
+    source, upload = demo_batch
+    for key in source.list(f"incoming/{upload.batch}", recursive=True):
+        if not key.endswith("prompts.csv"):
+            local_store.put_upload(key, source.read_bytes(key))
+    sam2 = Sam2Resource(points_per_side=4, detector_path=str(folder), detector_threshold=0.0, detector_max_boxes=3)
+    result, checks = _run(local_store, upload.batch, sam2)
+    assert result.success, {k: c.description for k, c in checks.items()}
+    metadata = result.asset_materializations_for_node("sam2_premasks")[0].metadata
+    assert metadata["detector"].value == "owlv2" and metadata["detector_version"].value.startswith("owlv2-128px@")
+    assert metadata["detector_images"].value == 16 and 16 <= metadata["detector_boxes"].value <= 3 * 16
+    per_class = {r.data["class_name"]: r.data for r in metadata["per class"].value.records}
+    assert sum(r["detector_boxes"] for r in per_class.values()) == len(
+        local_store.read_parquet(premasks_key(upload.batch)).query("prompt_source == 'detector'")
+    )
+    premasks = local_store.read_parquet(premasks_key(upload.batch))
+    sent = int((~premasks.rejected & premasks.class_id.notna()).sum())
+    task_metadata = result.asset_materializations_for_node("annotation_tasks")[0].metadata
+    assert task_metadata["masks_sent"].value == sent
