@@ -58,9 +58,13 @@ def scenes(n: int, size: int, prompts: int, seed: int = 0) -> list[tuple[np.ndar
     return out
 
 
-def run_backend(predict, device: str, data, batch: int) -> tuple[float, int]:
-    """Seconds and masks for one pass of ``predict`` over ``data`` in image batches of ``batch``."""
+def run_backend(predict, device: str, data, batch: int, to_rle: bool = False) -> tuple[float, int]:
+    """Seconds and masks for one pass of ``predict`` over ``data`` in image batches of ``batch``;
+    with ``to_rle`` each mask also ends as the COCO RLE string the pre-mask table stores (the
+    backend's own, found on the device, or pycocotools' from the host mask)."""
     import torch
+
+    from dataset_pipeline.masks import encode_mask
 
     cuda = device.startswith("cuda")
     if cuda:
@@ -71,6 +75,10 @@ def run_backend(predict, device: str, data, batch: int) -> tuple[float, int]:
         chunk = data[start : start + batch]
         out = predict([image for image, _ in chunk], [p for _, p in chunk])
         masks += sum(len(o) for o in out)
+        if to_rle:
+            for image_masks in out:
+                for m in image_masks:
+                    _ = m.rle or encode_mask(m.mask)
     if cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - started, masks
@@ -114,6 +122,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--config", default="configs/sam2.1/sam2.1_hiera_t.yaml")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument(
+        "--to-rle", action="store_true", help="count the masks' COCO RLE encoding too (as the stage stores them)"
+    )
+    parser.add_argument(
+        "--compile", default=None, help="torch.compile SAM 2's image encoder: max-autotune, reduce-overhead, ..."
+    )
     args = parser.parse_args()
 
     data = scenes(args.images, args.size, args.prompts)
@@ -130,13 +144,17 @@ def main() -> None:
             from dataset_pipeline.sam2_premasks.sam2 import Sam2Backend
 
             if sam2_backend is None:  # one model for both: the peer runs on the same weights
-                sam2_backend = Sam2Backend(args.config, checkpoint=None, device=args.device)
+                sam2_backend = Sam2Backend(
+                    args.config, checkpoint=None, device=args.device, compile_encoder=args.compile or False
+                )
             backend = sam2_backend
             predict = backend.predict if name == "sam2" else backend.predict_reference
         else:
             parser.error(f"unknown backend {name!r}")
         run_backend(predict, backend.device, data[: min(len(data), args.batch)], args.batch)  # warm-up
-        timings = [run_backend(predict, backend.device, data, args.batch) for _ in range(args.repeats)]
+        timings = [
+            run_backend(predict, backend.device, data, args.batch, args.to_rle) for _ in range(args.repeats)
+        ]
         seconds = statistics.median(t for t, _ in timings)
         masks = timings[0][1]
         row = {
@@ -150,6 +168,8 @@ def main() -> None:
             "median_seconds": round(seconds, 3),
             "images_per_s": round(len(data) / seconds, 2),
             "masks_per_s": round(masks / seconds, 2),
+            "to_rle": args.to_rle,
+            "compile": args.compile,
         }
         if name == "sam2":
             import torch
