@@ -3,7 +3,8 @@
 #   PYTHON=python3 PYTHONPATH=<site with sam2, hydra, smp>:. bash benchmarks/gpu.sh OUT_DIR
 # On a machine with only torch, copy the pure-Python packages this needs from .venv's
 # site-packages into one folder (sam2, hydra, omegaconf, antlr4, iopath,
-# segmentation_models_pytorch) and put it first on PYTHONPATH. Figures: benchmarks/README.md,
+# segmentation_models_pytorch; for the detector transformers, tokenizers, huggingface_hub,
+# safetensors) and put it first on PYTHONPATH. Figures: benchmarks/README.md,
 # raw JSON of each run under benchmarks/results/.
 # Each step has its own time limit so one failure leaves the others' figures.
 set -u
@@ -25,6 +26,14 @@ timeout 200 $PY benchmarks/premask.py --backend sam2,sam2-reference --images 512
   --json "$OUT/premask-sam2-b32.json" 2>&1 | grep -v Warning
 timeout 60 $PY benchmarks/premask.py --backend sam2 --images 512 --batch 64 --repeats 3 \
   --json "$OUT/premask-sam2-b64.json" 2>&1 | grep -v Warning
+# the stage's real output: every mask as its COCO RLE (found on the device), then with the encoder compiled
+timeout 120 $PY benchmarks/premask.py --backend sam2 --images 512 --batch 32 --repeats 3 --to-rle \
+  --json "$OUT/premask-sam2-b32-rle.json" 2>&1 | grep -v Warning
+timeout 300 $PY benchmarks/premask.py --backend sam2 --images 512 --batch 32 --repeats 3 --to-rle \
+  --compile max-autotune --json "$OUT/premask-sam2-b32-rle-compiled.json" 2>&1 | grep -v Warning
+# interactive clicks (cached embedding vs embedding per click), detector + SAM 2, RLE on the device
+timeout 150 $PY benchmarks/interactive.py --device cuda --backend sam2 --clicks 50 --images 64 --batch 16 \
+  --rle-masks 1024 --json "$OUT/interactive-cuda.json" 2>&1 | grep -v Warning
 # the classical fallback on the same machine's CPU, for the ratio
 timeout 60 $PY benchmarks/premask.py --backend classical --images 48 --batch 4 --repeats 3 \
   --json "$OUT/premask-classical.json" 2>&1 | grep -v Warning

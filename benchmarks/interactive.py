@@ -142,7 +142,10 @@ def detect(backend, device: str, images: int, batch: int) -> dict:
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(config.text_config, key, getattr(small.model.config.text_config, key))
     detector = OwlDetector(
-        device=device, model=Owlv2ForObjectDetection(config), processor=small.processor, threshold=0.0,
+        device=device,
+        model=Owlv2ForObjectDetection(config),
+        processor=small.processor,
+        threshold=0.0,
         max_detections=6,
     )
     taxonomy = load_taxonomy()

@@ -123,10 +123,14 @@ def main() -> None:
     parser.add_argument("--config", default="configs/sam2.1/sam2.1_hiera_t.yaml")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument(
-        "--to-rle", action="store_true", help="count the masks' COCO RLE encoding too (as the stage stores them)"
+        "--to-rle",
+        action="store_true",
+        help="count the masks' COCO RLE encoding too (as the stage stores them)",
     )
     parser.add_argument(
-        "--compile", default=None, help="torch.compile SAM 2's image encoder: max-autotune, reduce-overhead, ..."
+        "--compile",
+        default=None,
+        help="torch.compile SAM 2's image encoder: max-autotune, reduce-overhead, ...",
     )
     args = parser.parse_args()
 

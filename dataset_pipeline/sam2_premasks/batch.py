@@ -112,7 +112,8 @@ def premask_batch(
         seconds_per_image = (time.perf_counter() - chunk_started) / len(chunk)
         for image_id, image in chunk:
             source = sources.get(image_id, "auto")
-            box_scores = detector_scores.get(image_id) or [None] * len(predictions[image_id])
+            box_scores: list[float | None] = list(detector_scores.get(image_id, []))
+            box_scores = box_scores or [None] * len(predictions[image_id])
             made = [(m, d) for m, d in zip(predictions[image_id], box_scores, strict=True) if m.mask.any()]
             failed += len(predictions[image_id]) - len(made)
             if image_id in prompts and not any(m.score >= score_threshold for m, _ in made):

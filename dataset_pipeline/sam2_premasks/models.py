@@ -50,13 +50,13 @@ class PremaskModels:
     def from_environment(cls, **overrides) -> PremaskModels:
         """Settings from DATASET_PIPELINE_SAM2_CHECKPOINT / _SAM2_CONFIG / _DETECTOR; ``overrides``
         that are not None win."""
-        values = {
+        values: dict[str, object] = {
             "checkpoint_path": os.environ.get(CHECKPOINT_VARIABLE) or None,
             "model_config_name": os.environ.get(CONFIG_VARIABLE) or DEFAULT_MODEL_CONFIG,
             "detector_path": os.environ.get(DETECTOR_VARIABLE) or None,
         }
         values |= {k: v for k, v in overrides.items() if v is not None}
-        return cls(**values)
+        return cls(**values)  # type: ignore[arg-type]
 
     @property
     def uses_sam2(self) -> bool:

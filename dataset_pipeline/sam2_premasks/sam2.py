@@ -131,7 +131,10 @@ class Sam2Backend:
         return torch.stack(
             [
                 resize_normalize(
-                    torch.from_numpy(np.require(image, requirements=["C", "W"])).to(self.device).permute(2, 0, 1).float()
+                    torch.from_numpy(np.require(image, requirements=["C", "W"]))
+                    .to(self.device)
+                    .permute(2, 0, 1)
+                    .float()
                     / 255.0
                 )
                 for image in images

@@ -196,11 +196,15 @@ def test_with_a_detector_an_upload_without_prompts_gets_classed_premasks(demo_ba
     for key in source.list(f"incoming/{upload.batch}", recursive=True):
         if not key.endswith("prompts.csv"):
             local_store.put_upload(key, source.read_bytes(key))
-    sam2 = Sam2Resource(points_per_side=4, detector_path=str(folder), detector_threshold=0.0, detector_max_boxes=3)
+    sam2 = Sam2Resource(
+        points_per_side=4, detector_path=str(folder), detector_threshold=0.0, detector_max_boxes=3
+    )
     result, checks = _run(local_store, upload.batch, sam2)
     assert result.success, {k: c.description for k, c in checks.items()}
     metadata = result.asset_materializations_for_node("sam2_premasks")[0].metadata
-    assert metadata["detector"].value == "owlv2" and metadata["detector_version"].value.startswith("owlv2-128px@")
+    assert metadata["detector"].value == "owlv2" and metadata["detector_version"].value.startswith(
+        "owlv2-128px@"
+    )
     assert metadata["detector_images"].value == 16 and 16 <= metadata["detector_boxes"].value <= 3 * 16
     per_class = {r.data["class_name"]: r.data for r in metadata["per class"].value.records}
     assert sum(r["detector_boxes"] for r in per_class.values()) == len(

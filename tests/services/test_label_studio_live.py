@@ -462,7 +462,9 @@ def test_ml_backend_connected_to_label_studio_answers_an_annotators_click(label_
         "/api/storages/localfiles",
         json={"project": project_id, "path": str(documents / "ml"), "title": "ml", "use_blob_urls": False},
     )
-    client.import_tasks(project_id, [{"data": {"image": "/data/local-files/?d=ml/scene.png", "image_id": "scene"}}])
+    client.import_tasks(
+        project_id, [{"data": {"image": "/data/local-files/?d=ml/scene.png", "image_id": "scene"}}]
+    )
     (task,) = client.tasks(project_id)
     connection = {
         "project": project_id,
@@ -494,7 +496,12 @@ def test_ml_backend_connected_to_label_studio_answers_an_annotators_click(label_
         "original_width": 160,
         "original_height": 120,
         "is_positive": True,
-        "value": {"x": 100 * 85 / 160, "y": 100 * 60 / 120, "width": 0.6, "keypointlabels": ["target_object"]},
+        "value": {
+            "x": 100 * 85 / 160,
+            "y": 100 * 60 / 120,
+            "width": 0.6,
+            "keypointlabels": ["target_object"],
+        },
     }
     answer = client._request(
         "POST",

@@ -28,7 +28,9 @@ HEIGHT, WIDTH = 120, 160
 
 def _scene() -> tuple[Image.Image, np.ndarray]:
     rng = np.random.default_rng(1)
-    image = np.full((HEIGHT, WIDTH, 3), 150, np.uint8) + rng.integers(0, 12, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    image = np.full((HEIGHT, WIDTH, 3), 150, np.uint8) + rng.integers(
+        0, 12, (HEIGHT, WIDTH, 3), dtype=np.uint8
+    )
     image[40:80, 60:110] = (200, 30, 30)
     truth = np.zeros((HEIGHT, WIDTH), bool)
     truth[40:80, 60:110] = True
@@ -53,7 +55,9 @@ def detection():
     from dataset_pipeline.sam2_premasks.sam2 import Sam2Backend
 
     detector = random_owl_detector(threshold=0.0, max_detections=4, image_size=256)
-    session = InteractiveSession(Sam2Backend(checkpoint=None, device="cpu"), load_taxonomy(), detector=detector)
+    session = InteractiveSession(
+        Sam2Backend(checkpoint=None, device="cpu"), load_taxonomy(), detector=detector
+    )
     return DetectionFunction(session)
 
 
@@ -132,7 +136,11 @@ def test_interaction_function_segments_the_clicked_object():
     function = InteractionFunction(InteractiveSession(ClassicalBackend(), load_taxonomy()))
     image, truth = _scene()
     prepared = function.preprocess_image(None, image)  # what an agent caches per image
-    for prompts in (_Prompts([(85, 60)]), _Prompts([], box=((55, 35), (115, 85))), _Prompts([(85, 60)], [(10, 10)])):
+    for prompts in (
+        _Prompts([(85, 60)]),
+        _Prompts([], box=((55, 35), (115, 85))),
+        _Prompts([(85, 60)], [(10, 10)]),
+    ):
         (shape,) = function.detect(None, prepared, prompts)
         mask = decode_mask(shape.points, image_width=WIDTH, image_height=HEIGHT)
         assert shape.type == "mask" and (mask & truth).sum() / (mask | truth).sum() > 0.8

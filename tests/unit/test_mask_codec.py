@@ -114,3 +114,23 @@ def test_class_map_painted_from_crops_equals_painting_whole_frames():
     crops = [decode_mask_box(rle, height, width, box) for rle, box in zip(rles, boxes, strict=True)]
     painted = paint_class_map(crops, boxes, class_ids, z_orders, height, width)
     assert painted.flags.c_contiguous and np.array_equal(painted, expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.integers(1, 40),
+    st.integers(1, 5),
+    st.floats(0.0, 1.0),
+    st.integers(0, 2**31 - 1),
+)
+def test_rle_found_by_torch_equals_pycocotools(height, width, count, density, seed):
+    """The device-side encoder (used on CUDA) against pycocotools' own, on masks that start or end on,
+    are empty, full, or noise."""
+    import torch
+
+    from dataset_pipeline.masks import encode_masks_on_device
+
+    masks = np.random.default_rng(seed).random((count, height, width)) < density
+    expected = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))["counts"].decode() for m in masks]
+    assert encode_masks_on_device(torch.from_numpy(masks)) == expected

@@ -33,7 +33,9 @@ SQUARE = (slice(40, 80), slice(60, 110))  # rows, columns of the object
 
 def _scene() -> bytes:
     rng = np.random.default_rng(1)
-    image = np.full((HEIGHT, WIDTH, 3), 150, np.uint8) + rng.integers(0, 12, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    image = np.full((HEIGHT, WIDTH, 3), 150, np.uint8) + rng.integers(
+        0, 12, (HEIGHT, WIDTH, 3), dtype=np.uint8
+    )
     image[SQUARE] = (200, 30, 30)
     out = io.BytesIO()
     Image.fromarray(image).save(out, format="PNG")

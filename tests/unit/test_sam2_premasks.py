@@ -202,3 +202,37 @@ def test_point_only_prompts(demo_batch, local_store):
     prompts = read_prompts(local_store, upload.batch, captures, load_taxonomy())
     (image_prompts,) = prompts.values()
     assert image_prompts == [Prompt(class_id=3, box=None, point=(300.0, 250.0))]
+
+
+def test_sam2_with_a_compiled_encoder_gives_the_same_masks(sam2_backend):
+    """compile_encoder through dynamo ("eager": no C compiler's minutes on the CPU) keeps the masks."""
+    from dataset_pipeline.sam2_premasks.sam2 import Sam2Backend
+
+    compiled = Sam2Backend(checkpoint=None, device="cpu", compile_encoder="eager")
+    image = (np.random.default_rng(5).random((64, 96, 3)) * 255).astype(np.uint8)
+    prompts = [[Prompt(1, box=(10, 10, 50, 40)), Prompt(2, point=(70, 30))]]
+    for ours, plain in zip(
+        compiled.predict([image], prompts)[0], sam2_backend.predict([image], prompts)[0], strict=True
+    ):
+        assert np.array_equal(ours.mask, plain.mask) and abs(ours.score - plain.score) < 1e-4
+
+
+def test_sam2_interactive_click_from_a_cached_embedding_equals_sam2s_own_predict(sam2_backend):
+    """A click answered from a cached embedding is sam2's own set_image + predict, bit for bit."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    rng = np.random.default_rng(6)
+    image, other = ((rng.random((80, 120, 3)) * 255).astype(np.uint8) for _ in range(2))
+    embedding = sam2_backend.embed(image)
+    sam2_backend.embed(other)  # another image in between: the cached one must still answer
+    ours = sam2_backend.predict_interactive(embedding, [(60.0, 40.0), (10.0, 10.0)], [1, 0])
+    reference = SAM2ImagePredictor(sam2_backend.model)
+    reference.set_image(image)
+    masks, scores, _ = reference.predict(
+        point_coords=np.array([[60.0, 40.0], [10.0, 10.0]], np.float32),
+        point_labels=np.array([1, 0], np.int32),
+        multimask_output=False,
+    )
+    assert (
+        np.array_equal(ours.mask, masks[0] > 0) and abs(ours.score - float(np.clip(scores[0], 0, 1))) < 1e-5
+    )
