@@ -38,7 +38,8 @@ from resources import DatasetStoreResource, Sam2Resource, TaxonomyResource
     pool="gpu",
     op_tags=GPU_TAGS,
     description="SAM 2 (or, without a checkpoint, classical GrabCut) masks for every captured image: "
-    "prompted by the upload's detector boxes/points, automatic otherwise.",
+    "prompted by the upload's prompts.csv boxes/points, else by the configured OWLv2 detector's boxes for "
+    "the taxonomy's prompts, automatic (unclassed) otherwise.",
 )
 @retried_on_store_outage
 def sam2_premasks(
