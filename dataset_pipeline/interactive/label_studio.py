@@ -28,6 +28,7 @@ from dataset_pipeline.interactive.session import InteractiveSession
 log = logging.getLogger(__name__)
 
 SMART_TYPES = ("keypointlabels", "rectanglelabels")
+BATCH_IMAGES = 8  # images per detector + SAM 2 batch for batch predictions
 
 
 class BackendError(RuntimeError):
@@ -275,9 +276,12 @@ class LabelStudioMLBackend:
             # One empty prediction per task (Label Studio matches them by position); /setup says why.
             return [{"result": [], "score": 0.0, "model_version": self.model_version} for _ in tasks]
         located = [self._image_url(task, config) for task in tasks]
-        images = [self._load(task_id, url)() for task_id, url in located]
+        found = []
+        for start in range(0, len(located), BATCH_IMAGES):  # Label Studio may send a project's every task
+            chunk = located[start : start + BATCH_IMAGES]
+            found += self.session.classed_masks([self._load(task_id, url)() for task_id, url in chunk])
         predictions = []
-        for (task_id, _), masks in zip(located, self.session.classed_masks(images), strict=True):
+        for (task_id, _), masks in zip(located, found, strict=True):
             results = []
             for mask in masks:
                 name = self.session.taxonomy.by_id(mask.class_id).name
