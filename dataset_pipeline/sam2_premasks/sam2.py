@@ -80,19 +80,23 @@ class Sam2Backend:
         automatic: dict | None = None,
         seed: int = 0,
         compile_encoder: bool | str = False,
+        image_size: int | None = None,
     ) -> None:
         init_sam2_hydra()
         import torch
         from hydra.utils import execution_whitelist
         from sam2.build_sam import build_sam2
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         self.device = resolve_device(device)
         if checkpoint is not None and not Path(checkpoint).is_file():
             raise FileNotFoundError(f"SAM 2 checkpoint {checkpoint!r} does not exist")
         torch.manual_seed(seed)
+        # image_size: the config's input side (1024) unless given; tests run at 256 (16x fewer pixels)
+        overrides = [f"++model.image_size={image_size}"] if image_size else []
         with execution_whitelist(["sam2.*"]):
-            self.model = build_sam2(model_config, ckpt_path=checkpoint, device=self.device)
+            self.model = build_sam2(
+                model_config, ckpt_path=checkpoint, device=self.device, hydra_overrides_extra=overrides
+            )
         if compile_encoder:
             # a mode name ("max-autotune", "reduce-overhead": CUDA graphs) or True; "eager" is
             # dynamo alone (tests: the compiled path without a C compiler's minutes)
@@ -101,7 +105,7 @@ class Sam2Backend:
                 self.model.image_encoder = torch.compile(self.model.image_encoder, backend="eager")
             else:
                 self.model.image_encoder = torch.compile(self.model.image_encoder, mode=mode)
-        self.predictor = SAM2ImagePredictor(self.model)
+        self.predictor = self._image_predictor()
         self.predictor._transforms.forward_batch = self._transform_on_device
         self._reference_predictor = None
         self.autocast_bf16 = bf16 and self.device.startswith("cuda")
@@ -249,11 +253,10 @@ class Sam2Backend:
     ) -> list[list[PredictedMask]]:
         """The same masks through sam2's own, unmodified ``set_image_batch`` + ``predict_batch``."""
         import torch
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         predictor = self._reference_predictor
         if predictor is None:
-            predictor = self._reference_predictor = SAM2ImagePredictor(self.model)
+            predictor = self._reference_predictor = self._image_predictor()
         results: list[list[PredictedMask]] = [[] for _ in images]
         todo = [i for i, p in enumerate(prompts) if p]
         if not todo:
@@ -317,11 +320,19 @@ class Sam2Backend:
         return PredictedMask(np.asarray(masks[best]) > 0, float(np.clip(scores[best], 0, 1)), kind, class_id)
 
     def _interactive_predictor(self):
+        if getattr(self, "_interactive", None) is None:
+            self._interactive = self._image_predictor()
+        return self._interactive
+
+    def _image_predictor(self):
+        """sam2's SAM2ImagePredictor, its backbone feature sizes set for the model's input size (sam2
+        writes those of 1024 px; the same at 1024, right at any other configured size)."""
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-        if getattr(self, "_interactive", None) is None:
-            self._interactive = SAM2ImagePredictor(self.model)
-        return self._interactive
+        predictor = SAM2ImagePredictor(self.model)
+        side = int(self.model.image_size)
+        predictor._bb_feat_sizes = [(side // 4, side // 4), (side // 8, side // 8), (side // 16, side // 16)]
+        return predictor
 
     def generate_batch(self, images: list[np.ndarray]) -> list[list[PredictedMask]]:
         return [self.generate(image) for image in images]  # one model: images in turn
@@ -331,6 +342,7 @@ class Sam2Backend:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
         generator = SAM2AutomaticMaskGenerator(self.model, output_mode="binary_mask", **self.automatic)
+        generator.predictor._bb_feat_sizes = self._image_predictor()._bb_feat_sizes
         with torch.inference_mode(), self._autocast():
             records = generator.generate(image)
         return [

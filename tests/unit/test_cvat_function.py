@@ -56,7 +56,7 @@ def detection():
 
     detector = random_owl_detector(threshold=0.0, max_detections=4, image_size=256)
     session = InteractiveSession(
-        Sam2Backend(checkpoint=None, device="cpu"), load_taxonomy(), detector=detector
+        Sam2Backend(checkpoint=None, device="cpu", image_size=256), load_taxonomy(), detector=detector
     )
     return DetectionFunction(session)
 

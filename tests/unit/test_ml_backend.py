@@ -195,7 +195,7 @@ def test_basic_auth(image_server):
 def sam2_backend():
     from dataset_pipeline.sam2_premasks.sam2 import Sam2Backend
 
-    return Sam2Backend(checkpoint=None, device="cpu")
+    return Sam2Backend(checkpoint=None, device="cpu", image_size=256)  # 1024 in use; 16x fewer pixels here
 
 
 def test_batch_predictions_from_the_detector(image_server, sam2_backend):
