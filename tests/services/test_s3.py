@@ -244,3 +244,64 @@ def test_the_cli_demo_runs_on_an_s3_store_given_by_out_and_the_endpoint_variable
     assert all(task["data"]["image"].startswith(f"{root}/incoming/demo-s0-n60/") for task in tasks)
     assert not (tmp_path / "segmentation").exists()  # nothing went to a local folder of that name
     assert f"DATASET_PIPELINE_STORE={root} DATASET_PIPELINE_S3_ENDPOINT={s3_endpoint} " in out.stdout
+
+
+def test_ml_backend_reads_the_s3_images_of_a_bucket_connected_to_label_studio(s3_endpoint, s3_bucket):
+    """A task from a bucket connected as source storage carries ``s3://bucket/key``; the backend reads it
+    with its own credentials (s3fs, the endpoint of a MinIO or moto) and answers the click."""
+    import io
+
+    import boto3
+    from PIL import Image
+    from starlette.testclient import TestClient
+
+    from dataset_pipeline.formats.label_studio.codec import brush_rle_to_mask
+    from dataset_pipeline.formats.label_studio.tasks import labeling_config
+    from dataset_pipeline.interactive.images import ImageFetcher
+    from dataset_pipeline.interactive.label_studio import LabelStudioMLBackend, create_app
+    from dataset_pipeline.interactive.session import InteractiveSession
+    from dataset_pipeline.sam2_premasks.classical import ClassicalBackend
+    from dataset_pipeline.taxonomy import load_taxonomy
+
+    image = np.full((90, 120, 3), 140, np.uint8)
+    image[30:60, 40:80] = (20, 180, 40)
+    encoded = io.BytesIO()
+    Image.fromarray(image).save(encoded, format="PNG")
+    boto3.client("s3", endpoint_url=s3_endpoint).put_object(
+        Bucket=s3_bucket, Key="robot/cam0/000001.png", Body=encoded.getvalue()
+    )
+    session = InteractiveSession(ClassicalBackend(), load_taxonomy())
+    client = TestClient(
+        create_app(LabelStudioMLBackend(session, ImageFetcher(s3_endpoint_url=s3_endpoint)))
+    )
+
+    def click(url: str):
+        return client.post(
+            "/predict",
+            json={
+                "tasks": [{"id": 4, "data": {"image": url}}],
+                "label_config": labeling_config(load_taxonomy()),
+                "params": {
+                    "context": {
+                        "result": [
+                            {
+                                "type": "keypointlabels",
+                                "original_width": 120,
+                                "original_height": 90,
+                                "value": {"x": 50.0, "y": 50.0, "keypointlabels": ["container"]},
+                            }
+                        ]
+                    }
+                },
+            },
+        )
+
+    answer = click(f"s3://{s3_bucket}/robot/cam0/000001.png")
+    assert answer.status_code == 200, answer.text
+    (result,) = answer.json()["results"][0]["result"]
+    mask = brush_rle_to_mask(result["value"]["rle"], 90, 120)
+    truth = np.zeros((90, 120), bool)
+    truth[30:60, 40:80] = True
+    assert (mask & truth).sum() / (mask | truth).sum() > 0.8
+    missing = click(f"s3://{s3_bucket}/robot/cam0/missing.png")
+    assert missing.status_code == 404 and "no such object" in missing.json()["error"]
