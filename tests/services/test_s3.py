@@ -271,9 +271,7 @@ def test_ml_backend_reads_the_s3_images_of_a_bucket_connected_to_label_studio(s3
         Bucket=s3_bucket, Key="robot/cam0/000001.png", Body=encoded.getvalue()
     )
     session = InteractiveSession(ClassicalBackend(), load_taxonomy())
-    client = TestClient(
-        create_app(LabelStudioMLBackend(session, ImageFetcher(s3_endpoint_url=s3_endpoint)))
-    )
+    client = TestClient(create_app(LabelStudioMLBackend(session, ImageFetcher(s3_endpoint_url=s3_endpoint))))
 
     def click(url: str):
         return client.post(
