@@ -83,6 +83,13 @@ def copy_upload(source: DatasetStore, batch: str, target: DatasetStore, new_batc
     return new_batch
 
 
+def copy_upload_without_prompts(source: DatasetStore, batch: str, target: DatasetStore) -> None:
+    """The demo upload as a user without a detector uploads it: every file but ``prompts.csv``."""
+    for key in source.list(f"incoming/{batch}", recursive=True):
+        if not key.endswith("prompts.csv"):
+            target.put_upload(key, source.read_bytes(key))
+
+
 def demo_command(store: str | Path, dagster_home: str | Path) -> list[str]:
     """The README's demo (120 images, seed 0) as a command line, with one training epoch to keep
     it short: ``dataset-pipeline demo`` of this venv, writing to ``store`` and ``dagster_home``."""

@@ -24,6 +24,7 @@ from dataset_pipeline.formats.label_studio.codec import mask_to_brush_rle
 from dataset_pipeline.formats.label_studio.tasks import INTERACTIVE_RESULT_PREFIX
 from dataset_pipeline.interactive.images import ImageFetcher, ImageFetchError
 from dataset_pipeline.interactive.session import InteractiveSession
+from dataset_pipeline.masks import mask_bbox
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,9 @@ def parse_label_config(xml: str) -> LabelConfig:
 
 
 def _result_id(task_id: object, label: str, mask: np.ndarray) -> str:
-    digest = hashlib.sha1(f"{task_id}|{label}|{int(mask.sum())}|{mask_bbox_key(mask)}".encode()).hexdigest()
-    return INTERACTIVE_RESULT_PREFIX + digest[:10]
-
-
-def mask_bbox_key(mask: np.ndarray) -> str:
-    ys, xs = np.nonzero(mask)
-    return f"{xs.min()},{ys.min()},{xs.max()},{ys.max()}" if len(xs) else "empty"
+    """A stable id for a mask the backend answered with (task, label, area, box)."""
+    key = f"{task_id}|{label}|{int(mask.sum())}|{mask_bbox(mask)}"
+    return INTERACTIVE_RESULT_PREFIX + hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
 class LabelStudioMLBackend:

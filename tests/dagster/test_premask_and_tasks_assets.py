@@ -24,7 +24,7 @@ from resources import (
     Sam2Resource,
     TaxonomyResource,
 )
-from tests.conftest import copy_upload, stage_assets
+from tests.conftest import copy_upload, copy_upload_without_prompts, stage_assets
 
 
 def _run(store, batch, sam2=None):
@@ -157,9 +157,7 @@ def test_an_upload_without_prompts_says_plainly_that_no_premask_went_out(demo_ba
     """A real upload without prompts.csv got 2,112 automatic segments, none with a class, and tasks with
     no prediction - silently. The materializations and the task files say so, and why."""
     source, upload = demo_batch
-    for key in source.list(f"incoming/{upload.batch}", recursive=True):
-        if not key.endswith("prompts.csv"):
-            local_store.put_upload(key, source.read_bytes(key))
+    copy_upload_without_prompts(source, upload.batch, local_store)
     result, _ = _run(local_store, upload.batch, Sam2Resource(points_per_side=4))
     assert result.success
     premask_metadata = result.asset_materializations_for_node("sam2_premasks")[0].metadata
@@ -193,9 +191,7 @@ def test_with_a_detector_an_upload_without_prompts_gets_classed_premasks(demo_ba
     made.model.save_pretrained(folder)
     made.processor.save_pretrained(folder)
     source, upload = demo_batch
-    for key in source.list(f"incoming/{upload.batch}", recursive=True):
-        if not key.endswith("prompts.csv"):
-            local_store.put_upload(key, source.read_bytes(key))
+    copy_upload_without_prompts(source, upload.batch, local_store)
     sam2 = Sam2Resource(
         points_per_side=4, detector_path=str(folder), detector_threshold=0.0, detector_max_boxes=3
     )

@@ -16,6 +16,7 @@ from dataset_pipeline.sam2_premasks.detector import (
     select_detections,
 )
 from dataset_pipeline.taxonomy import TaxonomyError, load_taxonomy, parse_taxonomy
+from tests.conftest import copy_upload_without_prompts
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +128,7 @@ def test_taxonomy_prompt_fields_are_validated():
 def unprompted(demo_batch, local_store):
     """Three demo images uploaded without prompts.csv (as the user without a detector uploads)."""
     source, upload = demo_batch
-    for key in source.list(f"incoming/{upload.batch}", recursive=True):
-        if not key.endswith("prompts.csv"):
-            local_store.put_upload(key, source.read_bytes(key))
+    copy_upload_without_prompts(source, upload.batch, local_store)
     captures = ingest_batch(local_store, upload.batch).captures.head(3)
     local_store.write_parquet(captures_key(upload.batch), captures)
     return local_store, upload.batch, captures

@@ -12,7 +12,7 @@ from dataset_pipeline.sam2_premasks.classical import ClassicalBackend
 from dataset_pipeline.schemas import PREMASKS
 from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import load_taxonomy
-from tests.conftest import copy_upload
+from tests.conftest import copy_upload, copy_upload_without_prompts
 
 #: Mean IoU of classical (GrabCut) pre-masks against the demo ground truth, measured on the
 #: 16-image test batch (seed 3): 0.819 (0.822 on the default 120-image demo, 944 masks).
@@ -144,9 +144,7 @@ def test_rejected_masks_are_kept_and_marked(ingested):
 
 def test_without_prompts_file_every_image_gets_automatic_masks(demo_batch, local_store):
     source, upload = demo_batch
-    for key in source.list(f"incoming/{upload.batch}", recursive=True):
-        if not key.endswith("prompts.csv"):
-            local_store.put_upload(key, source.read_bytes(key))
+    copy_upload_without_prompts(source, upload.batch, local_store)
     captures = ingest_batch(local_store, upload.batch).captures.head(2)
     local_store.write_parquet(captures_key(upload.batch), captures)
     run = premask_batch(local_store, upload.batch, ClassicalBackend(), taxonomy=load_taxonomy())
@@ -156,9 +154,7 @@ def test_without_prompts_file_every_image_gets_automatic_masks(demo_batch, local
 
 
 def _with_prompts(source, upload, store, prompts: str):
-    for key in source.list(f"incoming/{upload.batch}", recursive=True):
-        if not key.endswith("prompts.csv"):
-            store.put_upload(key, source.read_bytes(key))
+    copy_upload_without_prompts(source, upload.batch, store)
     store.put_upload(f"incoming/{upload.batch}/prompts.csv", prompts.encode())
     return ingest_batch(store, upload.batch).captures
 
