@@ -8,7 +8,12 @@ Timed, in this process, on the same corpus:
 * ``rle``: ``dataset_pipeline.agreement_report.compute_agreement`` without Boundary IoU
   (per-class pairwise IoU and IoU against the majority consensus, in RLE space);
 * ``dense``: the same two metrics from decoded masks with NumPy, image by image;
-* ``boundary``: the Boundary IoU part alone, on ``--boundary-images`` images.
+* ``boundary``: the whole report with Boundary IoU, on ``--boundary-images`` images;
+* Boundary IoU alone, two ways on the same class masks (each gold image's per-class union of
+  each annotator's instances, built before timing): ``pairwise``, the report's implementation
+  until issue 22 (``boundary_iou`` for every pair: both masks decoded at full frame and eroded),
+  against ``batched`` (``boundary_iou_matrices`` over chunks of images, what the report runs
+  now); the script checks that they give the same values to 1e-6.
 Peak RSS of each is measured in a child process running only that part.
 
     .venv/bin/python benchmarks/agreement.py --images 10000
@@ -30,7 +35,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dataset_pipeline.agreement_report import AgreementSettings, compute_agreement  # noqa: E402
+from dataset_pipeline.agreement_report import (  # noqa: E402
+    BOUNDARY_CHUNK_GROUPS,
+    AgreementSettings,
+    boundary_iou,
+    boundary_iou_matrices,
+    compute_agreement,
+)
 from dataset_pipeline.taxonomy import load_taxonomy  # noqa: E402
 
 H, W = 480, 640
@@ -103,6 +114,63 @@ def dense_agreement(annotations: pd.DataFrame) -> dict[int, float]:
                         np.count_nonzero(masks.get(a, empty) & consensus) / union
                     )
     return {c: float(np.mean(v)) for c, v in pair_ious.items()}
+
+
+def class_masks(annotations: pd.DataFrame) -> list[list[dict]]:
+    """Per gold image and class: each annotator's union of instances (RLE), as the report builds them."""
+    from pycocotools import mask as mask_utils
+
+    groups = []
+    for (_, _), rows in annotations.groupby(["image_id", "class_id"], sort=False):
+        per_annotator = []
+        for _, mine in rows.groupby("annotator_id", sort=True):
+            rles = [{"size": [H, W], "counts": r.encode()} for r in mine.rle]
+            per_annotator.append(rles[0] if len(rles) == 1 else mask_utils.merge(rles, intersect=False))
+        if len(per_annotator) >= 2:
+            groups.append(per_annotator)
+    return groups
+
+
+def boundary_comparison(annotations: pd.DataFrame, repeats: int = 3) -> dict:
+    """Boundary IoU of every pair: pairwise (the former implementation) against batched, same pass."""
+    groups = class_masks(annotations)
+    d = AgreementSettings().band(H, W)
+    images = annotations.image_id.nunique()
+
+    def pairwise() -> list[float]:
+        return [
+            value
+            for group in groups
+            for i, j in itertools.combinations(range(len(group)), 2)
+            if (value := boundary_iou(group[i], group[j], d)) is not None
+        ]
+
+    def batched() -> list[float]:
+        values = []
+        for start in range(0, len(groups), BOUNDARY_CHUNK_GROUPS):
+            for matrix in boundary_iou_matrices(groups[start : start + BOUNDARY_CHUNK_GROUPS], d):
+                values += [float(matrix[i, j]) for i, j in itertools.combinations(range(len(matrix)), 2)]
+        return values
+
+    timings: dict[str, list[float]] = {"pairwise": [], "batched": []}
+    results = {}
+    for _ in range(repeats):  # interleaved, so that a slow minute of the machine hits both
+        for name, function in (("pairwise", pairwise), ("batched", batched)):
+            started = time.perf_counter()
+            results[name] = function()
+            timings[name].append(time.perf_counter() - started)
+    difference = float(np.max(np.abs(np.array(results["pairwise"]) - np.array(results["batched"]))))
+    assert difference <= 1e-6, f"the two Boundary IoU implementations differ by {difference}"
+    pairwise_s, batched_s = (float(np.median(timings[k])) for k in ("pairwise", "batched"))
+    return {
+        "boundary_images": images,
+        "pairs": len(results["batched"]),
+        "pairwise_ms_per_image": round(1000 * pairwise_s / images, 3),
+        "batched_ms_per_image": round(1000 * batched_s / images, 3),
+        "speedup": round(pairwise_s / batched_s, 1),
+        "max_difference": difference,
+        "repeats": repeats,
+    }
 
 
 def peak_rss_mib() -> float:
@@ -182,6 +250,8 @@ def main() -> None:
         "speedup": round(dense_scaled / rle_seconds, 1),
     }
     print(json.dumps(summary))
+    boundary_table = table[table.image_id.isin(table.image_id.unique()[: args.boundary_images])]
+    print(json.dumps(boundary_comparison(boundary_table)))
     # Peak memory: each part alone in a child process.
     for part in ("rle", "dense", "boundary"):
         command = [

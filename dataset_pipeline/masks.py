@@ -7,7 +7,7 @@ arrays exist only inside a function.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -212,18 +212,41 @@ def compressed_rle_counts(counts: str) -> np.ndarray:
     >>> compressed_rle_counts(encode_mask(m)).tolist()
     [9, 2, 2, 2, 5]
     """
-    try:
-        raw = counts.encode("ascii")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"compressed RLE has an invalid character {counts[exc.start]!r}") from None
-    codes = np.frombuffer(raw, dtype=np.uint8) - np.uint8(48)  # characters below 48 wrap above 207
-    if codes.size == 0:
-        return np.zeros(0, dtype=np.int64)
+    if isinstance(counts, str):
+        try:
+            counts.encode("ascii")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"compressed RLE has an invalid character {counts[exc.start]!r}") from None
+    return compressed_rle_runs([counts])[0]
+
+
+def compressed_rle_runs(strings: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The runs of many compressed RLE strings at once: (every string's runs one after the other,
+    the number of runs of each string), validated as :func:`compressed_rle_counts` says.
+
+    One pass of NumPy over all the strings' characters: an image's masks (or a corpus chunk's)
+    cost a dozen array operations together instead of a dozen each, which is what the
+    agreement report's Boundary IoU spends its time on otherwise.
+
+    >>> a = np.zeros((4, 5), dtype=bool); a[1:3, 2:4] = True
+    >>> runs, lengths = compressed_rle_runs([encode_mask(a), encode_mask(~a)])
+    >>> runs.tolist(), lengths.tolist()
+    ([9, 2, 2, 2, 5, 0, 9, 2, 2, 2, 5], [5, 6])
+    """
+    raw = [s.encode("ascii") if isinstance(s, str) else bytes(s) for s in strings]
+    sizes = np.fromiter((len(r) for r in raw), dtype=np.int64, count=len(raw))
+    if (sizes == 0).any():  # an empty string: no runs (an image of no pixels)
+        if sizes.sum() == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(len(raw), dtype=np.int64)
+    codes = np.frombuffer(b"".join(raw), dtype=np.uint8) - np.uint8(48)  # below 48 wraps above 207
     invalid = np.flatnonzero(codes >= 64)
     if invalid.size:
-        raise ValueError(f"compressed RLE has an invalid character {counts[invalid[0]]!r}")
+        raise ValueError(
+            f"compressed RLE has an invalid character {chr(int(codes[invalid[0]]) + 48 & 0xFF)!r}"
+        )
     last = (codes & 0x20) == 0  # the last character of each number
-    if not last[-1]:
+    string_ends = np.cumsum(sizes)[sizes > 0] - 1
+    if not last[string_ends].all():
         raise ValueError("compressed RLE ends inside a number")
     ends = np.flatnonzero(last)
     starts = np.concatenate([[0], ends[:-1] + 1])
@@ -233,13 +256,28 @@ def compressed_rle_counts(counts: str) -> np.ndarray:
     shifts = 5 * (np.arange(codes.size) - np.repeat(starts, lengths))
     runs = np.add.reduceat((codes & 0x1F).astype(np.int64) << shifts, starts)
     negative = (codes[ends] & 0x10) != 0
-    runs[negative] -= np.left_shift(1, 5 * lengths[negative])
-    runs[1::2] = np.cumsum(runs[1::2])  # runs[k] += runs[k - 2] for k > 2
-    runs[2::2] = np.cumsum(runs[2::2])
+    runs -= np.where(negative, np.left_shift(np.int64(1), 5 * lengths), 0)
+    # Runs per string (numbers never cross a string's end), and each run's index in its string.
+    per_string = np.diff(np.searchsorted(ends, np.concatenate([[-1], string_ends]), side="right"))
+    counts = np.zeros(len(raw), dtype=np.int64)
+    counts[sizes > 0] = per_string
+    head = np.repeat(np.cumsum(counts) - counts, counts)
+    position = np.arange(runs.size)
+    index = position - head
+    # runs[k] += runs[k - 2] for k > 2, within each string: run k is the sum of the stored numbers
+    # of its parity from run 1 (odd k) or run 2 (even k) on, which is a difference of cumulative
+    # sums over every other position (a string's runs of one parity are one parity of positions).
+    cumulative = np.empty_like(runs)
+    cumulative[0::2] = np.cumsum(runs[0::2])
+    cumulative[1::2] = np.cumsum(runs[1::2])
+    first = np.minimum(head + 2 - (index & 1), position)  # run 0 is its own first
+    runs = cumulative - cumulative[first] + runs[first]
     below = np.flatnonzero(runs < 0)
     if below.size:
-        raise ValueError(f"compressed RLE has a negative run ({int(runs[below[0]])}) at run {int(below[0])}")
-    return runs
+        raise ValueError(
+            f"compressed RLE has a negative run ({int(runs[below[0]])}) at run {int(index[below[0]])}"
+        )
+    return runs, counts
 
 
 def rle_from_coco(segmentation: dict, height: int, width: int) -> str:
