@@ -31,12 +31,13 @@ from resources import AgreementRules, DatasetStoreResource, TaxonomyResource
 
 @asset(
     op_tags=CPU_TAGS,
-    deps=["annotation_corpus"],
+    deps=["annotation_corpus", "annotation_guideline"],
     group_name="quality",
     kinds={"parquet"},
     automation_condition=AutomationCondition.eager(),
     description="Mean pairwise IoU, Boundary IoU and IoU against the majority consensus per class on gold images; "
-    "per-annotator velocity, refinement, acceptance and flags; per-batch trends.",
+    "per class and guideline revision; per-annotator velocity, refinement, acceptance, flags and drift; "
+    "per-batch trends with calibration rounds apart.",
 )
 @retried_on_store_outage
 def agreement_report(
@@ -57,10 +58,17 @@ def agreement_report(
         "per class": table_metadata(per_class.drop(columns=["class_id", "min_instances"])),
         "per annotator": table_metadata(report.per_annotator),
         "per batch": table_metadata(report.per_batch),
+        # Did a guideline revision help? Pairs who both labelled under it, per class.
+        "per guideline revision": table_metadata(report.per_revision),
+        "gold agreement per batch (calibration rounds marked)": table_metadata(report.per_batch_gold),
+        "annotator drift": table_metadata(report.drift),
+        "per annotator pair (does the gold assignment rotate?)": table_metadata(report.per_pair),
         # Agreement is measured on gold images, which are labelled by hand; these say how much of
         # the rest came from propagation (accepted or corrected), apart.
         "mask origins": table_metadata(mask_origins(annotations)),
     }
+    for row in report.per_batch_gold.itertuples():
+        metadata[f"gold_iou_by_batch/{row.batch}"] = float(row.mean_pairwise_iou)
     for _, row in per_class.iterrows():
         metadata[f"iou/{row['class']}"] = (
             float(row.mean_pairwise_iou) if pd.notna(row.mean_pairwise_iou) else 0.0

@@ -59,6 +59,8 @@ class AgreementSettings:
     min_instances: int = 20
     thresholds: dict[str, float] = field(default_factory=dict)  # per-class overrides by name
     boundary: bool = True
+    #: Batches named so are calibration rounds (the same images labelled by every annotator, monthly).
+    calibration_prefix: str = "calibration"
 
     def band(self, height: int, width: int) -> int:
         """The boundary band in pixels for an image of this size (2 px at 640x480 by default)."""
@@ -138,12 +140,150 @@ def boundary_iou(a: dict | None, b: dict | None, d: int) -> float | None:
     return float(np.count_nonzero(ba & bb) / union) if union else None
 
 
+def boundary_iou_matrices(groups: list[list[dict]], d: int, *, bucket: float = 1.25) -> list[np.ndarray]:
+    """For each group of non-empty RLE masks of one image (a class's masks, one per annotator),
+    the Boundary IoU of every pair, as :func:`boundary_iou` defines it (equal to it to float
+    precision; a test holds them together), for many images at once.
+
+    Why it is fast: :func:`boundary_iou` decodes both masks of a pair at full frame and erodes
+    them once per pair, a dozen array operations each time. Here every step is one operation for
+    all the groups given: the strings are read in one pass
+    (:func:`~dataset_pipeline.masks.compressed_rle_runs`); each mask is painted, as column
+    segments, only inside its group's box, transposed (RLE runs go down the columns); the k-th
+    masks of all groups form plane k, each group's box at the same place in every plane, ``d + 1``
+    zero pixels around each box, so that one erosion serves them all; and each pixel's bands
+    across the planes become one bit pattern, whose counts per group give every pair's band
+    intersection. Boxes are padded to the tallest one's height in a pass, so groups of similar
+    height go together (within ``bucket`` times of each other).
+
+    >>> from dataset_pipeline.masks import encode_mask
+    >>> a = np.zeros((20, 20), bool); a[5:15, 5:15] = True
+    >>> b = np.zeros((20, 20), bool); b[5:15, 6:16] = True
+    >>> rles = [{"size": [20, 20], "counts": encode_mask(m).encode()} for m in (a, b)]
+    >>> bool(np.isclose(boundary_iou_matrices([rles], 1)[0][0, 1], boundary_iou(rles[0], rles[1], 1)))
+    True
+    """
+    from pycocotools import mask as mask_utils
+
+    masks = [m for group in groups for m in group]
+    if not masks:
+        return []
+    sizes = np.array([len(g) for g in groups], dtype=np.int64)
+    boxes = np.asarray(mask_utils.toBbox(masks), dtype=np.float64).reshape(len(masks), 4)
+    firsts = np.cumsum(sizes) - sizes
+    lo = np.minimum.reduceat(boxes[:, :2], firsts).astype(np.int64)  # per group: x0, y0
+    hi = np.maximum.reduceat(boxes[:, :2] + boxes[:, 2:], firsts).astype(np.int64)  # x1, y1
+    tall = (hi[:, 1] - lo[:, 1] + 2 * d + 2).astype(np.float64)
+    order = np.argsort(tall, kind="stable")
+    out: list[np.ndarray] = [np.empty(0)] * len(groups)
+    start = 0
+    while start < len(order):
+        stop = int(np.searchsorted(tall[order], bucket * tall[order[start]], side="right"))
+        chosen = order[start:stop]
+        found = _boundary_iou_planes([groups[g] for g in chosen], lo[chosen], hi[chosen], sizes[chosen], d)
+        for g, matrix in zip(chosen, found, strict=True):
+            out[g] = matrix
+        start = stop
+    return out
+
+
+def _boundary_iou_planes(
+    groups: list[list[dict]], lo: np.ndarray, hi: np.ndarray, sizes: np.ndarray, d: int
+) -> list[np.ndarray]:
+    """:func:`boundary_iou_matrices` for groups of similar height, given each group's box."""
+    import cv2
+
+    from dataset_pipeline.masks import compressed_rle_runs
+
+    masks = [m for group in groups for m in group]
+    planes = int(sizes.max())
+    if planes > 16:
+        raise ValueError(f"Boundary IoU of {planes} masks in one group: at most 16 annotators an image")
+    n_groups = len(groups)
+    group_of = np.repeat(np.arange(n_groups), sizes)
+    slot = np.arange(len(masks)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # plane of each mask
+    heights = np.array([m["size"][0] for m in masks], dtype=np.int64)
+    pad = d + 1
+    # A plane: one block of rows per group (its box's columns), as wide as the tallest box.
+    block_rows = hi[:, 0] - lo[:, 0] + 2 * pad
+    cols = int((hi[:, 1] - lo[:, 1]).max()) + 2 * pad
+    first_row = np.cumsum(block_rows) - block_rows
+    plane_rows = int(block_rows.sum())
+    runs, counts = compressed_rle_runs([m["counts"] for m in masks])
+    head = np.cumsum(counts) - counts
+    owner = np.repeat(np.arange(len(masks)), counts)
+    ends = np.cumsum(runs)
+    ends -= np.repeat(ends[head] - runs[head], counts)
+    index = np.arange(runs.size) - np.repeat(head, counts)
+    fg = (index % 2 == 1) & (runs > 0)
+    starts, ends, owner = (ends - runs)[fg], ends[fg], owner[fg]
+    # A run that crosses columns is split into one segment per column.
+    height = heights[owner]
+    first_col, last_col = starts // height, (ends - 1) // height
+    pieces = last_col - first_col + 1
+    if (pieces > 1).any():
+        col = np.repeat(first_col, pieces) + (
+            np.arange(int(pieces.sum())) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+        )
+        owner, height = np.repeat(owner, pieces), np.repeat(height, pieces)
+        starts, ends = np.repeat(starts, pieces), np.repeat(ends, pieces)
+    else:
+        col = first_col
+    seg_start = np.maximum(starts, col * height) - col * height
+    seg_end = np.minimum(ends, (col + 1) * height) - col * height
+    group = group_of[owner]
+    row = slot[owner] * plane_rows + first_row[group] + col - lo[group, 0] + pad
+    base = row * cols + pad - lo[group, 1]
+    # The planes are painted with one np.repeat: background gap, segment, gap, segment, ...
+    starts_at = base + seg_start
+    order = np.argsort(starts_at, kind="stable")
+    starts_at, ends_at = starts_at[order], (base + seg_end)[order]
+    total = planes * plane_rows * cols
+    lengths = np.empty(2 * starts_at.size + 1, dtype=np.int64)
+    lengths[0:-1:2] = starts_at - np.r_[0, ends_at[:-1]]
+    lengths[1::2] = ends_at - starts_at
+    lengths[-1] = total - (ends_at[-1] if ends_at.size else 0)
+    values = np.zeros(lengths.size, dtype=np.uint8)
+    values[1::2] = 1
+    stack = np.repeat(values, lengths).reshape(-1, cols)
+    # OpenCV's ellipse is not symmetric under transposition (5x5: the middle row is full, the top
+    # row one pixel): the stack is transposed, so is the kernel.
+    kernel = np.ascontiguousarray(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * d + 1, 2 * d + 1)).T)
+    eroded = cv2.erode(stack, kernel)
+    bands = np.subtract(stack, eroded, out=eroded).reshape(planes, plane_rows * cols)
+    # Each pixel's bands as one bit pattern; they are a few pixels per perimeter, counted there only.
+    pattern = bands[0].astype(np.uint16 if planes > 8 else np.uint8)
+    for k in range(1, planes):
+        pattern |= bands[k].astype(pattern.dtype) << k
+    anywhere = np.flatnonzero(pattern != 0)
+    pattern = pattern[anywhere].astype(np.int64)
+    group_starts = first_row * cols
+    pixel_group = np.searchsorted(group_starts, anywhere, side="right") - 1
+    patterns = 1 << planes
+    histogram = np.bincount(pixel_group * patterns + pattern, minlength=n_groups * patterns)
+    histogram = histogram.reshape(n_groups, patterns).astype(np.float64)
+    bits = (np.arange(patterns)[:, None] >> np.arange(planes)[None, :]) & 1  # (pattern, plane)
+    both = (bits[:, :, None] & bits[:, None, :]).reshape(patterns, planes * planes)
+    inter = (histogram @ both).reshape(n_groups, planes, planes)
+    area = np.diagonal(inter, axis1=1, axis2=2)
+    union = area[:, :, None] + area[:, None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ious = np.where(union > 0, inter / union, np.nan)
+    return [ious[g, :size, :size] for g, size in enumerate(sizes)]
+
+
 @dataclass
 class AgreementReport:
     per_class: pd.DataFrame
     per_annotator: pd.DataFrame
     per_batch: pd.DataFrame
     per_image: pd.DataFrame  # image_id, disagreement, annotators
+    per_revision: pd.DataFrame = field(default_factory=schemas.AGREEMENT_PER_REVISION.frame)
+    per_batch_gold: pd.DataFrame = field(default_factory=schemas.AGREEMENT_PER_BATCH_GOLD.frame)
+    drift: pd.DataFrame = field(default_factory=schemas.ANNOTATOR_DRIFT.frame)
+    #: Agreement of each pair of annotators and the batches they shared gold in: whether the
+    #: assignment of gold images rotates across pairs, and which pair disagrees.
+    per_pair: pd.DataFrame = field(default_factory=lambda: schemas.AGREEMENT_PER_PAIR.frame())
 
     def failing_classes(self) -> pd.DataFrame:
         counted = self.per_class[self.per_class.instances >= self.per_class.min_instances]
@@ -162,6 +302,8 @@ def compute_agreement(
     instances: dict[int, int] = defaultdict(int)
     images_per_class: dict[int, set] = defaultdict(set)
     per_image = []
+    # Boundary IoU is computed for many images at once (boundary_iou_matrices), per band width.
+    pending_boundary: dict[int, list[tuple[int, list[str], list[str], list[dict]]]] = defaultdict(list)
     from pycocotools import mask as mask_utils
 
     gold = annotations[annotations.groupby("image_id").annotator_id.transform("nunique") >= 2]
@@ -169,6 +311,17 @@ def compute_agreement(
     # Plain arrays, not pandas rows: the loop below runs once per gold image.
     image_ids = gold.image_id.to_numpy()
     annotator_ids = gold.annotator_id.to_numpy()
+    revisions = (
+        gold.guideline_revision.to_numpy(dtype=object, na_value=None)
+        if "guideline_revision" in gold
+        else np.full(len(gold), None, dtype=object)
+    )
+    pair_by_revision: dict[tuple[int, int], list[float]] = defaultdict(list)
+    images_by_revision: dict[tuple[int, int], set] = defaultdict(set)
+    pair_by_batch: dict[str, list[float]] = defaultdict(list)
+    pair_by_people: dict[tuple[str, str], list[float]] = defaultdict(list)
+    batches_by_people: dict[tuple[str, str], set] = defaultdict(set)
+    gold_by_batch: dict[str, set] = defaultdict(set)
     class_ids = gold.class_id.to_numpy(dtype=np.int64)
     heights, widths = gold.height.to_numpy(dtype=np.int64), gold.width.to_numpy(dtype=np.int64)
     rles = [
@@ -187,9 +340,13 @@ def compute_agreement(
         d = settings.band(height, width)
         batch = image_id.split("/", 1)[0]
         grouped: dict[int, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+        revision_of: dict[str, object] = {}
         for index in range(start, stop):
             grouped[int(class_ids[index])][annotator_ids[index]].append(rles[index])
+            revision_of.setdefault(annotator_ids[index], revisions[index])
+        gold_by_batch[batch].add(image_id)
         image_pair_ious = []
+        boundary_groups: list[tuple[int, list[str], list[dict]]] = []
         for class_id, drawn in grouped.items():
             instances[class_id] += sum(len(v) for v in drawn.values())
             images_per_class[class_id].add(image_id)
@@ -200,6 +357,10 @@ def compute_agreement(
             )
             matrix = np.asarray(matrix, dtype=np.float64).reshape(len(present), len(present))
             position = {a: i for i, a in enumerate(present)}
+            if settings.boundary:
+                nonempty = {a: m for a in present if (m := masks[a]) is not None and _area(m) > 0}
+                if nonempty:
+                    boundary_groups.append((class_id, list(nonempty), list(nonempty.values())))
             for a, b in itertools.combinations(annotators, 2):
                 if a in position and b in position:
                     iou = float(matrix[position[a], position[b]])
@@ -209,10 +370,14 @@ def compute_agreement(
                     continue  # neither did (a third annotator drew it): no evidence for this pair
                 pair_ious[class_id].append(iou)
                 image_pair_ious.append(iou)
-                if settings.boundary:
-                    biou = boundary_iou(masks.get(a), masks.get(b), d)
-                    if biou is not None:
-                        pair_boundary[class_id].append(biou)
+                pair_by_batch[batch].append(iou)
+                pair_by_people[(a, b)].append(iou)
+                batches_by_people[(a, b)].add(batch)
+                if revision_of[a] is not None and revision_of[a] == revision_of[b]:
+                    # both worked under the same rules: evidence of what that revision achieves
+                    pair_by_revision[(class_id, int(revision_of[a]))].append(iou)  # type: ignore[call-overload]
+                    images_by_revision[(class_id, int(revision_of[a]))].add(image_id)  # type: ignore[call-overload]
+
             consensus = majority([masks.get(a) for a in annotators], len(annotators))
             if consensus is not None:
                 against = np.asarray(
@@ -227,6 +392,14 @@ def compute_agreement(
                 if consensus_iou is not None:
                     consensus_ious[(annotator, class_id)].append(consensus_iou)
                     consensus_by_batch[(batch, annotator)].append(consensus_iou)
+        if boundary_groups:
+            waiting = pending_boundary[d]
+            waiting += [
+                (class_id, annotators, drawn_any, masks) for class_id, drawn_any, masks in boundary_groups
+            ]
+            if len(waiting) >= BOUNDARY_CHUNK_GROUPS:
+                _add_boundary_ious(waiting, d, pair_boundary)
+                waiting.clear()
         per_image.append(
             {
                 "image_id": image_id,
@@ -236,6 +409,8 @@ def compute_agreement(
             }
         )
 
+    for d, waiting in pending_boundary.items():
+        _add_boundary_ious(waiting, d, pair_boundary)
     rows = []
     for cls in taxonomy.foreground:
         ious = pair_ious.get(cls.id, [])
@@ -275,12 +450,115 @@ def compute_agreement(
     velocity_by_batch = _batch_velocity(annotations)
     if len(per_batch):
         per_batch = per_batch.merge(velocity_by_batch, on=["batch", "annotator_id"], how="left")
+    names = {c.id: c.name for c in taxonomy.foreground}
+    per_revision = schemas.AGREEMENT_PER_REVISION.frame(
+        {
+            "class_id": class_id,
+            "class": names.get(class_id, str(class_id)),
+            "guideline_revision": revision,
+            "mean_pairwise_iou": round(float(np.mean(values)), 4),
+            "pairs": len(values),
+            "images": len(images_by_revision[(class_id, revision)]),
+        }
+        for (class_id, revision), values in sorted(pair_by_revision.items())
+    )
+    first_time = _first_created(annotations)
+    per_batch_gold = schemas.AGREEMENT_PER_BATCH_GOLD.frame(
+        {
+            "batch": batch,
+            "calibration": batch.startswith(settings.calibration_prefix),
+            "first_created_at": first_time.get(batch),
+            "gold_images": len(gold_by_batch[batch]),
+            "mean_pairwise_iou": round(float(np.mean(values)), 4),
+            "pairs": len(values),
+        }
+        for batch, values in sorted(pair_by_batch.items(), key=lambda kv: (str(first_time.get(kv[0])), kv[0]))
+    )
     return AgreementReport(
         per_class=pd.DataFrame(rows),
         per_annotator=per_annotator,
         per_batch=per_batch,
         per_image=schemas.AGREEMENT_PER_IMAGE.frame(per_image),
+        per_revision=per_revision,
+        per_batch_gold=per_batch_gold,
+        drift=annotator_drift(per_batch, first_time, settings.calibration_prefix),
+        per_pair=schemas.AGREEMENT_PER_PAIR.frame(
+            {
+                "annotator_a": a,
+                "annotator_b": b,
+                "mean_pairwise_iou": round(float(np.mean(values)), 4),
+                "comparisons": len(values),
+                "batches": len(batches_by_people[(a, b)]),
+            }
+            for (a, b), values in sorted(pair_by_people.items())
+        ),
     )
+
+
+def _first_created(annotations: pd.DataFrame) -> dict[str, str]:
+    """Per batch: its first annotation's time (ISO), the order batches are shown in over time."""
+    if not len(annotations) or "created_at" not in annotations:
+        return {}
+    times = pd.to_datetime(annotations.created_at, utc=True, errors="coerce", format="ISO8601")
+    first = times.groupby(annotations.image_id.str.split("/", n=1).str[0]).min()
+    return {b: t.isoformat() for b, t in first.items() if pd.notna(t)}
+
+
+def annotator_drift(
+    per_batch: pd.DataFrame, first_time: dict[str, str], calibration_prefix: str
+) -> pd.DataFrame:
+    """Each annotator's IoU against the consensus batch after batch in time order, and its change
+    since their first batch (calibration rounds apart, as the same images month after month are
+    the cleanest measure of drift).
+
+    >>> table = pd.DataFrame({"batch": ["b1", "b2"], "annotator_id": ["a", "a"],
+    ...                       "iou_vs_consensus": [0.9, 0.8], "comparisons": [5, 5]})
+    >>> annotator_drift(table, {"b1": "2026-11-01", "b2": "2026-11-08"}, "calibration").drift.tolist()
+    [0.0, -0.1]
+    """
+    rows = []
+    if not len(per_batch):
+        return schemas.ANNOTATOR_DRIFT.frame()
+    ordered = per_batch.assign(
+        first_created_at=per_batch.batch.map(first_time),
+        calibration=per_batch.batch.str.startswith(calibration_prefix),
+    ).sort_values(["annotator_id", "calibration", "first_created_at", "batch"], na_position="last")
+    for (_, _), mine in ordered.groupby(["annotator_id", "calibration"], sort=False):
+        first = float(mine.iou_vs_consensus.iloc[0])
+        for r in mine.itertuples():
+            rows.append(
+                {
+                    "annotator_id": r.annotator_id,
+                    "batch": r.batch,
+                    "calibration": bool(r.calibration),
+                    "first_created_at": r.first_created_at,
+                    "iou_vs_consensus": float(r.iou_vs_consensus),
+                    "drift": round(float(r.iou_vs_consensus) - first, 4),
+                    "comparisons": int(r.comparisons),
+                }
+            )
+    return schemas.ANNOTATOR_DRIFT.frame(rows)
+
+
+#: Class masks groups (one per gold image and class) given to :func:`boundary_iou_matrices` at once:
+#: about 64 images of 6 classes, a few MiB of planes.
+BOUNDARY_CHUNK_GROUPS = 384
+
+
+def _add_boundary_ious(
+    waiting: list[tuple[int, list[str], list[str], list[dict]]], d: int, pair_boundary: dict[int, list[float]]
+) -> None:
+    """Every annotator pair's Boundary IoU of each waiting (class, image annotators, who drew it,
+    their masks) group, into ``pair_boundary`` by class; a pair of whom one drew nothing is 0."""
+    matrices = boundary_iou_matrices([masks for *_, masks in waiting], d)
+    for (class_id, annotators, drawn_any, _), matrix in zip(waiting, matrices, strict=True):
+        at = {a: i for i, a in enumerate(drawn_any)}
+        for a, b in itertools.combinations(annotators, 2):
+            if a in at and b in at:
+                if not np.isnan(matrix[at[a], at[b]]):
+                    pair_boundary[class_id].append(float(matrix[at[a], at[b]]))
+            elif a in at or b in at:
+                pair_boundary[class_id].append(0.0)  # one of the pair drew nothing
 
 
 def _velocity(rows: pd.DataFrame) -> tuple[float, float]:

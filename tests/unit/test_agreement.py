@@ -161,3 +161,157 @@ def test_a_flags_reason_sits_beside_the_annotators_name(reviewed_b48):
     report = compute_agreement(corpus.annotations, TAXONOMY, AgreementSettings(boundary=False))
     assert list(report.per_annotator.columns[:3]) == ["annotator_id", "flagged", "flags"]
     assert {a.split("@")[1] for a in report.per_annotator.annotator_id} == {"demo.example"}  # one form of id
+
+
+def _random_shapes(rng: np.random.Generator, height: int, width: int, count: int) -> list[np.ndarray]:
+    """Blobs of every kind the fast path must handle: touching the image's edges, full-height
+    columns (runs that cross columns), holes, thin lines, single pixels."""
+    import cv2
+
+    shapes = []
+    for k in range(count):
+        mask = np.zeros((height, width), np.uint8)
+        kind = k % 5
+        if kind == 0:  # a polygon, possibly past the edges
+            points = rng.integers(-10, [width + 10, height + 10], size=(int(rng.integers(3, 9)), 2))
+            cv2.fillPoly(mask, [points.astype(np.int32)], 1)
+        elif kind == 1:  # full-height band: foreground runs span several columns
+            x0 = int(rng.integers(0, width - 3))
+            mask[:, x0 : x0 + int(rng.integers(1, 6))] = 1
+        elif kind == 2:  # a ring (a hole)
+            cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
+            cv2.circle(mask, (cx, cy), int(rng.integers(4, 15)), 1, thickness=int(rng.integers(1, 5)))
+        elif kind == 3:  # a thin line
+            p, q = rng.integers(0, [width, height], size=(2, 2))
+            cv2.line(mask, tuple(int(v) for v in p), tuple(int(v) for v in q), 1, thickness=1)
+        else:  # one pixel
+            mask[int(rng.integers(0, height)), int(rng.integers(0, width))] = 1
+        if mask.any():
+            shapes.append(mask.astype(bool))
+    return shapes
+
+
+def test_fast_boundary_iou_equals_the_pairwise_definition():
+    """boundary_iou_matrices (the report's path) gives boundary_iou's value for every pair to 1e-9,
+    over image sizes, band widths and group sizes in one call."""
+    from dataset_pipeline.agreement_report import boundary_iou_matrices
+
+    rng = np.random.default_rng(7)
+    compared = 0
+    for d in (1, 2, 3, 5):
+        groups = []
+        for _ in range(40):
+            height, width = int(rng.integers(8, 90)), int(rng.integers(8, 120))
+            shapes = _random_shapes(rng, height, width, int(rng.integers(2, 7)))
+            if len(shapes) >= 2:
+                groups.append([rle(m) for m in shapes])
+        matrices = boundary_iou_matrices(groups, d)
+        assert len(matrices) == len(groups)
+        for group, matrix in zip(groups, matrices, strict=True):
+            assert matrix.shape == (len(group), len(group))
+            for i in range(len(group)):
+                for j in range(len(group)):
+                    expected = boundary_iou(group[i], group[j], d)
+                    assert expected is not None
+                    assert matrix[i, j] == pytest.approx(expected, abs=1e-9), (d, i, j)
+                    compared += 1
+    assert compared > 1000
+
+
+def test_report_boundary_iou_matches_pairwise_definition():
+    """compute_agreement's per-class Boundary IoU equals the mean of boundary_iou over the pairs
+    (0 for a pair of whom one drew nothing), chunked or not."""
+    from dataset_pipeline import agreement_report
+
+    rng = np.random.default_rng(3)
+    rows = []
+    expected: dict[int, list[float]] = {}
+    people = ["a", "b", "c"]
+    for image in range(30):
+        shapes = _random_shapes(rng, H, W, 6)
+        by_class: dict[int, dict[str, dict]] = {}
+        for k, mask in enumerate(shapes):
+            annotator, class_id = people[k % 3], 1 + (k // 3) % 2 + (image % 3)
+            if image % 7 == 0 and annotator == "c":
+                continue  # c skipped these images' classes: pairs with c count 0
+            rows.append(
+                {
+                    "annotation_id": f"{image}-{k}",
+                    "image_id": f"b/{image}",
+                    "annotator_id": annotator,
+                    "class_id": class_id,
+                    "height": H,
+                    "width": W,
+                    "rle": encode_mask(mask),
+                    "z_order": k,
+                    "seconds_spent": 5.0,
+                    "premask_id": None,
+                    "premask_iou": np.nan,
+                    "review_accepted": pd.NA,
+                }
+            )
+            by_class.setdefault(class_id, {})[annotator] = rle(mask)
+        annotators = sorted({p for masks in by_class.values() for p in masks})
+        d = AgreementSettings().band(H, W)
+        for class_id, masks in by_class.items():
+            for i, a in enumerate(annotators):
+                for b in annotators[i + 1 :]:
+                    value = boundary_iou(masks.get(a), masks.get(b), d)
+                    if value is not None:
+                        expected.setdefault(class_id, []).append(value)
+    table = pd.DataFrame(rows)
+    for chunk in (1, 1000):
+        agreement_report.BOUNDARY_CHUNK_GROUPS, saved = chunk, agreement_report.BOUNDARY_CHUNK_GROUPS
+        try:
+            per_class = compute_agreement(table, TAXONOMY).per_class.set_index("class_id")
+        finally:
+            agreement_report.BOUNDARY_CHUNK_GROUPS = saved
+        for class_id, values in expected.items():
+            assert per_class.loc[class_id, "boundary_iou"] == pytest.approx(round(float(np.mean(values)), 4))
+
+
+def test_agreement_per_revision_pair_batch_and_drift():
+    """Pairs count under a revision only when both worked under it; a calibration batch has its own
+    row; each pair and each annotator's drift over batches are reported."""
+    rows = []
+
+    def add(batch, image, annotator, shift, revision, when):
+        rows.append(
+            {
+                "annotation_id": f"{batch}-{image}-{annotator}",
+                "image_id": f"{batch}/{image}",
+                "annotator_id": annotator,
+                "class_id": 1,
+                "height": H,
+                "width": W,
+                "rle": encode_mask(square(5 + shift, 5)),
+                "z_order": 0,
+                "created_at": pd.Timestamp(when, tz="UTC"),
+                "seconds_spent": 5.0,
+                "premask_id": None,
+                "premask_iou": np.nan,
+                "review_accepted": pd.NA,
+                "guideline_revision": revision,
+            }
+        )
+
+    add("b1", "x", "a", 0, 1, "2026-11-01")
+    add("b1", "x", "b", 2, 1, "2026-11-01")  # IoU 8/12 under revision 1
+    add("b2", "y", "a", 0, 1, "2026-11-08")
+    add("b2", "y", "b", 1, 2, "2026-11-08")  # across the revision change: counted in no revision
+    add("calibration-2026-11", "z", "a", 0, 2, "2026-11-15")
+    add("calibration-2026-11", "z", "b", 0, 2, "2026-11-15")  # IoU 1 under revision 2
+    table = pd.DataFrame(rows).astype({"guideline_revision": "Int64"})
+    report = compute_agreement(table, TAXONOMY, AgreementSettings(min_instances=1))
+    per_revision = report.per_revision.set_index("guideline_revision")
+    assert per_revision.loc[1, "mean_pairwise_iou"] == pytest.approx(round(8 / 12, 4))
+    assert per_revision.loc[2, "mean_pairwise_iou"] == 1.0 and per_revision.pairs.tolist() == [1, 1]
+    gold = report.per_batch_gold.set_index("batch")
+    assert list(gold.index) == ["b1", "b2", "calibration-2026-11"]  # in time order
+    assert gold.calibration.tolist() == [False, False, True]
+    assert gold.loc["b2", "mean_pairwise_iou"] == pytest.approx(round(9 / 11, 4))
+    (pair,) = report.per_pair.itertuples()
+    assert (pair.annotator_a, pair.annotator_b, pair.comparisons, pair.batches) == ("a", "b", 3, 3)
+    drift = report.drift[~report.drift.calibration & (report.drift.annotator_id == "b")]
+    assert drift.batch.tolist() == ["b1", "b2"] and drift.drift.iloc[0] == 0.0
+    assert drift.drift.iloc[1] > 0  # b's second batch is closer to the consensus than the first
