@@ -73,6 +73,7 @@ def reviewed_annotations(
             "export_files": len(result.files),
             "skipped_records": len(result.skipped),
             "peer_reviews": result.peer_reviews,
+            "expert_audits": result.expert_audits,
             "review_files_digest": result.digest,
             "exports": MetadataValue.json(result.files),
             "per annotator": table_metadata(per_annotator(table)),

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dataset_pipeline import layout, schemas
+from dataset_pipeline.annotation_guideline import read_revisions, revision_in_force
 from dataset_pipeline.masks import decode_mask_box, paint_class_map, rle_boxes
 from dataset_pipeline.store import DatasetStore
 
@@ -43,7 +44,24 @@ def build_corpus(store: DatasetStore) -> Corpus:
         annotators = annotations.groupby("image_id").annotator_id.nunique()
         gold = set(annotators.index[annotators >= 2])
         annotations["is_gold"] = annotations.image_id.isin(gold)
+        # The rules each annotation was made under (tables imported before issue 22 lack the columns).
+        annotations = annotations.reindex(columns=list(schemas.ANNOTATIONS.columns))
+        annotations = schemas.ANNOTATIONS.cast(annotations)
+        annotations["guideline_revision"] = revision_in_force(annotations.created_at, read_revisions(store))
     return Corpus(annotations=annotations, images=images, batches=batches)
+
+
+def revision_counts(annotations: pd.DataFrame) -> pd.DataFrame:
+    """Annotations and images per guideline revision in force (``none``: before the first, or untimed)."""
+    if not len(annotations):
+        return pd.DataFrame(columns=["guideline_revision", "annotations", "images"])
+    revision = annotations.guideline_revision.astype("string").fillna("none")
+    return (
+        annotations.assign(guideline_revision=revision)
+        .groupby("guideline_revision")
+        .agg(annotations=("annotation_id", "size"), images=("image_id", "nunique"))
+        .reset_index()
+    )
 
 
 def write_corpus(store: DatasetStore, corpus: Corpus) -> None:

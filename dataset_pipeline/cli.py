@@ -8,6 +8,7 @@ so its runs are recorded in DAGSTER_HOME and shown by ``dagster dev``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -224,6 +225,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     os.environ["DATASET_PIPELINE_STORE"] = store.root_url
     if args.epochs is not None or "DATASET_PIPELINE_BASELINE_EPOCHS" not in os.environ:
         os.environ["DATASET_PIPELINE_BASELINE_EPOCHS"] = str(args.epochs or DEMO_EPOCHS)
+    # The demo team's rules file, revised during the run (annotation_guideline keeps each revision).
+    rules_path = Path(os.environ.setdefault("DATASET_PIPELINE_GUIDELINE", str(home / "demo-guideline.yaml")))
+    revision_state = home / "demo-guideline-revised-at.json"
     print(f"dataset store: {store.root_url}\ndagster home:  {home}")
     _ensure_demo_upload(store, batch, args.images, args.seed)
 
@@ -236,14 +240,17 @@ def _run_demo(args: argparse.Namespace) -> int:
     )
 
     pool_batch, robot_batch = f"{batch}-pool", f"{batch}-robot"
+    corpus = corpus_stages()
     plan = [
         batch_stages(batch),
         review_stages(batch) + propagation_stages(batch),
+        review_stages(batch),
         batch_stages(robot_batch),
         review_stages(robot_batch) + propagation_stages(robot_batch),
         review_stages(robot_batch),
         batch_stages(pool_batch),
-        corpus_stages(),
+        [stage for stage in corpus if stage[1] == "annotation_guideline"],
+        corpus,
     ]
     total = sum(len(p) for p in plan)
     started = time.perf_counter()
@@ -256,24 +263,42 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     ok = run(0)
     if ok:  # people review the tasks: here, the simulated annotators
-        _ensure_demo_review(store, batch, args.seed)
+        review = _ensure_demo_review(store, batch, args.seed, revise=True)
+        if review is not None and review.revised_at is not None:
+            revision_state.write_text(json.dumps({"revised_at": review.revised_at.isoformat()}))
         ok = run(1)
+    if ok:  # the peer reviewers and the auditor return their verdicts on the QC samples
+        _ensure_demo_verdicts(store, batch, args.seed)
+        ok = run(2)
     if ok:  # the robot logged a LeRobot dataset: sampled, pre-masked, reviewed; its masks go back into it
         _ensure_demo_robot_upload(store, robot_batch, args.seed)
-        ok = run(2)
+        ok = run(3)
     if ok:
         # The keyframes of its long episodes, one annotator per frame: the gold set (agreement) is
         # the main batch's. Then their masks are propagated to the frames between.
         _ensure_demo_review(store, robot_batch, args.seed, gold_share=0.0)
-        ok = run(3)
+        ok = run(4)
     if ok:  # people accept or correct the propagated frames; the corrections are imported
         _ensure_demo_corrections(store, robot_batch, args.seed)
-        ok = run(4)
+        ok = run(5)
     if ok:  # next week's upload, not reviewed yet: the active-learning pool
         _ensure_demo_upload(store, pool_batch, max(6, args.images // 5), args.seed + 1)
-        ok = run(5)
-    if ok:
         ok = run(6)
+    from dataset_pipeline.annotation_guideline import read_revisions
+
+    made = read_revisions(store)
+    if ok:  # the guideline the team started with (revision 1) ...
+        if made:  # a demo run again on its store: the rules are those of the last revision
+            _demo_rules(rules_path, 2, made[-1]["effective_from"])
+        else:
+            _demo_rules(rules_path, 1, DEMO_FIRST_RULES_AT)
+        ok = run(7)
+    if (
+        ok
+    ):  # ... and its revision (cloth, gripper, ambiguous classes), adopted half-way through the first batch
+        if not made:
+            _demo_rules(rules_path, 2, _revised_at(revision_state, store, batch))
+        ok = run(8)
     print(
         f"\n{'done' if ok else 'stopped'} in {time.perf_counter() - started:.1f} s. Results in {store.root_url}:"
     )
@@ -287,6 +312,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     endpoint = os.environ.get(ENDPOINT_VARIABLE)
     print(
         f"See every materialization in the UI:  DAGSTER_HOME={home} DATASET_PIPELINE_STORE={store.root_url} "
+        f"DATASET_PIPELINE_GUIDELINE={rules_path} "
         + (f"{ENDPOINT_VARIABLE}={endpoint} " if endpoint and not store.is_local else "")
         + ".venv/bin/dagster dev"
     )
@@ -350,27 +376,31 @@ def _print_release(store) -> None:
     print(f"  {store.url(RELEASE_LATEST_KEY)} names it (completed {latest['completed_at']})")
 
 
-def _ensure_demo_review(store, batch: str, seed: int, *, gold_share: float | None = None) -> None:
-    """The simulated annotators' exports, written once into reviews/<batch>/ (as people would)."""
+def _ensure_demo_review(
+    store, batch: str, seed: int, *, gold_share: float | None = None, revise: bool = False
+):
+    """The simulated annotators' exports, written once into reviews/<batch>/ (as people would);
+    ``revise``: the team adopts the revised guideline half-way through (demo revision 2)."""
     from dataset_pipeline.demo import simulate_review
     from dataset_pipeline.layout import review_prefix
     from dataset_pipeline.reviewed_annotations import list_review_exports
 
     if list_review_exports(store, batch):
         print(f"review exports in {store.url(review_prefix(batch))} exist already: reusing them")
-        return
+        return None
     started = time.perf_counter()
     review = (
-        simulate_review(store, batch, seed)
+        simulate_review(store, batch, seed, revise=revise)
         if gold_share is None
-        else simulate_review(store, batch, seed, gold_share=gold_share)
+        else simulate_review(store, batch, seed, gold_share=gold_share, revise=revise)
     )
     print(
         f"simulated annotators reviewed {review.images} images ({review.gold_images} gold, "
-        f"{review.peer_reviewed} peer-reviewed, {review.annotations} masks) into "
+        f"{review.annotations} masks) into "
         f"{store.url(review_prefix(batch))} in {time.perf_counter() - started:.1f} s",
         flush=True,
     )
+    return review
 
 
 def _propagate(args: argparse.Namespace) -> int:
@@ -469,6 +499,49 @@ def _ml_backend(args: argparse.Namespace) -> int:
     app = create_app(backend, basic_auth=(user, password) if user and password else None)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
+
+
+#: When the demo team's first guideline revision took effect: before any of its annotations.
+DEMO_FIRST_RULES_AT = "2026-11-24T00:00:00+00:00"
+
+
+def _demo_rules(path: Path, revision: int, effective: str) -> None:
+    from datetime import datetime
+
+    from dataset_pipeline.demo import write_demo_rules
+
+    write_demo_rules(path, revision, datetime.fromisoformat(effective))
+    print(f"guideline rules (demo revision {revision}, effective {effective}) written to {path}", flush=True)
+
+
+def _revised_at(state: Path, store, batch: str) -> str:
+    """When the demo team adopted its revised guideline (the simulated review says, and the demo keeps
+    it in its Dagster home); for reviews simulated by an earlier run that did not keep it, the
+    middle of the batch's annotation times."""
+    import pandas as pd
+
+    from dataset_pipeline.layout import annotations_key
+
+    if state.exists():
+        return str(json.loads(state.read_text())["revised_at"])
+    times = pd.to_datetime(store.read_parquet(annotations_key(batch)).created_at, utc=True, format="ISO8601")
+    return times.dropna().sort_values().iloc[len(times.dropna()) // 2].isoformat()
+
+
+def _ensure_demo_verdicts(store, batch: str, seed: int) -> None:
+    """The verdicts on the QC samples, written once (as the reviewers would drop their sheets)."""
+    from dataset_pipeline.demo import simulate_qc_verdicts
+    from dataset_pipeline.layout import expert_audit_key, peer_review_key
+
+    if store.exists(peer_review_key(batch)) or store.exists(expert_audit_key(batch)):
+        print(f"QC verdicts for {batch} exist already: reusing them")
+        return
+    peer, audit = simulate_qc_verdicts(store, batch, seed)
+    print(
+        f"simulated reviewers returned {peer} peer-review and {audit} expert-audit verdicts into "
+        f"{store.url(peer_review_key(batch))} and {store.url(expert_audit_key(batch))}",
+        flush=True,
+    )
 
 
 def _ensure_demo_corrections(store, batch: str, seed: int) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dataset_pipeline import layout, schemas
+from dataset_pipeline.annotation_guideline import read_revisions
 from dataset_pipeline.dataset_release import complete_release, release_folder
 from dataset_pipeline.figures import png_bytes
 from dataset_pipeline.formats.release_content import ReleaseContent
@@ -38,6 +39,11 @@ class CardInputs:
     currency: str = "USD"
     #: batch -> ``frames/<batch>/source.json`` of the released batches that came from a robot dataset
     robot_sources: dict[str, dict] = field(default_factory=dict)
+    #: every annotation guideline revision (``guidelines/revisions.json``), oldest first
+    guideline_revisions: list[dict] = field(default_factory=list)
+    agreement_per_revision: pd.DataFrame | None = None
+    #: every batch's QC samples (tables/qc/), their tiers and statuses
+    qc_assignments: pd.DataFrame | None = None
 
 
 def image_provenance(content: ReleaseContent) -> pd.DataFrame:
@@ -218,6 +224,56 @@ def _table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
+def guideline_lines(
+    annotations: pd.DataFrame, revisions: list[dict], per_revision: pd.DataFrame | None
+) -> list[str]:
+    """The guideline revisions the released labels were made under, and agreement per revision."""
+    if not revisions:
+        return ["- Annotation guideline: no revision recorded.", ""]
+    counts = (
+        annotations.guideline_revision.value_counts(dropna=False).to_dict()
+        if "guideline_revision" in annotations
+        else {}
+    )
+    used = []
+    for r in revisions:
+        n = int(counts.get(r["revision"], 0))
+        if n:
+            used.append(
+                f"r{r['revision']} (effective {r['effective_from'][:16]}, {n} labels; changed: {'; '.join(r['changes'])})"
+            )
+    untraced = sum(int(v) for k, v in counts.items() if pd.isna(k))
+    lines = [
+        f"- Annotation guideline revisions in force: {', '.join(used) or 'none of the released labels is traced'}"
+        + (f"; {untraced} labels made before the first revision or untimed" if untraced else "")
+        + f". Every revision is archived under `{layout.GUIDELINES}/` (latest r{revisions[-1]['revision']}).",
+        "",
+    ]
+    if per_revision is not None and len(per_revision):
+        lines += [
+            "#### Agreement per class and guideline revision (pairs who both worked under it)",
+            _table(per_revision.drop(columns=["class_id"])),
+        ]
+    return lines
+
+
+def qc_tier_lines(assignments: pd.DataFrame | None, annotations: pd.DataFrame) -> list[str]:
+    """Peer review's first-pass acceptance and the expert audit's pass rate, with the samples' state."""
+    if assignments is None or not len(assignments):
+        return ["- QC sampling: no peer-review or audit samples recorded.", ""]
+    lines = []
+    for tier, label in (("peer_review", "Peer review"), ("expert_audit", "Expert audit")):
+        mine = assignments[assignments.tier == tier]
+        done = mine[mine.status != "pending"]
+        rate = f"{(done.status == 'accepted').mean():.1%}" if len(done) else "n/a"
+        lines.append(
+            f"- {label}: {len(mine)} sampled images, {len(done)} verdicts back, "
+            f"{'first-pass acceptance' if tier == 'peer_review' else 'audit pass rate'} {rate}"
+            f"{f', {len(mine) - len(done)} pending' if len(mine) > len(done) else ''}."
+        )
+    return lines + [""]
+
+
 def render_card(content: ReleaseContent, version: str, inputs: CardInputs, stats: dict, cost: dict) -> str:
     """The DATASHEET.md text."""
     info, taxonomy = inputs.release_info, content.taxonomy
@@ -311,9 +367,10 @@ def render_card(content: ReleaseContent, version: str, inputs: CardInputs, stats
         f"- Review status of released labels: {review}; expert-audited share {expert_share:.1%}.",
         "- Gold images are labelled independently by two or more annotators; the released label of an image is "
         "one annotator's (expert-approved first, then accepted peer review, then the best agreement with consensus).",
-        "- Per-annotation provenance (annotator, time, tool version, assistance, review status): "
+        "- Per-annotation provenance (annotator, time, tool version, assistance, review status, guideline revision): "
         f"`{layout.provenance_file('annotations', 'csv')}` / `.parquet`.",
-        "",
+        *guideline_lines(content.annotations, inputs.guideline_revisions, inputs.agreement_per_revision),
+        *qc_tier_lines(inputs.qc_assignments, inputs.all_annotations),
         "## Quality",
         "### Agreement per class (gold images, mean pairwise IoU)",
         _table(agreement if agreement is not None else pd.DataFrame()),
@@ -414,12 +471,22 @@ def card_inputs(
         zero_shot=quoted.get("zero_shot"),
         hourly_rate=hourly_rate,
         currency=currency,
+        guideline_revisions=read_revisions(store),
+        agreement_per_revision=store.read_parquet(layout.AGREEMENT_TABLES["per_revision"])
+        if store.exists(layout.AGREEMENT_TABLES["per_revision"])
+        else None,
+        qc_assignments=_qc_assignments(store),
         robot_sources={
             str(batch): json.loads(store.read_bytes(layout.frames_source_key(str(batch))))
             for batch in sorted(set(content.images.batch))
             if layout.is_batch_name(batch) and store.exists(layout.frames_source_key(str(batch)))
         },
     )
+
+
+def _qc_assignments(store: DatasetStore) -> pd.DataFrame | None:
+    keys = layout.batch_tables(store.list(layout.QC_PREFIX))
+    return pd.concat([store.read_parquet(k) for k in keys], ignore_index=True) if keys else None
 
 
 @dataclass

@@ -18,6 +18,8 @@ key                                                     written by
 ``tables/label_studio/<batch>.parquet``                 annotation_tasks (task ids in a live Label Studio)
 ``reviews/<batch>/...``                                 the annotation tools' exports (raw, create-only)
 ``tables/annotations/<batch>.parquet``                  reviewed_annotations
+``guidelines/revisions.json``, ``guidelines/r<NNN>/...``  annotation_guideline (every revision kept)
+``tables/qc/<batch>.parquet``, ``tasks/<batch>/qc/...``  qc_assignments (peer-review and audit samples)
 ``tables/corpus/{annotations,images}.parquet``          annotation_corpus
 ``tables/quality/...``                                  quality_report
 ``tables/agreement/<table>.parquet``                    agreement_report
@@ -342,6 +344,52 @@ def propagated_task_files(batch: str) -> dict[str, str]:
     }
 
 
+# -- the annotation guideline: every revision kept ---------------------------------------------
+
+GUIDELINES = "guidelines"
+GUIDELINE_REVISIONS_KEY = f"{GUIDELINES}/revisions.json"
+GUIDELINE_RULES_FILE = "rules.json"
+GUIDELINE_MARKDOWN_FILE = "guideline.md"
+GUIDELINE_HTML_FILE = "guideline.html"
+#: Written last inside a revision's folder: its presence = the document and its pictures are whole.
+GUIDELINE_EXAMPLES_FILE = "examples.parquet"
+
+
+def guideline_file(revision: int, name: str) -> str:
+    """A file of a guideline revision's folder.
+
+    >>> guideline_file(3, "guideline.md")
+    'guidelines/r003/guideline.md'
+    """
+    return join_key(GUIDELINES, f"r{int(revision):03d}", name)
+
+
+# -- quality control: peer-review and expert-audit samples -------------------------------------
+
+QC_PREFIX = "tables/qc"
+EXPERT_AUDIT_FILE = "expert_audit.csv"
+
+
+def qc_assignments_key(batch: str) -> str:
+    return _batch_table(QC_PREFIX, batch)
+
+
+def qc_task_files(batch: str) -> dict[str, str]:
+    """The samples as the people and tools take them: a sheet per tier to fill in and drop into
+    ``reviews/<batch>/`` (the same columns as the verdict files), Label Studio saved filters, a CVAT job list."""
+    out = join_key(tasks_prefix(batch), "qc")
+    return {
+        "peer_review_sheet": join_key(out, PEER_REVIEW_FILE),
+        "expert_audit_sheet": join_key(out, EXPERT_AUDIT_FILE),
+        "label_studio_views": join_key(out, "label_studio_views.json"),
+        "cvat_jobs": join_key(out, "cvat_jobs.json"),
+    }
+
+
+def expert_audit_key(batch: str) -> str:
+    return review_file(batch, EXPERT_AUDIT_FILE)
+
+
 # -- corpus-wide tables -----------------------------------------------------------------------
 
 CORPUS_ANNOTATIONS_KEY = "tables/corpus/annotations.parquet"
@@ -351,7 +399,15 @@ QUALITY_SUMMARY_KEY = "tables/quality/summary.json"
 REFINEMENT_KEY = "tables/quality/refinement.parquet"
 AGREEMENT_TABLES: dict[str, str] = {
     name: f"tables/agreement/{name}.parquet"
-    for name in ("per_class", "per_annotator", "per_batch", "per_image")
+    for name in (
+        "per_class",
+        "per_annotator",
+        "per_batch",
+        "per_image",
+        "per_revision",
+        "per_batch_gold",
+        "drift",
+    )
 }
 SPLITS_KEY = "tables/splits/splits.parquet"
 SPLIT_INFO_KEY = "tables/splits/info.json"

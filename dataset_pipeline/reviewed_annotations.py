@@ -4,7 +4,8 @@ The drop folder ``reviews/<batch>/`` holds the annotation tools' export files as
 come (CVAT XML, CVAT COCO, COCO, Label Studio JSON, bare or zipped as the tools export them
 (read by :mod:`dataset_pipeline.formats.reading`); any sub-folders), and optionally
 ``peer_review.csv`` (image_file, annotator_id, reviewer_id, accepted[, reviewed_at]): a
-peer's verdict on an annotator's work on an image. Every export is imported strictly; if
+peer's verdict on an annotator's work on an image, and ``expert_audit.csv`` (the same columns):
+an expert's. The qc_assignments stage writes both sheets with the sampled images to fill in. Every export is imported strictly; if
 any one is malformed the batch's table is not written, so what was imported before stays
 as it was. Re-importing the same files gives the same table (ids are stable).
 """
@@ -41,7 +42,8 @@ def review_files(store: DatasetStore, batch: str | None = None) -> dict[str, str
     return {
         key: signature
         for key, signature in store.signatures(prefix).items()
-        if key.lower().endswith(EXPORT_SUFFIXES) or key.endswith("/" + layout.PEER_REVIEW_FILE)
+        if key.lower().endswith(EXPORT_SUFFIXES)
+        or key.endswith(("/" + layout.PEER_REVIEW_FILE, "/" + layout.EXPERT_AUDIT_FILE))
     }
 
 
@@ -90,6 +92,7 @@ class BatchReviews:
     files: dict[str, int] = field(default_factory=dict)  # export key -> annotations
     skipped: list[str] = field(default_factory=list)
     peer_reviews: int = 0
+    expert_audits: int = 0
     digest: str = ""  # files_digest of the files read (the review sensor compares it)
 
 
@@ -139,14 +142,21 @@ def import_batch_reviews(
         table, result.peer_reviews = apply_peer_reviews(
             table, store.read_bytes(review_key), store.url(review_key), images
         )
+    audit_key = layout.expert_audit_key(batch)
+    if store.exists(audit_key):
+        table, result.expert_audits = apply_peer_reviews(
+            table, store.read_bytes(audit_key), store.url(audit_key), images, tier="expert_audit"
+        )
     result.annotations = table
     return result
 
 
 def apply_peer_reviews(
-    table: pd.DataFrame, data: bytes, source: str, images: ImageIndex
+    table: pd.DataFrame, data: bytes, source: str, images: ImageIndex, tier: str = "peer_review"
 ) -> tuple[pd.DataFrame, int]:
-    """Mark an annotator's annotations of an image peer_reviewed with the reviewer's verdict."""
+    """Mark an annotator's annotations of an image with a verdict: a peer's (``peer_reviewed``,
+    ``review_accepted``: first-pass acceptance) or an expert auditor's (``audit_accepted``;
+    ``expert_approved`` when accepted)."""
     try:
         sheet = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -159,6 +169,8 @@ def apply_peer_reviews(
     for number, row in enumerate(sheet.itertuples(index=False)):
         record = f"row {number + 2}"
         verdict = row.accepted.strip().lower()
+        if not verdict:
+            continue  # a sampled image whose verdict has not come back yet (the sheet as written)
         if verdict not in ("true", "false", "1", "0", "yes", "no"):
             raise AnnotationImportError(source, record, "accepted", f"{row.accepted!r} is not true/false")
         image = images.find(row.image_file)
@@ -171,8 +183,15 @@ def apply_peer_reviews(
             raise AnnotationImportError(
                 source, record, "annotator_id", f"no annotation by {row.annotator_id!r} of {row.image_file!r}"
             )
-        table.loc[selected, "review_status"] = "peer_reviewed"
-        table.loc[selected, "review_accepted"] = verdict in ("true", "1", "yes")
+        accepted = verdict in ("true", "1", "yes")
+        if tier == "expert_audit":
+            table.loc[selected, "audit_accepted"] = accepted
+            if accepted:
+                table.loc[selected, "review_status"] = "expert_approved"
+        else:
+            table.loc[selected, "review_accepted"] = accepted
+            if not (table.loc[selected, "review_status"] == "expert_approved").all():
+                table.loc[selected, "review_status"] = "peer_reviewed"
         applied += 1
     return table, applied
 

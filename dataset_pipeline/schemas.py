@@ -87,6 +87,8 @@ PEER_REVIEW = TableSchema(
     "peer_review", ("image_file", "annotator_id", "reviewer_id", "accepted", "reviewed_at")
 )
 PEER_REVIEW_REQUIRED: tuple[str, ...] = PEER_REVIEW.columns[:4]
+#: ``reviews/<batch>/expert_audit.csv``: an expert's verdict on a sampled image, the same columns.
+EXPERT_AUDIT = TableSchema("expert_audit", PEER_REVIEW.columns)
 
 # -- per-batch tables -------------------------------------------------------------------------
 
@@ -172,8 +174,10 @@ ANNOTATIONS = TableSchema(
         "premask_iou",
         "review_status",
         "review_accepted",
+        "audit_accepted",
         "is_gold",
         "source_file",
+        "guideline_revision",
     ),
     {
         "class_id": "int64",
@@ -183,7 +187,9 @@ ANNOTATIONS = TableSchema(
         "seconds_spent": "float64",
         "premask_iou": "float64",
         "review_accepted": "boolean",
+        "audit_accepted": "boolean",
         "is_gold": "bool",
+        "guideline_revision": "Int64",
     },
 )
 REVIEW_STATUSES: tuple[str, ...] = ("unreviewed", "peer_reviewed", "expert_approved")
@@ -287,6 +293,48 @@ AGREEMENT_PER_BATCH = TableSchema(
     "agreement_per_batch", ("batch", "annotator_id", "iou_vs_consensus", "comparisons")
 )
 BATCH_VELOCITY = TableSchema("batch_velocity", ("batch", "annotator_id", "images_per_hour"))
+#: Per class and guideline revision: agreement of the pairs who both labelled under that revision.
+AGREEMENT_PER_REVISION = TableSchema(
+    "agreement_per_revision",
+    ("class_id", "class", "guideline_revision", "mean_pairwise_iou", "pairs", "images"),
+    {"class_id": "int64", "guideline_revision": "Int64", "pairs": "int64", "images": "int64"},
+)
+#: Per annotator and batch (or calibration round) in time order: IoU against the consensus, and the
+#: change since their first.
+ANNOTATOR_DRIFT = TableSchema(
+    "annotator_drift",
+    ("annotator_id", "batch", "calibration", "first_created_at", "iou_vs_consensus", "drift", "comparisons"),
+    {"calibration": "bool", "iou_vs_consensus": "float64", "drift": "float64", "comparisons": "int64"},
+)
+#: Per batch: agreement of its gold images (all classes, all pairs); a calibration round's own row.
+AGREEMENT_PER_BATCH_GOLD = TableSchema(
+    "agreement_per_batch_gold",
+    ("batch", "calibration", "first_created_at", "gold_images", "mean_pairwise_iou", "pairs"),
+    {"calibration": "bool", "gold_images": "int64", "mean_pairwise_iou": "float64", "pairs": "int64"},
+)
+#: Per pair of annotators: their agreement on the gold images they both labelled, and in how many batches.
+AGREEMENT_PER_PAIR = TableSchema(
+    "agreement_per_pair",
+    ("annotator_a", "annotator_b", "mean_pairwise_iou", "comparisons", "batches"),
+    {"mean_pairwise_iou": "float64", "comparisons": "int64", "batches": "int64"},
+)
+#: A batch's quality-control samples and where their verdicts stand.
+QC_TIERS: tuple[str, ...] = ("peer_review", "expert_audit")
+QC_ASSIGNMENTS = TableSchema(
+    "qc_assignments",
+    (
+        "image_id",
+        "image_file",
+        "tier",
+        "annotator_id",
+        "reviewer_id",
+        "stratum",
+        "week",
+        "assigned_at",
+        "status",  # pending / accepted / rejected
+    ),
+    {"assigned_at": "datetime64[us, UTC]"},
+)
 SPLITS = TableSchema("splits", ("image_id", "split", "group", "dhash"))
 ACTIVE_LEARNING_QUEUE = TableSchema(
     "active_learning_queue", ("image_id", "mean_entropy", "mc_disagreement", "score", "rank", "batch", "uri")
@@ -331,7 +379,9 @@ ANNOTATION_PROVENANCE = TableSchema(
         "premask_id",
         "premask_iou",
         "review_status",
+        "audit_accepted",
         "is_gold",
         "source_file",
+        "guideline_revision",
     ),
 )

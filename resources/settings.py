@@ -105,6 +105,10 @@ class AgreementRules(ConfigurableResource):
         description="Per-class agreement thresholds (class name -> IoU), over the taxonomy's",
     )
     boundary: bool = Field(default=True, description="Compute Boundary IoU (dense bands: the costly part)")
+    calibration_prefix: str = Field(
+        default="calibration",
+        description="Batches whose name starts so are calibration rounds (the same images, every annotator)",
+    )
 
     def settings(self):  # -> dataset_pipeline.agreement_report.AgreementSettings
         from dataset_pipeline.agreement_report import AgreementSettings
@@ -114,6 +118,52 @@ class AgreementRules(ConfigurableResource):
             min_instances=self.min_instances,
             thresholds=dict(self.threshold_overrides),
             boundary=self.boundary,
+            calibration_prefix=self.calibration_prefix,
+        )
+
+
+class GuidelineResource(ConfigurableResource):
+    """The annotation guideline's rules file (per class: definition, boundary rule, minimum width,
+    edge cases; global rules); unset = the packaged rules of the packaged taxonomy."""
+
+    rules_path: str | None = Field(
+        default=None, description="Guideline rules YAML; unset = the packaged tabletop rules"
+    )
+
+    def load(self, taxonomy):  # -> dataset_pipeline.annotation_guideline.GuidelineRules
+        from dataset_pipeline.annotation_guideline import load_rules
+
+        return load_rules(self.rules_path, taxonomy)
+
+
+class QcRules(ConfigurableResource):
+    """Quality control's sampling tiers and batch flags."""
+
+    peer_share: float = Field(
+        default=0.12, description="Share of a batch's single-annotator images peer-reviewed"
+    )
+    audit_share: float = Field(
+        default=0.05, description="Share of each week's labelled images an expert audits"
+    )
+    auditors: list[str] = Field(
+        default_factory=list, description="The experts who audit, in turn (empty: any)"
+    )
+    min_acceptance: float = Field(
+        default=0.80, description="A batch under this first-pass acceptance is flagged"
+    )
+    max_time_ratio: float = Field(
+        default=2.0, description="A batch over this many times the team's median time per image is flagged"
+    )
+
+    def settings(self):  # -> dataset_pipeline.qc_assignments.QcSettings
+        from dataset_pipeline.qc_assignments import QcSettings
+
+        return QcSettings(
+            peer_share=self.peer_share,
+            audit_share=self.audit_share,
+            auditors=tuple(self.auditors),
+            min_acceptance=self.min_acceptance,
+            max_time_ratio=self.max_time_ratio,
         )
 
 

@@ -11,14 +11,16 @@ from assets.partitions import capture_batches
 
 #: Materialized per upload batch, in pipeline order, until the tasks go to people.
 PER_BATCH_STAGES: tuple[str, ...] = ("raw_captures", "sam2_premasks", "annotation_tasks")
-#: Materialized per batch when its review exports arrive.
-REVIEW_STAGES: tuple[str, ...] = ("reviewed_annotations",)
+#: Materialized per batch when its review exports (or QC verdicts) arrive: the import, then the
+#: peer-review and audit samples and where their verdicts stand.
+REVIEW_STAGES: tuple[str, ...] = ("reviewed_annotations", "qc_assignments")
 #: Materialized per batch after each import (eager): the reviewed keyframes carried to the frames
 #: between, which go back to people; their corrections arrive as review exports. A job of its own, so
 #: that an import is a CPU run and only this one waits for a GPU.
 PROPAGATION_STAGES: tuple[str, ...] = ("episode_propagation",)
 #: Over the whole corpus, in pipeline order.
 CORPUS_STAGES: tuple[str, ...] = (
+    "annotation_guideline",
     "annotation_corpus",
     "quality_report",
     "agreement_report",

@@ -12,7 +12,13 @@ Nothing here is a stage: the pipeline treats the demo's files exactly as it trea
 robot's upload and a real team's exports.
 """
 
-from dataset_pipeline.demo.review import corrections_export_key, simulate_corrections, simulate_review
+from dataset_pipeline.demo.guideline import write_demo_rules
+from dataset_pipeline.demo.review import (
+    corrections_export_key,
+    simulate_corrections,
+    simulate_qc_verdicts,
+    simulate_review,
+)
 from dataset_pipeline.demo.robot import DemoRobotUpload, write_demo_robot_upload
 from dataset_pipeline.demo.scenes import render_episode
 from dataset_pipeline.demo.upload import (
@@ -30,7 +36,9 @@ __all__ = [
     "render_episode",
     "corrections_export_key",
     "simulate_corrections",
+    "simulate_qc_verdicts",
     "simulate_review",
+    "write_demo_rules",
     "write_demo_robot_upload",
     "write_demo_upload",
 ]

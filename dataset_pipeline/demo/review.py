@@ -15,15 +15,16 @@ truth and write their work as the tools' own export files into the review drop f
 ``ann_a`` is careful and slow, ``ann_b`` average, ``ann_c`` the planted weak annotator:
 about 2x faster than the others, accepting half the pre-masks unrefined, missing thin
 structures, wider boundary jitter and some class confusion. About 20% of images are
-gold (all three annotate them); the rest get one annotator; 10-15% of those get a peer
-review by another annotator, recorded in ``peer_review.csv`` (image_file, annotator_id,
-reviewer_id, accepted, reviewed_at).
+gold (all three annotate them); the rest get one annotator. The peer reviewers' and the
+expert auditor's verdicts on the images qc_assignments sampled are :func:`simulate_qc_verdicts`
+(``peer_review.csv``, ``expert_audit.csv``: image_file, annotator_id, reviewer_id, accepted,
+reviewed_at), written once the samples exist, as people would return them.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -38,7 +39,8 @@ from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import Taxonomy, load_taxonomy
 
 GOLD_SHARE = 0.2
-PEER_REVIEW_SHARE = 0.14
+#: The expert auditor is stricter than a peer: an accepted image passes the audit this often.
+AUDIT_STRICTNESS = 0.9
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class AnnotatorSkill:
 ANNOTATORS: tuple[AnnotatorSkill, ...] = (
     AnnotatorSkill("ann_a@demo.example", "label_studio", 1, 0.10, 0.0, 0.0, 42.0, 0.97),
     AnnotatorSkill("ann_b@demo.example", "label_studio", 1, 0.20, 0.05, 0.01, 34.0, 0.92),
-    AnnotatorSkill("ann_c@demo.example", "cvat", 2, 0.45, 0.25, 0.03, 19.0, 0.65),
+    AnnotatorSkill("ann_c@demo.example", "cvat", 2, 0.45, 0.25, 0.03, 16.0, 0.65),
 )
 
 
@@ -71,6 +73,8 @@ class SimulatedReview:
     gold_images: int
     peer_reviewed: int
     annotations: int
+    #: When the team met and the revised guideline took effect (half-way through the batch), if it did.
+    revised_at: datetime | None = None
 
 
 def _jitter(mask: np.ndarray, rng: np.random.Generator, max_px: int, uneven: bool = True) -> np.ndarray:
@@ -100,11 +104,17 @@ def _work(
     premasks: pd.DataFrame,
     taxonomy: Taxonomy,
     rng: np.random.Generator,
+    revised: bool = False,
 ) -> tuple[list[dict], float]:
-    """One annotator's instances for one image: [{class_name, mask, z_order, premask_id, accepted}], seconds."""
+    """One annotator's instances for one image: [{class_name, mask, z_order, premask_id, accepted}], seconds;
+    ``revised``: working under the revised guideline (fewer thin structures missed, tighter edges)."""
     thin = {c.id for c in taxonomy.foreground if c.category == "thin"} | {
         taxonomy.by_name("obstacle_deformable").id
     }
+    cloth = taxonomy.by_name("obstacle_deformable").id
+    if revised:  # the revised rules: zoom in on fingers and cables (fewer missed), follow the cloth's
+        # outer edge, decide ambiguous classes by function (fewer confusions)
+        skill = replace(skill, miss_thin=skill.miss_thin / 5, confusion=skill.confusion / 3)
     instances: list[dict] = []
     seconds = 0.0
     # z_order: each shape its own layer in drawing order (ground truth is in painter's order)
@@ -132,7 +142,12 @@ def _work(
             # small and thin objects get at most 1 px of jitter: a person zooms in on them
             small = gt.area < 3000  # zoomed in: at most 1 px off, and only some of the time
             mask = _jitter(
-                gt_mask, rng, int(rng.random() < 0.4) if small else skill.jitter_px, uneven=not small
+                gt_mask,
+                rng,
+                int(rng.random() < 0.4)
+                if small
+                else (max(1, skill.jitter_px - 1) if revised and gt.class_id == cloth else skill.jitter_px),
+                uneven=not small,
             )
             if mask.sum() < 0.5 * gt.area:
                 mask = gt_mask
@@ -157,10 +172,14 @@ def simulate_review(
     taxonomy: Taxonomy | None = None,
     *,
     gold_share: float = GOLD_SHARE,
+    revise: bool = False,
 ) -> SimulatedReview:
-    """Write the three annotators' exports (and the peer-review sheet) to ``reviews/<batch>/``.
+    """Write the three annotators' exports to ``reviews/<batch>/``.
 
     ``gold_share`` of the images are labelled by all three (the agreement report's gold set).
+    ``revise``: half-way through, the team adopts the revised guideline (the time is returned as
+    ``revised_at``, the second revision's effective date), and thin structures, cloth edges and
+    ambiguous classes are labelled better from then on.
     """
     taxonomy = taxonomy or load_taxonomy()
     rng = np.random.default_rng([seed, 4242])
@@ -178,10 +197,14 @@ def simulate_review(
 
     ls_tasks: list[dict] = []
     cvat_images: list[cvat.CvatImage] = []
-    reviews: list[dict] = []
     n_gold = n_reviewed = n_annotations = 0
     clock = {s.annotator_id: start for s in ANNOTATORS}
+    revised_at = None
     for index, capture in enumerate(captures.itertuples()):
+        if revise and index == len(captures) // 2 and index:
+            # the team meets, the revised guideline takes effect, everyone goes on from there
+            revised_at = max(clock.values())
+            clock = dict.fromkeys(clock, revised_at)
         image_file = layout.upload_relative(batch, capture.uri)
         gold = rng.random() < gold_share
         people = list(ANNOTATORS) if gold else [ANNOTATORS[index % len(ANNOTATORS)]]
@@ -199,6 +222,7 @@ def simulate_review(
                 premasks_by_image.get(capture.image_id, empty),
                 taxonomy,
                 rng,
+                revised=revised_at is not None,
             )
             n_annotations += len(instances)
             clock[skill.annotator_id] += timedelta(seconds=seconds + 5)
@@ -231,18 +255,6 @@ def simulate_review(
                         ],
                     )
                 )
-            if not gold and rng.random() < PEER_REVIEW_SHARE:
-                reviewer = ANNOTATORS[(index + 1) % len(ANNOTATORS)]
-                n_reviewed += 1
-                reviews.append(
-                    {
-                        "image_file": image_file,
-                        "annotator_id": skill.annotator_id,
-                        "reviewer_id": reviewer.annotator_id,
-                        "accepted": bool(rng.random() < skill.accuracy),
-                        "reviewed_at": (clock[skill.annotator_id] + timedelta(hours=2)).isoformat(),
-                    }
-                )
         if task["annotations"]:
             ls_tasks.append(task)
 
@@ -252,13 +264,12 @@ def simulate_review(
         layout.review_file(batch, "cvat/job-ann_c-annotations.xml"): _cvat_job_xml(
             cvat_images, taxonomy, batch, clock["ann_c@demo.example"]
         ),
-        layout.peer_review_key(batch): schemas.PEER_REVIEW.frame(reviews).to_csv(index=False).encode(),
     }
     files = []
     for key, data in exports.items():
         store.put_upload(key, data)
         files.append(key)
-    return SimulatedReview(files, len(captures), n_gold, n_reviewed, n_annotations)
+    return SimulatedReview(files, len(captures), n_gold, n_reviewed, n_annotations, revised_at)
 
 
 def _ls_annotation(skill, instances, seconds, when, annotation_id, capture) -> dict:
@@ -311,6 +322,38 @@ def _cvat_job_xml(images: list[cvat.CvatImage], taxonomy: Taxonomy, batch: str, 
         "        <email>ann_c@demo.example</email>\n      </assignee>\n    </job>\n"
     )
     return xml.replace("  <meta>\n", job_meta, 1).encode()
+
+
+def simulate_qc_verdicts(store: DatasetStore, batch: str, seed: int = 0) -> tuple[int, int]:
+    """The verdicts on the batch's QC samples (tables/qc/<batch>.parquet), as the reviewers and the
+    auditor fill in the sheets and drop them into reviews/<batch>/: a peer accepts an annotator's
+    image with the annotator's ``accuracy``, the auditor a little less often. Returns (peer, audit)."""
+    rng = np.random.default_rng([seed, 9090])
+    assignments = store.read_parquet(layout.qc_assignments_key(batch))
+    skills = {a.annotator_id: a for a in ANNOTATORS}
+    counts = []
+    for tier, key in (
+        ("peer_review", layout.peer_review_key(batch)),
+        ("expert_audit", layout.expert_audit_key(batch)),
+    ):
+        rows = []
+        for r in assignments[assignments.tier == tier].itertuples():
+            skill = skills.get(r.annotator_id)
+            accuracy = skill.accuracy if skill else 0.9
+            if tier == "expert_audit":
+                accuracy *= AUDIT_STRICTNESS
+            rows.append(
+                {
+                    "image_file": r.image_file,
+                    "annotator_id": r.annotator_id,
+                    "reviewer_id": r.reviewer_id or "expert@demo.example",
+                    "accepted": bool(rng.random() < accuracy),
+                    "reviewed_at": (r.assigned_at + timedelta(hours=2)).isoformat(),
+                }
+            )
+        store.put_upload(key, schemas.PEER_REVIEW.frame(rows).to_csv(index=False).encode())
+        counts.append(len(rows))
+    return counts[0], counts[1]
 
 
 #: A propagated mask this close to the truth (IoU) is accepted as it is; a worse one is redrawn.
@@ -403,5 +446,6 @@ __all__ = [
     "SimulatedReview",
     "corrections_export_key",
     "simulate_corrections",
+    "simulate_qc_verdicts",
     "simulate_review",
 ]

@@ -193,7 +193,9 @@ def ground_truth_annotations(truth: pd.DataFrame, annotator_id: str = "demo_trut
             "premask_iou": np.nan,
             "review_status": "expert_approved",
             "review_accepted": True,
+            "audit_accepted": pd.NA,
             "is_gold": False,
             "source_file": "ground_truth",
+            "guideline_revision": pd.NA,
         }
     )

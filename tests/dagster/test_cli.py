@@ -47,7 +47,7 @@ def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
         "active_learning_queue",
     }
     runs = instance.get_runs()
-    assert len(runs) == 23
+    assert len(runs) == 30
     for run in runs:
         stage = run.tags["dataset_pipeline/stage"]
         assert (run.tags.get("dataset_pipeline/uses-gpu") == "true") is (stage in gpu), stage
@@ -77,6 +77,28 @@ def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
         "names": ["height", "width"],
     }
     assert len(store.read_parquet(captures_key("demo-s0-n120-robot"))) == 48
+    # The team's guideline: two revisions, the second adopted half-way through the first batch, each
+    # with its example pictures; every annotation traced to one; agreement shown per revision.
+    revisions = json.loads(store.read_bytes("guidelines/revisions.json"))
+    assert [r["revision"] for r in revisions] == [1, 2]
+    assert "class gripper: boundary, edge_cases" in revisions[1]["changes"]
+    examples = store.read_parquet("guidelines/r002/examples.parquet")
+    assert {"correct", "incorrect"} <= set(examples.kind)
+    assert all(store.exists(f"guidelines/r002/{f}") for f in examples.file)
+    corpus = store.read_parquet("tables/corpus/annotations.parquet")
+    main = corpus[corpus.image_id.str.startswith("demo-s0-n120/")]
+    assert set(main.guideline_revision.dropna()) == {1, 2} and main.guideline_revision.notna().all()
+    per_revision = store.read_parquet("tables/agreement/per_revision.parquet")
+    assert set(per_revision.guideline_revision) == {1, 2}
+    assert (
+        "Annotation guideline revisions in force: r1" in card
+        and "#### Agreement per class and guideline" in card
+    )
+    # The QC samples were written, the verdicts came back for the first batch, and the card quotes them.
+    qc = store.read_parquet("tables/qc/demo-s0-n120.parquet")
+    assert set(qc.tier) == {"peer_review", "expert_audit"} and (qc.status != "pending").all()
+    assert "simulated reviewers returned" in out.stdout and "check batch_within_norms:" in out.stdout
+    assert "- Peer review: " in card and "audit pass rate" in card
     assert f"release {version}: complete ({store_dir}/releases/{version}/release.json)" in out.stdout
     assert f"{store_dir}/releases/latest.json names it" in out.stdout
     # `dagster dev` on this store and home afterwards: the review sensor's first tick (no cursor)

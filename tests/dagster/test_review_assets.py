@@ -246,3 +246,51 @@ def test_import_review_cli(store_with_reviews, tmp_path):
     assert "refused:" in refused.stderr and "field 'label': unknown label 'kettle'" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert not (tmp_path / "no.parquet").exists()
+
+
+def test_guideline_and_qc_stages_run_in_dagster_and_a_bad_rules_file_is_named(store_with_reviews, tmp_path):
+    """qc_assignments and its flag check run per batch with numeric trend metadata; the guideline's
+    first revision has example pictures; a rules file missing a class fails naming file and class."""
+    from assets.annotation_guideline import annotation_guideline
+    from assets.qc_assignments import QC_ASSIGNMENTS_CHECKS, qc_assignments
+    from dataset_pipeline.annotation_guideline import default_rules_path
+    from resources import GuidelineResource, QcRules
+
+    store, batch = store_with_reviews
+    resources = _resources(store) | {"qc_rules": QcRules(), "guideline": GuidelineResource()}
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions(capture_batches.name, [batch])
+        qc = materialize(
+            [reviewed_annotations, qc_assignments, *QC_ASSIGNMENTS_CHECKS],
+            partition_key=batch,
+            instance=instance,
+            resources=resources,
+        )
+        assert qc.success
+        metadata = qc.asset_materializations_for_node("qc_assignments")[0].metadata
+        assert metadata["peer_sample"].value > 0 and metadata["audit_sample"].value > 0
+        assert (
+            metadata["pending_verdicts"].value
+            == metadata["peer_sample"].value + metadata["audit_sample"].value
+        )
+        (check,) = qc.get_asset_check_evaluations()
+        assert check.check_name == "batch_within_norms" and "pending" in check.description
+
+        guideline = materialize([annotation_guideline], instance=instance, resources=resources)
+        metadata = guideline.asset_materializations_for_node("annotation_guideline")[0].metadata
+        assert metadata["revision"].value == 1 and metadata["examples"].value > 0
+        assert metadata["example crops"].value.startswith("![example crops](data:image/")
+
+        rules = tmp_path / "rules.yaml"
+        text = default_rules_path().read_text(encoding="utf-8")
+        rules.write_text(text.replace("  human_hand:", "  not_a_class:"))
+        bad = materialize(
+            [annotation_guideline],
+            instance=instance,
+            resources=resources | {"guideline": GuidelineResource(rules_path=str(rules))},
+            raise_on_error=False,
+        )
+    assert not bad.success
+    (failure,) = [e for e in bad.all_events if e.is_step_failure]
+    description = str(failure.step_failure_data.user_failure_data.description)
+    assert str(rules) in description and "class 'not_a_class' is not in the taxonomy" in description

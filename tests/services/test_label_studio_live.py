@@ -22,6 +22,7 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
 
 from assets.partitions import capture_batches
+from assets.qc_assignments import qc_assignments
 from assets.reviewed_annotations import reviewed_annotations
 from dataset_pipeline.definitions.environment import build_resources
 from dataset_pipeline.definitions.jobs import PER_BATCH_STAGES
@@ -261,6 +262,20 @@ def test_push_annotate_pull_round_trip_without_duplicates(label_studio, demo_bat
         ).success
         assert store.list(f"reviews/{BATCH}/label_studio_api") == pulls and len(pulls) == 1
         assert store.read_parquet(annotations_key(BATCH)).equals(table)
+
+        # The QC samples become saved filters in the project; each tab shows exactly its sample, and a
+        # second run updates the tabs instead of adding new ones.
+        for _ in range(2):
+            assert materialize(
+                [qc_assignments], partition_key=BATCH, instance=instance, resources=resources
+            ).success
+        sample = store.read_parquet(f"tables/qc/{BATCH}.parquet")
+        ours = [v for v in client.views(project_id) if v["data"]["title"].startswith("QC ")]
+        assert len(ours) == sample.groupby(["tier", "reviewer_id"]).ngroups
+        for view in ours:
+            tier = "peer_review" if "peer review" in view["data"]["title"] else "expert_audit"
+            shown = {t["data"]["image_id"] for t in client.view_tasks(view["id"], project_id)}
+            assert shown == set(sample[sample.tier == tier].image_id), view["data"]["title"]
 
 
 def test_wrong_token_unreachable_server_and_mismatched_labels_are_clear_errors(label_studio, tmp_path):

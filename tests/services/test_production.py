@@ -122,7 +122,7 @@ def _stop(process: subprocess.Popen) -> None:
 def test_the_demo_graph_runs_on_postgres_and_celery_workers_beside_a_concurrent_batch(
     production_env, rabbitmq, demo_batch, s3_endpoint, tmp_path
 ):
-    """The README demo (all 23 stages) in the production profile: its instance on PostgreSQL, compute logs
+    """The README demo (all 30 stages) in the production profile: its instance on PostgreSQL, compute logs
     on S3, every step executed by Celery workers - a `gpu` worker and a `cpu` worker, solo pools, so a step
     runs in the worker's own process - while a second process materializes another batch (multiprocess
     executor). Both complete; everything reads back from Postgres; the event log shows each of the demo's

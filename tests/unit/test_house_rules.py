@@ -79,7 +79,7 @@ def _asset_functions() -> dict[str, str]:
 
 def test_every_asset_and_its_checks_live_in_their_stage_module_with_a_domain_of_the_same_name():
     assets = _asset_functions()
-    assert len(assets) == 14
+    assert len(assets) == 16
     for asset, module in assets.items():
         assert module == f"assets.{asset}", f"asset {asset} is defined in {module}"
         domain = ROOT / "dataset_pipeline"

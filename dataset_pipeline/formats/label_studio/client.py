@@ -140,6 +140,33 @@ class LabelStudioClient:
         if tasks:
             self._request("POST", f"/api/projects/{project_id}/import", json=tasks)
 
+    def views(self, project_id: int) -> list[dict]:
+        """The project's Data Manager views (saved filters / tabs)."""
+        listed = self._request("GET", "/api/dm/views/", params={"project": project_id})
+        return listed.get("results", listed) if isinstance(listed, dict) else listed
+
+    def ensure_views(self, project_id: int, views: list[dict]) -> dict[str, int]:
+        """Create or update one saved filter per view body (``{"data": {"title", "filters"}}``), matched
+        by title, so a grown sample updates its tab instead of adding one; title -> view id."""
+        existing = {v.get("data", {}).get("title"): v for v in self.views(project_id)}
+        out = {}
+        for view in views:
+            title = view["data"]["title"]
+            body = {"project": project_id, "data": view["data"]}
+            if title in existing:
+                done = self._request("PATCH", f"/api/dm/views/{existing[title]['id']}/", json=body)
+            else:
+                done = self._request("POST", "/api/dm/views/", json=body)
+            out[title] = int(done["id"])
+        return out
+
+    def view_tasks(self, view_id: int, project_id: int) -> list[dict]:
+        """The tasks a view's filter selects (what an annotator opening the tab sees)."""
+        listed = self._request(
+            "GET", "/api/tasks", params={"view": view_id, "project": project_id, "page_size": 1000}
+        )
+        return listed.get("tasks", []) if isinstance(listed, dict) else listed
+
     def snapshot_export(self, project_id: int) -> list[dict]:
         """All tasks with annotations and *full* predictions (a snapshot export, synchronous without Redis)."""
         created = self._request(
