@@ -40,8 +40,11 @@ def _run(store, batch, sam2=None):
     }
     with instance_for_test() as instance:
         instance.add_dynamic_partitions(capture_batches.name, [batch])
+        stages = stage_assets(PER_BATCH_STAGES)
+        keys = {a.key for a in stages}
+        checks = [c for c in ALL_CHECKS if {k.asset_key for k in c.check_keys} <= keys]
         result = materialize(
-            [*stage_assets(PER_BATCH_STAGES), *(c for c in ALL_CHECKS if c.partitions_def is not None)],
+            [*stages, *checks],
             partition_key=batch,
             instance=instance,
             resources=resources,
