@@ -3,7 +3,14 @@
 from datetime import UTC, datetime
 
 import pandas as pd
-from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AutomationCondition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from assets.execution import CPU_TAGS, retried_on_store_outage
 from assets.reporting import picture_metadata, table_metadata
@@ -18,6 +25,7 @@ from resources import DatasetStoreResource, GuidelineResource, TaxonomyResource
     deps=["reviewed_annotations"],
     group_name="quality",
     kinds={"markdown", "html"},
+    automation_condition=AutomationCondition.eager(),
     description="The annotation guideline (taxonomy + rules file) as Markdown and HTML with correct and incorrect "
     "example crops per class; a new revision, numbered and dated, whenever the rules or the taxonomy change; "
     "every revision kept under guidelines/.",

@@ -432,9 +432,7 @@ def _example_caption(example: Any) -> str:
     if example.kind == "correct":
         return f"correct: {where}, annotators agree at IoU {example.iou:.2f} (majority outline)"
     first, _, second = example.annotators.partition(", ")
-    return (
-        f"incorrect: {where}, {first} (orange) and {second} (blue) disagree (IoU {example.iou:.2f})"
-    )
+    return f"incorrect: {where}, {first} (orange) and {second} (blue) disagree (IoU {example.iou:.2f})"
 
 
 def render_markdown(
@@ -556,10 +554,10 @@ def make_guideline(
     keys = {
         "markdown": layout.guideline_file(number, layout.GUIDELINE_MARKDOWN_FILE),
         "html": layout.guideline_file(number, layout.GUIDELINE_HTML_FILE),
-        "examples": layout.guideline_file(number, layout.GUIDELINE_EXAMPLES_FILE),
+        "examples_table": layout.guideline_file(number, layout.GUIDELINE_EXAMPLES_FILE),
     }
-    if store.exists(keys["examples"]):
-        examples = store.read_parquet(keys["examples"])
+    if store.exists(keys["examples_table"]):
+        examples = store.read_parquet(keys["examples_table"])
         if len(examples) or not len(annotations):
             return GuidelineOutcome(outcome.revision, outcome.new, examples, keys, outcome.revisions)
     agreement = (
@@ -577,7 +575,7 @@ def make_guideline(
     text = render_markdown(rules, taxonomy, outcome.revision, examples, pictures)
     store.write_bytes(keys["markdown"], text.encode())
     store.write_bytes(keys["html"], render_html(text, pictures).encode())
-    store.write_parquet(keys["examples"], examples)  # last: its presence = the document is whole
+    store.write_parquet(keys["examples_table"], examples)  # last: its presence = the document is whole
     return GuidelineOutcome(outcome.revision, outcome.new, examples, keys, outcome.revisions)
 
 

@@ -312,9 +312,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     endpoint = os.environ.get(ENDPOINT_VARIABLE)
     print(
         f"See every materialization in the UI:  DAGSTER_HOME={home} DATASET_PIPELINE_STORE={store.root_url} "
-        f"DATASET_PIPELINE_GUIDELINE={rules_path} "
         + (f"{ENDPOINT_VARIABLE}={endpoint} " if endpoint and not store.is_local else "")
-        + ".venv/bin/dagster dev"
+        + f"DATASET_PIPELINE_GUIDELINE={rules_path} .venv/bin/dagster dev"
     )
     return 0 if ok else 1
 

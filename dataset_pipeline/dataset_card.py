@@ -257,7 +257,7 @@ def guideline_lines(
     return lines
 
 
-def qc_tier_lines(assignments: pd.DataFrame | None, annotations: pd.DataFrame) -> list[str]:
+def qc_tier_lines(assignments: pd.DataFrame | None) -> list[str]:
     """Peer review's first-pass acceptance and the expert audit's pass rate, with the samples' state."""
     if assignments is None or not len(assignments):
         return ["- QC sampling: no peer-review or audit samples recorded.", ""]
@@ -370,7 +370,7 @@ def render_card(content: ReleaseContent, version: str, inputs: CardInputs, stats
         "- Per-annotation provenance (annotator, time, tool version, assistance, review status, guideline revision): "
         f"`{layout.provenance_file('annotations', 'csv')}` / `.parquet`.",
         *guideline_lines(content.annotations, inputs.guideline_revisions, inputs.agreement_per_revision),
-        *qc_tier_lines(inputs.qc_assignments, inputs.all_annotations),
+        *qc_tier_lines(inputs.qc_assignments),
         "## Quality",
         "### Agreement per class (gold images, mean pairwise IoU)",
         _table(agreement if agreement is not None else pd.DataFrame()),

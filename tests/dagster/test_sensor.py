@@ -104,6 +104,13 @@ def test_a_new_review_leads_to_the_corpus_stages_without_anyone_turning_a_sensor
         )
         after = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         requested = {r.key.to_user_string() for r in after.results if r.true_subset.size}
-    assert {"annotation_corpus", "quality_report", "agreement_report", "dataset_splits"} <= requested
+    assert {
+        "annotation_guideline",
+        "annotation_corpus",
+        "quality_report",
+        "agreement_report",
+        "dataset_splits",
+    } <= requested
+    assert "qc_assignments" in requested  # the batch's QC samples, drawn or topped up
     assert "episode_propagation" in requested  # the batch's reviewed keyframes, carried through its episodes
     assert "dataset_release" not in requested  # the release follows the nightly schedule
