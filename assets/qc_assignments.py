@@ -1,6 +1,5 @@
 """qc_assignments: a batch's peer-review and expert-audit samples, tracked until their verdicts return."""
 
-import json
 from datetime import UTC, datetime
 
 from dagster import (
@@ -50,9 +49,8 @@ def qc_assignments(
     if label_studio.enabled and store.exists(tasks_key):
         # the batch lives in a live Label Studio: its saved filters are made there too
         project_id = int(store.read_parquet(tasks_key).project_id.iloc[0])
-        bodies = json.loads(store.read_bytes(result.files["label_studio_views"]))
         try:
-            views = label_studio.client().ensure_views(project_id, bodies)
+            views = label_studio.client().ensure_views(project_id, result.views)
         except LabelStudioError as exc:
             raise Failure(description=str(exc), allow_retries=False) from None
         context.log.info(f"Label Studio project {project_id}: saved filters {sorted(views)}")

@@ -41,7 +41,7 @@ from dataset_pipeline.figures import (
     with_legend,
 )
 from dataset_pipeline.images import iter_images
-from dataset_pipeline.masks import decode_mask, mask_bbox
+from dataset_pipeline.masks import decode_mask, mask_bbox, rle_union
 from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import Taxonomy
 from dataset_pipeline.verdicts import Verdict
@@ -71,30 +71,10 @@ def _rle(row) -> dict:
     return {"size": [int(row.height), int(row.width)], "counts": row.rle.encode("ascii")}
 
 
-def _union(rles: list[dict]) -> dict | None:
-    from pycocotools import mask as mask_utils
-
-    if not rles:
-        return None
-    return rles[0] if len(rles) == 1 else mask_utils.merge(rles, intersect=False)
-
-
 def _area(rle: dict | None) -> int:
     from pycocotools import mask as mask_utils
 
     return 0 if rle is None else int(mask_utils.area(rle))
-
-
-def rle_pair_iou(a: dict | None, b: dict | None) -> float | None:
-    """IoU of two RLE masks; 0 when one is empty, None when both are."""
-    from pycocotools import mask as mask_utils
-
-    area_a, area_b = _area(a), _area(b)
-    if area_a == 0 and area_b == 0:
-        return None
-    if area_a == 0 or area_b == 0:
-        return 0.0
-    return float(mask_utils.iou([a], [b], [0])[0][0])
 
 
 def majority(rles: list[dict | None], voters: int) -> dict | None:
@@ -109,7 +89,7 @@ def majority(rles: list[dict | None], voters: int) -> dict | None:
     if len(present) < need:
         return None
     parts = [mask_utils.merge(list(group), intersect=True) for group in itertools.combinations(present, need)]
-    return _union(parts)
+    return rle_union(parts)
 
 
 def boundary_band(mask: np.ndarray, d: int) -> np.ndarray:
@@ -350,7 +330,7 @@ def compute_agreement(
         for class_id, drawn in grouped.items():
             instances[class_id] += sum(len(v) for v in drawn.values())
             images_per_class[class_id].add(image_id)
-            masks = {a: _union(v) for a, v in drawn.items()}
+            masks = {a: rle_union(v) for a, v in drawn.items()}
             present = [a for a in annotators if a in masks]
             matrix = mask_utils.iou(
                 [masks[a] for a in present], [masks[a] for a in present], [0] * len(present)

@@ -288,27 +288,29 @@ def revision_in_force(created_at: pd.Series, revisions: list[dict]) -> pd.Series
 def class_pair_agreement(annotations: pd.DataFrame) -> pd.DataFrame:
     """Per gold image and class: the mean and the worst pairwise IoU of the annotators' class masks,
     and the worst pair (a class one of a pair did not draw is IoU 0 for that pair)."""
-    from pycocotools import mask as mask_utils
+    from dataset_pipeline.masks import rle_pair_iou, rle_union
 
+    columns = ["image_id", "class_id", "mean_iou", "worst_iou", "worst_pair", "both_drew"]
+    rows: list[dict] = []
+    if not len(annotations):
+        return pd.DataFrame(rows, columns=columns)
     gold = annotations[annotations.groupby("image_id").annotator_id.transform("nunique") >= 2]
-    rows = []
     for image_id, image_rows in gold.groupby("image_id", sort=True):
         annotators = sorted(image_rows.annotator_id.unique())
         for class_id, class_rows in image_rows.groupby("class_id"):
-            masks = {}
-            for annotator, mine in class_rows.groupby("annotator_id"):
-                rles = [
-                    {"size": [int(r.height), int(r.width)], "counts": r.rle.encode()}
-                    for r in mine.itertuples()
-                ]
-                masks[annotator] = rles[0] if len(rles) == 1 else mask_utils.merge(rles, intersect=False)
+            masks = {
+                annotator: rle_union(
+                    [
+                        {"size": [int(r.height), int(r.width)], "counts": r.rle.encode()}
+                        for r in mine.itertuples()
+                    ]
+                )
+                for annotator, mine in class_rows.groupby("annotator_id")
+            }
             pairs = []
             for a, b in itertools.combinations(annotators, 2):
-                if a in masks and b in masks:
-                    iou = float(mask_utils.iou([masks[a]], [masks[b]], [0])[0][0])
-                elif a in masks or b in masks:
-                    iou = 0.0
-                else:
+                iou = rle_pair_iou(masks.get(a), masks.get(b))  # 0 when one of them drew nothing
+                if iou is None:
                     continue
                 # a pair who both drew the class and disagree on its outline teaches a boundary rule;
                 # one who missed it teaches less: at equal IoU, the former is the worse pair
@@ -325,9 +327,7 @@ def class_pair_agreement(annotations: pd.DataFrame) -> pd.DataFrame:
                         "both_drew": not worst[1],
                     }
                 )
-    return pd.DataFrame(
-        rows, columns=["image_id", "class_id", "mean_iou", "worst_iou", "worst_pair", "both_drew"]
-    )
+    return pd.DataFrame(rows, columns=columns)
 
 
 def pick_examples(
@@ -560,13 +560,7 @@ def make_guideline(
         examples = store.read_parquet(keys["examples_table"])
         if len(examples) or not len(annotations):
             return GuidelineOutcome(outcome.revision, outcome.new, examples, keys, outcome.revisions)
-    agreement = (
-        class_pair_agreement(annotations)
-        if len(annotations)
-        else class_pair_agreement(
-            pd.DataFrame(columns=["image_id", "annotator_id", "class_id", "height", "width", "rle"])
-        )
-    )
+    agreement = class_pair_agreement(annotations)
     examples = pick_examples(agreement, taxonomy)
     pictures = render_examples(store, examples, annotations, images) if len(examples) else {}
     examples = examples[examples.file.isin(pictures)].reset_index(drop=True)

@@ -235,9 +235,8 @@ def compressed_rle_runs(strings: Sequence[str | bytes]) -> tuple[np.ndarray, np.
     """
     raw = [s.encode("ascii") if isinstance(s, str) else bytes(s) for s in strings]
     sizes = np.fromiter((len(r) for r in raw), dtype=np.int64, count=len(raw))
-    if (sizes == 0).any():  # an empty string: no runs (an image of no pixels)
-        if sizes.sum() == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(len(raw), dtype=np.int64)
+    if sizes.sum() == 0:  # only empty strings: no runs (images of no pixels)
+        return np.zeros(0, dtype=np.int64), np.zeros(len(raw), dtype=np.int64)
     codes = np.frombuffer(b"".join(raw), dtype=np.uint8) - np.uint8(48)  # below 48 wraps above 207
     invalid = np.flatnonzero(codes >= 64)
     if invalid.size:
@@ -342,6 +341,33 @@ def polygons_to_rle(polygons: list[list[float]], height: int, width: int) -> str
     rles = mask_utils.frPyObjects(clean, int(height), int(width))
     merged = mask_utils.merge(rles)
     return merged["counts"].decode("ascii")
+
+
+def rle_union(rles: list[dict]) -> dict | None:
+    """The union of pycocotools RLE dicts (None for none); one mask is returned as it is."""
+    from pycocotools import mask as mask_utils
+
+    if not rles:
+        return None
+    return rles[0] if len(rles) == 1 else mask_utils.merge(rles, intersect=False)
+
+
+def rle_pair_iou(a: dict | None, b: dict | None) -> float | None:
+    """IoU of two pycocotools RLE dicts (None = no mask); 0 when one is empty, None when both are.
+
+    >>> full = {"size": [2, 2], "counts": encode_mask(np.ones((2, 2), bool)).encode()}
+    >>> rle_pair_iou(full, None), rle_pair_iou(None, None)
+    (0.0, None)
+    """
+    from pycocotools import mask as mask_utils
+
+    area_a = 0 if a is None else int(mask_utils.area(a))
+    area_b = 0 if b is None else int(mask_utils.area(b))
+    if area_a == 0 and area_b == 0:
+        return None
+    if area_a == 0 or area_b == 0:
+        return 0.0
+    return float(mask_utils.iou([a], [b], [0])[0][0])
 
 
 def rle_iou(rle: str, others: list[str], height: int, width: int) -> np.ndarray:

@@ -361,6 +361,7 @@ class BatchQc:
     assignments: pd.DataFrame
     quality: BatchQuality
     files: dict[str, str]  # role -> key
+    views: list[dict] = field(default_factory=list)  # the Label Studio saved filters written
 
 
 def update_batch_qc(store: DatasetStore, batch: str, settings: QcSettings, now: datetime) -> BatchQc:
@@ -373,11 +374,14 @@ def update_batch_qc(store: DatasetStore, batch: str, settings: QcSettings, now: 
     tasks_key = layout.label_studio_tasks_key(batch)
     task_ids = store.read_parquet(tasks_key) if store.exists(tasks_key) else None
     assignments = build_assignments(annotations, captures, batch, settings, previous, now)
-    for file_key, data in assignment_files(assignments, batch, task_ids).items():
+    files = assignment_files(assignments, batch, task_ids)
+    for file_key, data in files.items():
         store.write_bytes(file_key, data)
     store.write_parquet(key, assignments)
     quality = batch_quality(annotations, assignments, team_seconds_per_image(store))
-    return BatchQc(assignments, quality, {"assignments": key, **layout.qc_task_files(batch)})
+    roles = layout.qc_task_files(batch)
+    views = json.loads(files[roles["label_studio_views"]])
+    return BatchQc(assignments, quality, {"assignments": key, **roles}, views)
 
 
 def read_batch_quality(store: DatasetStore, batch: str) -> BatchQuality:

@@ -83,6 +83,17 @@ def copy_upload(source: DatasetStore, batch: str, target: DatasetStore, new_batc
     return new_batch
 
 
+def copy_store(source: DatasetStore, target: DatasetStore) -> DatasetStore:
+    """Every file of ``source`` into ``target``, raw files (uploads, reviews) as the create-only uploads
+    they are: a test that writes into a shared fixture's store works on its copy."""
+    from dataset_pipeline.layout import RAW_PREFIXES
+
+    for key in source.list("", recursive=True):
+        data = source.read_bytes(key)
+        (target.put_upload if key.startswith(RAW_PREFIXES) else target.write_bytes)(key, data)
+    return target
+
+
 def copy_upload_without_prompts(source: DatasetStore, batch: str, target: DatasetStore) -> None:
     """The demo upload as a user without a detector uploads it: every file but ``prompts.csv``."""
     for key in source.list(f"incoming/{batch}", recursive=True):

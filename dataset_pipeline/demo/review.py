@@ -71,7 +71,6 @@ class SimulatedReview:
     files: list[str]
     images: int
     gold_images: int
-    peer_reviewed: int
     annotations: int
     #: When the team met and the revised guideline took effect (half-way through the batch), if it did.
     revised_at: datetime | None = None
@@ -197,7 +196,7 @@ def simulate_review(
 
     ls_tasks: list[dict] = []
     cvat_images: list[cvat.CvatImage] = []
-    n_gold = n_reviewed = n_annotations = 0
+    n_gold = n_annotations = 0
     clock = {s.annotator_id: start for s in ANNOTATORS}
     revised_at = None
     for index, capture in enumerate(captures.itertuples()):
@@ -269,7 +268,7 @@ def simulate_review(
     for key, data in exports.items():
         store.put_upload(key, data)
         files.append(key)
-    return SimulatedReview(files, len(captures), n_gold, n_reviewed, n_annotations, revised_at)
+    return SimulatedReview(files, len(captures), n_gold, n_annotations, revised_at)
 
 
 def _ls_annotation(skill, instances, seconds, when, annotation_id, capture) -> dict:
@@ -438,7 +437,7 @@ def simulate_corrections(
         )
     key = corrections_export_key(batch)
     store.put_upload(key, json.dumps(tasks).encode())
-    return SimulatedReview([key], len(tasks), 0, 0, n_masks)
+    return SimulatedReview([key], len(tasks), 0, n_masks)
 
 
 __all__ = [

@@ -9,9 +9,8 @@ from dataset_pipeline.agreement_report import (
     boundary_iou,
     compute_agreement,
     majority,
-    rle_pair_iou,
 )
-from dataset_pipeline.masks import encode_mask
+from dataset_pipeline.masks import encode_mask, rle_pair_iou
 from dataset_pipeline.taxonomy import load_taxonomy
 
 TAXONOMY = load_taxonomy()

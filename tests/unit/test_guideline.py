@@ -23,6 +23,7 @@ from dataset_pipeline.annotation_guideline import (
 from dataset_pipeline.images import decode_image
 from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import load_taxonomy
+from tests.conftest import copy_store
 
 TAXONOMY = load_taxonomy()
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -30,13 +31,6 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 def rules_document() -> dict:
     return yaml.safe_load(default_rules_path().read_text(encoding="utf-8"))
-
-
-def copy_store(source: DatasetStore, target: DatasetStore) -> DatasetStore:
-    for key in source.list("", recursive=True):
-        data = source.read_bytes(key)
-        (target.put_upload if key.startswith(layout.RAW_PREFIXES) else target.write_bytes)(key, data)
-    return target
 
 
 def test_packaged_rules_cover_every_class():

@@ -19,7 +19,7 @@ from dataset_pipeline.qc_assignments import (
 from dataset_pipeline.reviewed_annotations import import_batch_reviews
 from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import load_taxonomy
-from tests.unit.test_guideline import copy_store
+from tests.conftest import copy_store
 
 TAXONOMY = load_taxonomy()
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

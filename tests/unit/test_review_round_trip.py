@@ -2,6 +2,7 @@
 the batch import, the corpus and the quality checks."""
 
 import json
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -9,11 +10,12 @@ import pytest
 
 from dataset_pipeline.annotation_corpus import build_corpus, semantic_class_map
 from dataset_pipeline.annotation_tasks import image_url_builder, write_annotation_tasks
-from dataset_pipeline.demo import simulate_review
+from dataset_pipeline.demo import simulate_qc_verdicts, simulate_review
 from dataset_pipeline.formats.importing import AnnotationImportError, ImageIndex, ImportOptions
 from dataset_pipeline.formats.reading import import_export
 from dataset_pipeline.layout import annotations_key, captures_key, premasks_key
 from dataset_pipeline.masks import decode_mask, encode_mask, mask_to_polygons, rle_iou
+from dataset_pipeline.qc_assignments import QcSettings, update_batch_qc
 from dataset_pipeline.quality_report import run_quality_checks
 from dataset_pipeline.raw_captures import ingest_batch
 from dataset_pipeline.reviewed_annotations import import_batch_reviews
@@ -21,7 +23,7 @@ from dataset_pipeline.sam2_premasks import premask_batch
 from dataset_pipeline.sam2_premasks.classical import ClassicalBackend
 from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import load_taxonomy
-from tests.conftest import copy_upload
+from tests.conftest import copy_store, copy_upload
 
 TAXONOMY = load_taxonomy()
 
@@ -107,7 +109,7 @@ def test_polygons_read_back_at_iou_098(reviewed):
     assert len(tasks) >= 50
 
 
-def test_simulated_review_imports_with_provenance(reviewed):
+def test_simulated_review_imports_with_provenance(reviewed, tmp_path):
     store, batch, review = reviewed
     result = import_batch_reviews(store, batch, TAXONOMY)
     table = result.annotations
@@ -121,20 +123,32 @@ def test_simulated_review_imports_with_provenance(reviewed):
     assert (
         len(assisted) > 0 and assisted.premask_id.notna().all() and assisted.premask_iou.between(0, 1).all()
     )
-    reviewed_rows = table[table.review_status == "peer_reviewed"]
-    assert result.peer_reviews == review.peer_reviewed
-    assert reviewed_rows.review_accepted.notna().all()
+    assert result.peer_reviews == 0 and table.review_accepted.isna().all()  # no verdict before the QC samples
     # ids are stable: importing again gives the same table
     again = import_batch_reviews(store, batch, TAXONOMY).annotations
     pd.testing.assert_frame_equal(table, again)
 
+    # The QC samples go out, the simulated reviewers return their verdicts, the import applies them.
+    local = copy_store(store, DatasetStore(str(tmp_path / "qc")))
+    local.write_parquet(annotations_key(batch), table)
+    sample = update_batch_qc(local, batch, QcSettings(), datetime(2026, 12, 1, tzinfo=UTC)).assignments
+    peer, audit = simulate_qc_verdicts(local, batch, seed=1)
+    assert (peer, audit) == ((sample.tier == "peer_review").sum(), (sample.tier == "expert_audit").sum())
+    verdicts = import_batch_reviews(local, batch, TAXONOMY)
+    assert verdicts.peer_reviews == peer and verdicts.expert_audits == audit
+    with_verdicts = verdicts.annotations
+    for tier, column in (("peer_review", "review_accepted"), ("expert_audit", "audit_accepted")):
+        units = sample[sample.tier == tier][["image_id", "annotator_id"]]
+        judged = with_verdicts.merge(units, on=["image_id", "annotator_id"])
+        assert len(judged) and judged[column].notna().all()
+        assert with_verdicts[column].notna().sum() == len(judged)  # only the sampled work has a verdict
+    reviewed_rows = with_verdicts[with_verdicts.review_status == "peer_reviewed"]
+    assert len(reviewed_rows) and reviewed_rows.review_accepted.notna().all()
+
 
 def test_a_malformed_export_leaves_the_batch_table_as_it_was(reviewed, tmp_path):
     store, batch, _ = reviewed
-    local = DatasetStore(str(tmp_path / "copy"))
-    for key in store.list("", recursive=True):
-        data = store.read_bytes(key)
-        (local.put_upload if key.startswith(("incoming/", "reviews/")) else local.write_bytes)(key, data)
+    local = copy_store(store, DatasetStore(str(tmp_path / "copy")))
     good = import_batch_reviews(local, batch, TAXONOMY).annotations
     local.write_parquet(annotations_key(batch), good)
     before = local.read_bytes(annotations_key(batch))
