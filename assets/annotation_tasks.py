@@ -6,12 +6,20 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 
 from assets.execution import CPU_TAGS, retried_on_store_outage
 from assets.partitions import capture_batches
+from assets.reporting import table_metadata
 from dataset_pipeline import layout
-from dataset_pipeline.annotation_tasks import push_to_label_studio, write_annotation_tasks
+from dataset_pipeline.annotation_tasks import (
+    first_round,
+    push_to_label_studio,
+    write_annotation_tasks,
+    write_work_plan,
+)
 from dataset_pipeline.episode_propagation import PropagationError
 from dataset_pipeline.episode_propagation.batch import keyframe_table
 from dataset_pipeline.formats.label_studio.client import LabelStudioError, project_title
 from resources import (
+    AgreementRules,
+    AnnotationTeam,
     AnnotationToolsResource,
     DatasetStoreResource,
     LabelStudioResource,
@@ -28,7 +36,9 @@ from resources import (
     kinds={"json", "xml"},
     description="Label Studio tasks with brush-RLE predictions and a labeling config; CVAT for images 1.1 "
     "XML with semi-auto mask shapes and the task's labels. Of long episodes, the keyframes go first "
-    "(every N-th frame and where the scene moves fast); the rest follow propagation.",
+    "(every N-th frame and where the scene moves fast); the rest follow propagation. With a roster, who labels "
+    "what: a share of gold images for the batch's pair (pairs rotate across batches), the rest one person each, "
+    "as Label Studio saved filters and a CVAT job list.",
 )
 @retried_on_store_outage
 def annotation_tasks(
@@ -38,6 +48,8 @@ def annotation_tasks(
     annotation_tools: AnnotationToolsResource,
     label_studio: LabelStudioResource,
     propagation: PropagationSettings,
+    annotation_team: AnnotationTeam,
+    agreement_rules: AgreementRules,
 ) -> MaterializeResult:
     store = dataset_store.get_store()
     batch = context.partition_key
@@ -74,9 +86,40 @@ def annotation_tasks(
             f"**No pre-mask was sent**: {export.no_premask_reason}. Every task says so "
             "(Label Studio: the task's `pre_annotation` field; CVAT: a comment at the top of the XML)."
         )
+    task_ids = None
     if label_studio.enabled:
         metadata |= push_to_project(context, store, batch, label_studio, classes, export.label_studio_tasks)
+        pushed = store.read_parquet(layout.label_studio_tasks_key(batch))
+        task_ids = dict(zip(pushed.image_id, pushed.task_id, strict=True))
+    team = annotation_team.settings(agreement_rules.calibration_prefix)
+    plan = write_work_plan(store, batch, first_round(captures, keyframes), team, task_ids)
+    if plan is None:
+        metadata["work plan"] = (
+            "none: no team roster (annotation_team.annotators, env DATASET_PIPELINE_ANNOTATORS)"
+        )
+    else:
+        metadata |= work_plan_metadata(context, store, label_studio, plan, task_ids)
     return MaterializeResult(metadata=metadata)
+
+
+def work_plan_metadata(context, store, label_studio: LabelStudioResource, plan, task_ids) -> dict[str, Any]:
+    """Say who labels what; with a live Label Studio, make each annotator's saved filter there."""
+    counts = plan.plan.groupby(["annotator_id", "role"]).size().unstack(fill_value=0).reset_index()
+    out: dict[str, Any] = {
+        "gold pair": ", ".join(plan.pair) or "everyone (calibration round)",
+        "images per annotator": table_metadata(counts),
+        **{f"team {role}": MetadataValue.path(store.url(key)) for role, key in plan.files.items()},
+    }
+    if task_ids:
+        project_id = int(
+            store.read_parquet(layout.label_studio_tasks_key(context.partition_key)).project_id.iloc[0]
+        )
+        try:
+            views = label_studio.client().ensure_views(project_id, plan.views)
+        except LabelStudioError as exc:
+            raise Failure(description=str(exc), allow_retries=False) from None
+        out["label_studio_work_views"] = MetadataValue.json(views)
+    return out
 
 
 def push_to_project(

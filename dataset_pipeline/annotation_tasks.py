@@ -12,13 +12,23 @@ For each batch, under ``tasks/<batch>/`` in the store:
 
 Rejected pre-masks (under the score threshold) and masks without a class (automatic
 generation) are not sent: annotators should not start from them. They are counted.
+
+With a team roster, who labels what is planned too (``tasks/<batch>/team/``): a share of the
+images is gold, labelled independently by the batch's pair of annotators, and the pairs rotate
+from batch to batch (the pair that has had the fewest batches goes next), so that no annotator's
+agreement is measured against one partner only; each other image goes to one person, in turn. A
+calibration round (a batch named with the calibration prefix) is labelled by everyone.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from dataset_pipeline import layout, schemas
@@ -28,6 +38,9 @@ from dataset_pipeline.formats.label_studio.client import LabelStudioClient, Push
 from dataset_pipeline.masks import decode_mask
 from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def local_files_url(path: str) -> str:
@@ -130,6 +143,13 @@ NO_CLASSED_PREMASK = (
 )
 
 
+def first_round(captures, keyframes=None):  # -> schemas.CAPTURES
+    """The captures that go out first: of episodes with a keyframe table, the keyframes; else all."""
+    if keyframes is None or not len(keyframes):
+        return captures
+    return captures[captures.image_id.isin(set(keyframes.image_id[keyframes.keyframe]))]
+
+
 def write_annotation_tasks(
     store: DatasetStore,
     batch: str,
@@ -150,10 +170,9 @@ def write_annotation_tasks(
         skipped_rejected=int(premasks.rejected.sum()),
         skipped_unclassed=int((~premasks.rejected & premasks.class_id.isna()).sum()),
     )
-    if keyframes is not None and len(keyframes):
-        first = set(keyframes.image_id[keyframes.keyframe])
-        export.deferred = int((~captures.image_id.isin(first)).sum())
-        captures = captures[captures.image_id.isin(first)]
+    sent = first_round(captures, keyframes)
+    export.deferred = len(captures) - len(sent)
+    captures = sent
     export.no_premask_reason = no_premask_reason(premasks)
     sendable = premasks[~premasks.rejected & premasks.class_id.notna()]
     model_versions = sorted(set(premasks.model_version)) or ["none"]
@@ -288,3 +307,180 @@ def push_to_label_studio(
         table = table.drop_duplicates("image_id", keep="last").reset_index(drop=True)
     store.write_parquet(key, table)
     return pushed
+
+
+# -- who labels what: the team's work plan ------------------------------------------------------
+
+#: The share of a batch's images labelled twice, by its pair (the agreement report's gold set).
+GOLD_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class TeamSettings:
+    """The annotators (in rotation order) and the share of each batch that their pair labels twice."""
+
+    annotators: tuple[str, ...] = ()
+    gold_share: float = GOLD_SHARE
+    calibration_prefix: str = "calibration"
+
+
+def stable_rank(*parts: str) -> int:
+    """A pseudo-random rank (the order a sample is drawn in), the same on every machine and run.
+
+    >>> stable_rank("b1", "gold", "b1/0001") == stable_rank("b1", "gold", "b1/0001")
+    True
+    """
+    return int(hashlib.sha1("/".join(parts).encode()).hexdigest()[:12], 16)
+
+
+def annotator_pairs(annotators: Sequence[str]) -> list[tuple[str, str]]:
+    """Every pair of the roster once, in rotation order.
+
+    >>> annotator_pairs(["a", "b", "c"])
+    [('a', 'b'), ('a', 'c'), ('b', 'c')]
+    """
+    return list(itertools.combinations(dict.fromkeys(annotators), 2))
+
+
+def next_pair(annotators: Sequence[str], earlier: Sequence[Sequence[str]]) -> tuple[str, ...]:
+    """The pair of a new batch: of the roster's pairs, the one with the fewest batches so far
+    (``earlier``: the pairs of the batches planned before); ties go in rotation order. Two batches
+    planned at the same moment may get the same pair; the next one evens it out.
+
+    >>> next_pair(["a", "b", "c"], [("a", "b"), ("a", "c")])
+    ('b', 'c')
+    >>> next_pair(["a"], [])
+    ('a',)
+    """
+    pairs = annotator_pairs(annotators)
+    if not pairs:
+        return tuple(annotators)
+    used = [tuple(sorted(p)) for p in earlier]
+    return min(pairs, key=lambda p: (used.count(tuple(sorted(p))), pairs.index(p)))
+
+
+def plan_work(
+    image_ids: Sequence[str],
+    image_files: Sequence[str],
+    batch: str,
+    team: TeamSettings,
+    pair: Sequence[str],
+    earlier: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """schemas.WORK_PLAN of a batch: ``gold_share`` of the images (at least one; drawn by stable
+    rank) for each of ``pair``, the others one person each, the roster in turn; a calibration
+    round's every image for everyone. The rows of ``earlier`` (the plan as it was) stay as they
+    are: only the images new to the batch are planned, topping the gold share up.
+
+    >>> team = TeamSettings(("a", "b", "c"), gold_share=0.25)
+    >>> plan = plan_work(["1", "2", "3", "4"], ["1.jpg", "2.jpg", "3.jpg", "4.jpg"], "b1", team, ("a", "b"))
+    >>> plan.role.value_counts().to_dict(), sorted(plan[plan.role == "gold"].annotator_id)
+    ({'single': 3, 'gold': 2}, ['a', 'b'])
+    """
+    files = dict(zip(image_ids, image_files, strict=True))
+    kept = earlier[earlier.image_id.isin(files)] if earlier is not None else schemas.WORK_PLAN.frame()
+    new = sorted(set(files) - set(kept.image_id), key=lambda i: stable_rank(batch, "gold", i))
+    rows = [r._asdict() for r in kept.itertuples(index=False)]
+
+    def add(image_id: str, person: str, role: str) -> None:
+        rows.append(
+            {"image_id": image_id, "image_file": files[image_id], "annotator_id": person, "role": role}
+        )
+
+    if batch.startswith(team.calibration_prefix):
+        for image_id in new:
+            for person in team.annotators:
+                add(image_id, person, "calibration")
+    else:
+        wanted = max(1, round(team.gold_share * len(files))) if team.gold_share > 0 and len(pair) > 1 else 0
+        n_gold = min(len(new), max(0, wanted - kept.image_id[kept.role == "gold"].nunique()))
+        for image_id in new[:n_gold]:
+            for person in pair:
+                add(image_id, person, "gold")
+        turn = int((kept.role == "single").sum())
+        for n, image_id in enumerate(new[n_gold:]):
+            add(image_id, team.annotators[(turn + n) % len(team.annotators)], "single")
+    order = {image_id: n for n, image_id in enumerate(image_ids)}
+    table = schemas.WORK_PLAN.frame(rows)
+    return table.sort_values("image_id", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+@dataclass
+class WorkPlan:
+    """What :func:`write_work_plan` wrote: the plan, its pair, the saved filters, the files."""
+
+    plan: pd.DataFrame
+    pair: tuple[str, ...]
+    views: list[dict]
+    files: dict[str, str]  # role -> key
+
+
+def batch_pairs(store: DatasetStore, but: str) -> list[tuple[str, ...]]:
+    """The pairs of the batches planned so far (calibration rounds have none), but ``but``'s."""
+    pairs = []
+    for key in store.glob(layout.TEAM_PAIRS_GLOB):
+        record = json.loads(store.read_bytes(key))
+        if record.get("batch") != but and record.get("pair") and len(record["pair"]) > 1:
+            pairs.append(tuple(record["pair"]))
+    return pairs
+
+
+def write_work_plan(
+    store: DatasetStore,
+    batch: str,
+    captures,  # schemas.CAPTURES of the images sent
+    team: TeamSettings,
+    task_ids: dict[str, int] | None = None,
+) -> WorkPlan | None:
+    """Plan who labels the batch's images (None without a roster): a batch keeps the pair and the
+    plan it was given first, so a re-run (more keyframes, a new push) moves no image to other people.
+    Writes the plan, the pair, one Label Studio saved filter and one CVAT job per annotator."""
+    if not team.annotators:
+        return None
+    files = layout.team_files(batch)
+    calibration = batch.startswith(team.calibration_prefix)
+    if store.exists(files["pair"]):
+        pair = tuple(json.loads(store.read_bytes(files["pair"]))["pair"])
+    else:
+        pair = () if calibration else next_pair(team.annotators, batch_pairs(store, batch))
+    image_files = [layout.upload_relative(batch, uri) for uri in captures.uri]
+    plan = plan_work(list(captures.image_id), image_files, batch, team, pair, read_work_plan(store, batch))
+    views, jobs = [], []
+    for person, mine in plan.groupby("annotator_id", sort=False):
+        gold = mine.role != "single"
+        views.append(label_studio.saved_filter(f"Labelling {batch}: {person}", mine.image_id, task_ids))
+        jobs.append(
+            {
+                "name": f"{batch}-{person}",
+                "assignee": person,
+                "frames": list(mine.image_file),
+                "gold_frames": list(mine.image_file[gold]),
+            }
+        )
+    record = {
+        "batch": batch,
+        "pair": list(pair),
+        "roster": list(team.annotators),
+        "gold_share": team.gold_share,
+    }
+    contents = {
+        "work_plan": plan.to_csv(index=False).encode(),
+        "label_studio_views": json.dumps(views, indent=2).encode(),
+        "cvat_jobs": json.dumps(jobs, indent=2).encode(),
+        "pair": json.dumps(record, indent=2).encode(),  # last: a pair on record = its plan is whole
+    }
+    for role, data in contents.items():
+        store.write_bytes(files[role], data)
+    return WorkPlan(plan, pair, views, files)
+
+
+def read_work_plan(store: DatasetStore, batch: str) -> pd.DataFrame | None:
+    """The batch's plan as written, or None when none was made (no roster)."""
+    import io
+
+    import pandas as pd
+
+    key = layout.team_files(batch)["work_plan"]
+    if not store.exists(key):
+        return None
+    return pd.read_csv(io.BytesIO(store.read_bytes(key)), dtype=str, keep_default_na=False)

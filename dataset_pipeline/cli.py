@@ -228,6 +228,12 @@ def _run_demo(args: argparse.Namespace) -> int:
     # The demo team's rules file, revised during the run (annotation_guideline keeps each revision).
     rules_path = Path(os.environ.setdefault("DATASET_PIPELINE_GUIDELINE", str(home / "demo-guideline.yaml")))
     revision_state = home / "demo-guideline-revised-at.json"
+    # The demo team: annotation_tasks plans each batch's work for them (gold to a rotating pair).
+    from dataset_pipeline.demo.review import ANNOTATORS
+
+    roster = os.environ.setdefault(
+        "DATASET_PIPELINE_ANNOTATORS", ",".join(a.annotator_id for a in ANNOTATORS)
+    )
     print(f"dataset store: {store.root_url}\ndagster home:  {home}")
     _ensure_demo_upload(store, batch, args.images, args.seed)
 
@@ -274,9 +280,9 @@ def _run_demo(args: argparse.Namespace) -> int:
         _ensure_demo_robot_upload(store, robot_batch, args.seed)
         ok = run(3)
     if ok:
-        # The keyframes of its long episodes, one annotator per frame: the gold set (agreement) is
-        # the main batch's. Then their masks are propagated to the frames between.
-        _ensure_demo_review(store, robot_batch, args.seed, gold_share=0.0)
+        # The keyframes of its long episodes, gold ones by the next pair of the rotation. Then
+        # their masks are propagated to the frames between.
+        _ensure_demo_review(store, robot_batch, args.seed)
         ok = run(4)
     if ok:  # people accept or correct the propagated frames; the corrections are imported
         _ensure_demo_corrections(store, robot_batch, args.seed)
@@ -313,7 +319,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(
         f"See every materialization in the UI:  DAGSTER_HOME={home} DATASET_PIPELINE_STORE={store.root_url} "
         + (f"{ENDPOINT_VARIABLE}={endpoint} " if endpoint and not store.is_local else "")
-        + f"DATASET_PIPELINE_GUIDELINE={rules_path} .venv/bin/dagster dev"
+        + f"DATASET_PIPELINE_GUIDELINE={rules_path} DATASET_PIPELINE_ANNOTATORS={roster} .venv/bin/dagster dev"
     )
     return 0 if ok else 1
 
@@ -375,9 +381,7 @@ def _print_release(store) -> None:
     print(f"  {store.url(RELEASE_LATEST_KEY)} names it (completed {latest['completed_at']})")
 
 
-def _ensure_demo_review(
-    store, batch: str, seed: int, *, gold_share: float | None = None, revise: bool = False
-):
+def _ensure_demo_review(store, batch: str, seed: int, *, revise: bool = False):
     """The simulated annotators' exports, written once into reviews/<batch>/ (as people would);
     ``revise``: the team adopts the revised guideline half-way through (demo revision 2)."""
     from dataset_pipeline.demo import simulate_review
@@ -388,11 +392,7 @@ def _ensure_demo_review(
         print(f"review exports in {store.url(review_prefix(batch))} exist already: reusing them")
         return None
     started = time.perf_counter()
-    review = (
-        simulate_review(store, batch, seed, revise=revise)
-        if gold_share is None
-        else simulate_review(store, batch, seed, gold_share=gold_share, revise=revise)
-    )
+    review = simulate_review(store, batch, seed, revise=revise)
     print(
         f"simulated annotators reviewed {review.images} images ({review.gold_images} gold, "
         f"{review.annotations} masks) into "

@@ -344,6 +344,24 @@ def propagated_task_files(batch: str) -> dict[str, str]:
     }
 
 
+def team_files(batch: str) -> dict[str, str]:
+    """Who labels which of the batch's images (the pair of its gold images, one person for each of
+    the others) as the people and the tools take it: the plan, the pair, Label Studio saved filters
+    and a CVAT job list, one per annotator."""
+    out = join_key(tasks_prefix(batch), "team")
+    return {
+        "work_plan": join_key(out, "work_plan.csv"),
+        "pair": join_key(out, TEAM_PAIR_FILE),
+        "label_studio_views": join_key(out, "label_studio_views.json"),
+        "cvat_jobs": join_key(out, "cvat_jobs.json"),
+    }
+
+
+TEAM_PAIR_FILE = "pair.json"
+#: Every batch's pair, for the rotation.
+TEAM_PAIRS_GLOB = f"tasks/*/team/{TEAM_PAIR_FILE}"
+
+
 # -- the annotation guideline: every revision kept ---------------------------------------------
 
 GUIDELINES = "guidelines"

@@ -19,7 +19,6 @@ first-pass acceptance per annotator and per batch, and the audit pass rate.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 from dataset_pipeline import layout, schemas
+from dataset_pipeline.annotation_tasks import stable_rank
+from dataset_pipeline.formats.label_studio.tasks import saved_filter
 from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.verdicts import Verdict
 
@@ -90,11 +91,6 @@ def image_work(annotations: pd.DataFrame) -> pd.DataFrame:
     return work[columns]
 
 
-def _rank(*parts: str) -> int:
-    """A stable pseudo-random rank (the order a sample is drawn in), the same on every machine."""
-    return int(hashlib.sha1("/".join(parts).encode()).hexdigest()[:12], 16)
-
-
 def allocate(sizes: dict[str, int], total: int) -> dict[str, int]:
     """``total`` split across strata in proportion to their sizes (largest remainder; ties by name).
 
@@ -127,7 +123,9 @@ def _draw(
         for stratum, wanted in sorted(quota.items()):
             members = [int(i) for i in in_pool[(strata == stratum).to_numpy()]]
             have = sum(keys[i] in taken for i in members)
-            free = sorted((i for i in members if keys[i] not in taken), key=lambda i: _rank(salt, *keys[i]))
+            free = sorted(
+                (i for i in members if keys[i] not in taken), key=lambda i: stable_rank(salt, *keys[i])
+            )
             chosen += free[: max(0, wanted - have)]
     return chosen
 
@@ -156,10 +154,10 @@ def build_assignments(
             unit = units.iloc[i]
             if tier == "peer_review":
                 others = [p for p in people if p != unit.annotator_id]
-                reviewer = others[_rank(batch, unit.image_id) % len(others)] if others else ""
+                reviewer = others[stable_rank(batch, unit.image_id) % len(others)] if others else ""
             else:
                 auditors = list(settings.auditors)
-                reviewer = auditors[_rank(batch, unit.image_id) % len(auditors)] if auditors else ""
+                reviewer = auditors[stable_rank(batch, unit.image_id) % len(auditors)] if auditors else ""
             rows.append(
                 {
                     "image_id": unit.image_id,
@@ -206,10 +204,9 @@ def assignment_files(
 ) -> dict[str, bytes]:
     """The samples as the people and the tools take them, by store key (see :func:`layout.qc_task_files`).
 
-    Label Studio: one saved filter (a Data Manager view, the body ``POST /api/dm/views`` takes once
-    ``project`` is set) per tier and reviewer, on task ids when the batch was pushed to a live
-    server, else on the tasks' ``image_id`` data field. CVAT: one job per tier and reviewer with its
-    assignee and frame names (a task of those frames, or a job of their range)."""
+    Label Studio: one saved filter (:func:`saved_filter`) per tier and reviewer. CVAT: one job per
+    tier and reviewer with its assignee and frame names (a task of those frames, or a job of their
+    range)."""
     keys = layout.qc_task_files(batch)
     ids = (
         dict(zip(task_ids.image_id, task_ids.task_id, strict=True))
@@ -233,18 +230,8 @@ def assignment_files(
     views, jobs = [], []
     for (tier, reviewer), mine in assignments.groupby(["tier", "reviewer_id"], sort=True):
         who = reviewer or "any reviewer"
-        if ids and all(i in ids for i in mine.image_id):
-            items = [
-                {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": int(ids[i])}
-                for i in mine.image_id
-            ]
-        else:
-            items = [
-                {"filter": "filter:tasks:data.image_id", "operator": "equal", "type": "String", "value": i}
-                for i in mine.image_id
-            ]
         title = f"QC {tier.replace('_', ' ')} {batch}: {who}"  # stable: a grown sample updates its tab
-        views.append({"data": {"title": title, "filters": {"conjunction": "or", "items": items}}})
+        views.append(saved_filter(title, mine.image_id, ids))
         jobs.append(
             {
                 "name": f"qc-{tier}-{batch}-{reviewer or 'any'}",

@@ -320,6 +320,9 @@ AGREEMENT_PER_PAIR = TableSchema(
 )
 #: A batch's quality-control samples and where their verdicts stand.
 QC_TIERS: tuple[str, ...] = ("peer_review", "expert_audit")
+#: ``tasks/<batch>/team/work_plan.csv``: who labels which image. ``role``: gold (the batch's pair,
+#: each on their own), single (one person) or calibration (everyone, the same images).
+WORK_PLAN = TableSchema("work_plan", ("image_id", "image_file", "annotator_id", "role"))
 QC_ASSIGNMENTS = TableSchema(
     "qc_assignments",
     (

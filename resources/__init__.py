@@ -6,6 +6,7 @@ from resources.robot_environments import RobotEnvironments
 from resources.sam2 import Sam2Resource
 from resources.settings import (
     AgreementRules,
+    AnnotationTeam,
     AnnotationToolsResource,
     BaselineSettings,
     CaptureRules,
@@ -21,6 +22,7 @@ from resources.store import DatasetStoreResource
 
 __all__ = [
     "AgreementRules",
+    "AnnotationTeam",
     "AnnotationToolsResource",
     "BaselineSettings",
     "CaptureRules",

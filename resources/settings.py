@@ -136,6 +136,27 @@ class GuidelineResource(ConfigurableResource):
         return load_rules(self.rules_path, taxonomy)
 
 
+class AnnotationTeam(ConfigurableResource):
+    """Who labels: the roster (in rotation order) and the share of each batch their pair labels twice."""
+
+    annotators: list[str] = Field(
+        default_factory=list,
+        description="The annotators' ids as the tools write them (emails); empty: no work plan is made",
+    )
+    gold_share: float = Field(
+        default=0.2, description="Share of a batch's images labelled independently by the batch's pair"
+    )
+
+    def settings(self, calibration_prefix: str):  # -> dataset_pipeline.annotation_tasks.TeamSettings
+        from dataset_pipeline.annotation_tasks import TeamSettings
+
+        return TeamSettings(
+            annotators=tuple(self.annotators),
+            gold_share=self.gold_share,
+            calibration_prefix=calibration_prefix,
+        )
+
+
 class QcRules(ConfigurableResource):
     """Quality control's sampling tiers and batch flags."""
 

@@ -24,6 +24,8 @@ Environment:
     DATASET_PIPELINE_BASELINE_EPOCHS  baseline training epochs (default 20)
     DATASET_PIPELINE_LABEL_STUDIO_URL, DATASET_PIPELINE_LABEL_STUDIO_TOKEN
                                a live Label Studio: annotation_tasks pushes, label_studio_review_sensor pulls
+    DATASET_PIPELINE_ANNOTATORS  the annotators' ids, comma-separated: annotation_tasks plans who labels
+                               what (each batch's gold images to a pair, the pairs rotating)
     DATASET_PIPELINE_IMAGE_URL_MODE, DATASET_PIPELINE_LOCAL_FILES_ROOT
                                how tasks point at images (local-files under Label Studio's document root)
     DATASET_PIPELINE_EXECUTOR  ``celery`` = steps run on Celery workers (queues gpu / cpu); ``k8s`` = one

@@ -14,6 +14,7 @@ from dataset_pipeline.sam2_premasks.models import PremaskModels
 from dataset_pipeline.store import KEY_ID_VARIABLE, SECRET_VARIABLE, StoreConfig
 from resources import (
     AgreementRules,
+    AnnotationTeam,
     AnnotationToolsResource,
     BaselineSettings,
     CaptureRules,
@@ -57,6 +58,9 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
             url=os.environ.get("DATASET_PIPELINE_LABEL_STUDIO_URL") or "http://127.0.0.1:8080",
             api_token=_secret("DATASET_PIPELINE_LABEL_STUDIO_TOKEN"),
         ),
+        "annotation_team": AnnotationTeam(
+            annotators=_roster(os.environ.get("DATASET_PIPELINE_ANNOTATORS", ""))
+        ),
         "quality_rules": QualityRules(),
         "agreement_rules": AgreementRules(),
         "guideline": GuidelineResource(rules_path=os.environ.get("DATASET_PIPELINE_GUIDELINE") or None),
@@ -76,6 +80,11 @@ def _sam2_resource() -> Sam2Resource:
         model_config_name=models.model_config_name,
         detector_path=models.detector_path,
     )
+
+
+def _roster(text: str) -> list[str]:
+    """DATASET_PIPELINE_ANNOTATORS: the annotators' ids, comma-separated, in rotation order."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _secret(name: str) -> EnvVar | None:

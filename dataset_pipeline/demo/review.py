@@ -14,8 +14,9 @@ truth and write their work as the tools' own export files into the review drop f
 
 ``ann_a`` is careful and slow, ``ann_b`` average, ``ann_c`` the planted weak annotator:
 about 2x faster than the others, accepting half the pre-masks unrefined, missing thin
-structures, wider boundary jitter and some class confusion. About 20% of images are
-gold (all three annotate them); the rest get one annotator. The peer reviewers' and the
+structures, wider boundary jitter and some class confusion. They work to the batch's plan: about
+20% of its images are gold, labelled by the batch's pair (the pairs rotate from batch to batch);
+the rest get one annotator each. The peer reviewers' and the
 expert auditor's verdicts on the images qc_assignments sampled are :func:`simulate_qc_verdicts`
 (``peer_review.csv``, ``expert_audit.csv``: image_file, annotator_id, reviewer_id, accepted,
 reviewed_at), written once the samples exist, as people would return them.
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from dataset_pipeline import layout, schemas
+from dataset_pipeline.annotation_tasks import GOLD_SHARE, first_round, read_work_plan
 from dataset_pipeline.formats.cvat import tasks as cvat
 from dataset_pipeline.formats.label_studio.codec import mask_to_brush_rle
 from dataset_pipeline.formats.label_studio.tasks import BRUSH_FROM_NAME, IMAGE_TO_NAME, premask_result_id
@@ -38,7 +40,6 @@ from dataset_pipeline.masks import decode_mask, rle_iou
 from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import Taxonomy, load_taxonomy
 
-GOLD_SHARE = 0.2
 #: The expert auditor is stricter than a peer: an accepted image passes the audit this often.
 AUDIT_STRICTNESS = 0.9
 
@@ -175,7 +176,9 @@ def simulate_review(
 ) -> SimulatedReview:
     """Write the three annotators' exports to ``reviews/<batch>/``.
 
-    ``gold_share`` of the images are labelled by all three (the agreement report's gold set).
+    Who labels which image follows the batch's work plan (``tasks/<batch>/team/``) when
+    annotation_tasks made one; without one, ``gold_share`` of the images are labelled by all three
+    (the agreement report's gold set) and the others by each in turn.
     ``revise``: half-way through, the team adopts the revised guideline (the time is returned as
     ``revised_at``, the second revision's effective date), and thin structures, cloth edges and
     ambiguous classes are labelled better from then on.
@@ -185,8 +188,13 @@ def simulate_review(
     captures = store.read_parquet(layout.captures_key(batch))
     keyframes_key = layout.keyframes_key(batch)
     if store.exists(keyframes_key):  # people label what went out: of long episodes, the keyframes
-        keyframes = store.read_parquet(keyframes_key)
-        captures = captures[captures.image_id.isin(set(keyframes.image_id[keyframes.keyframe]))]
+        captures = first_round(captures, store.read_parquet(keyframes_key))
+    # who labels what: the team's work plan when there is one (each batch's gold to its pair)
+    plan = read_work_plan(store, batch)
+    planned = (
+        plan.groupby("image_id", sort=False).annotator_id.agg(list).to_dict() if plan is not None else None
+    )
+    skills = {s.annotator_id: s for s in ANNOTATORS}
     truth = store.read_parquet(layout.ground_truth_key(batch))
     premasks = store.read_parquet(layout.premasks_key(batch))
     truth_by_image = dict(tuple(truth.groupby("image_id", sort=False)))
@@ -205,8 +213,12 @@ def simulate_review(
             revised_at = max(clock.values())
             clock = dict.fromkeys(clock, revised_at)
         image_file = layout.upload_relative(batch, capture.uri)
-        gold = rng.random() < gold_share
-        people = list(ANNOTATORS) if gold else [ANNOTATORS[index % len(ANNOTATORS)]]
+        if planned is not None:
+            people = [skills[person] for person in planned.get(capture.image_id, [])]
+            gold = len(people) > 1
+        else:
+            gold = rng.random() < gold_share
+            people = list(ANNOTATORS) if gold else [ANNOTATORS[index % len(ANNOTATORS)]]
         n_gold += gold
         task: dict = {
             "id": index + 1,

@@ -15,6 +15,8 @@ from dataset_pipeline import layout
 from dataset_pipeline.demo import simulate_corrections, simulate_review, write_demo_upload
 from dataset_pipeline.store import DatasetStore
 from resources import (
+    AgreementRules,
+    AnnotationTeam,
     AnnotationToolsResource,
     CaptureRules,
     DatasetStoreResource,
@@ -38,6 +40,8 @@ def _resources(store, propagation=None):
         "sam2": Sam2Resource(),
         "annotation_tools": AnnotationToolsResource(),
         "label_studio": LabelStudioResource(),
+        "annotation_team": AnnotationTeam(),
+        "agreement_rules": AgreementRules(),
     }
 
 

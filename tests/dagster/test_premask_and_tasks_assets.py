@@ -9,12 +9,15 @@ from dagster import AssetKey, instance_for_test, materialize
 
 from assets import ALL_CHECKS
 from assets.partitions import capture_batches
+from dataset_pipeline.annotation_tasks import read_work_plan
 from dataset_pipeline.definitions.jobs import PER_BATCH_STAGES
 from dataset_pipeline.formats.cvat.codec import CvatMask, cvat_to_mask
 from dataset_pipeline.formats.label_studio.codec import brush_rle_to_mask
-from dataset_pipeline.layout import premasks_key
+from dataset_pipeline.layout import premasks_key, task_files, team_files
 from dataset_pipeline.masks import decode_mask
 from resources import (
+    AgreementRules,
+    AnnotationTeam,
     AnnotationToolsResource,
     CaptureRules,
     DatasetStoreResource,
@@ -26,8 +29,10 @@ from resources import (
 )
 from tests.conftest import copy_upload, copy_upload_without_prompts, stage_assets
 
+ROSTER = ["ann_a@example.com", "ann_b@example.com", "ann_c@example.com"]
 
-def _run(store, batch, sam2=None):
+
+def _run(store, batch, sam2=None, roster=()):
     resources = {
         "dataset_store": DatasetStoreResource(root_url=store.root_url),
         "capture_rules": CaptureRules(),
@@ -37,6 +42,8 @@ def _run(store, batch, sam2=None):
         "sam2": sam2 or Sam2Resource(),
         "annotation_tools": AnnotationToolsResource(),
         "label_studio": LabelStudioResource(),  # off: these tests use the files
+        "annotation_team": AnnotationTeam(annotators=list(roster)),
+        "agreement_rules": AgreementRules(),
     }
     with instance_for_test() as instance:
         instance.add_dynamic_partitions(capture_batches.name, [batch])
@@ -60,7 +67,7 @@ def materialized(demo_batch, tmp_path_factory):
     source, upload = demo_batch
     store = DatasetStore(str(tmp_path_factory.mktemp("chain") / "store"))
     copy_upload(source, upload.batch, store)
-    result, checks = _run(store, upload.batch)
+    result, checks = _run(store, upload.batch, roster=ROSTER)
     return store, upload.batch, result, checks
 
 
@@ -81,6 +88,21 @@ def test_chain_materializes_with_checks_passing(materialized):
         ("![overlays](data:image/png;base64,", "![overlays](data:image/jpeg;base64,")
     )
     assert metadata["masks_per_second"].value > 0
+
+
+def test_the_team_roster_gets_a_work_plan(materialized):
+    """With a roster, annotation_tasks plans who labels what: the first batch's gold goes to the
+    rotation's first pair, every image sent is planned, and the UI says so."""
+    store, batch, result, _ = materialized
+    metadata = result.asset_materializations_for_node("annotation_tasks")[0].metadata
+    assert metadata["gold pair"].value == ", ".join(ROSTER[:2])
+    plan = read_work_plan(store, batch)
+    tasks = json.loads(store.read_bytes(task_files(batch)["label_studio_tasks"]))
+    assert plan is not None and set(plan.image_id) == {t["data"]["image_id"] for t in tasks}
+    assert set(plan.annotator_id[plan.role == "gold"]) == set(ROSTER[:2])
+    assert set(plan.annotator_id[plan.role == "single"]) == set(ROSTER)
+    views = json.loads(store.read_bytes(team_files(batch)["label_studio_views"]))
+    assert sorted(v["data"]["title"] for v in views) == [f"Labelling {batch}: {p}" for p in ROSTER]
 
 
 def test_label_studio_tasks_carry_the_premasks_bit_exact(materialized):

@@ -26,6 +26,8 @@ from dataset_pipeline.demo import simulate_review
 from dataset_pipeline.layout import annotations_key
 from dataset_pipeline.store import DatasetStore
 from resources import (
+    AgreementRules,
+    AnnotationTeam,
     AnnotationToolsResource,
     CaptureRules,
     DatasetStoreResource,
@@ -55,6 +57,8 @@ def _resources(store):
         "annotation_tools": AnnotationToolsResource(),
         "label_studio": LabelStudioResource(),  # off: these tests use the files
         "quality_rules": QualityRules(),
+        "annotation_team": AnnotationTeam(),
+        "agreement_rules": AgreementRules(),
     }
 
 

@@ -122,3 +122,25 @@ def build_task(
 def tasks_json(tasks: list[dict]) -> bytes:
     """The tasks file that Label Studio's import (UI or ``POST /api/projects/{id}/import``) reads."""
     return json.dumps(tasks, separators=(",", ":")).encode("utf-8")
+
+
+def saved_filter(title: str, image_ids: Iterable[str], task_ids: dict[str, int] | None = None) -> dict:
+    """A Data Manager view selecting the tasks of ``image_ids`` (the body ``POST /api/dm/views``
+    takes once ``project`` is set): on task ids when every image was pushed to the live server,
+    else on the tasks' ``image_id`` data field (the file imported by hand).
+
+    >>> saved_filter("mine", ["b/1"], {"b/1": 7})["data"]["filters"]["items"][0]["value"]
+    7
+    """
+    ids = list(image_ids)
+    if task_ids and all(i in task_ids for i in ids):
+        items = [
+            {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": int(task_ids[i])}
+            for i in ids
+        ]
+    else:
+        items = [
+            {"filter": "filter:tasks:data.image_id", "operator": "equal", "type": "String", "value": i}
+            for i in ids
+        ]
+    return {"data": {"title": title, "filters": {"conjunction": "or", "items": items}}}
