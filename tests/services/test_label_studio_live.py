@@ -24,6 +24,7 @@ from dagster import DagsterInstance, build_sensor_context, materialize
 from assets.partitions import capture_batches
 from assets.qc_assignments import qc_assignments
 from assets.reviewed_annotations import reviewed_annotations
+from dataset_pipeline.annotation_tasks import read_work_plan
 from dataset_pipeline.definitions.environment import build_resources
 from dataset_pipeline.definitions.jobs import PER_BATCH_STAGES
 from dataset_pipeline.definitions.sensors import label_studio_review_sensor
@@ -34,7 +35,7 @@ from dataset_pipeline.layout import annotations_key
 from dataset_pipeline.masks import decode_mask
 from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import load_taxonomy
-from resources import AnnotationToolsResource, LabelStudioResource, TaxonomyResource
+from resources import AnnotationTeam, AnnotationToolsResource, LabelStudioResource, TaxonomyResource
 from tests.conftest import copy_upload, require_service, stage_assets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,12 +132,16 @@ def label_studio(tmp_path_factory):
         log.close()
 
 
+TEAM = ("ann_a@example.com", "ann_b@example.com", "ann_c@example.com")
+
+
 def _resources(store: DatasetStore, url: str, documents: Path, token: str = TOKEN) -> dict:
     return build_resources(store.root) | {
         "annotation_tools": AnnotationToolsResource(
             image_url_mode="local-files", local_files_document_root=str(documents)
         ),
         "label_studio": LabelStudioResource(enabled=True, url=url, api_token=token, project_prefix="dp-test"),
+        "annotation_team": AnnotationTeam(annotators=list(TEAM)),
     }
 
 
@@ -186,6 +191,17 @@ def test_push_annotate_pull_round_trip_without_duplicates(label_studio, demo_bat
         assert {k: len(v["predictions"]) for k, v in tasks_in_label_studio().items()} == {
             k: len(v["predictions"]) for k, v in there.items()
         }  # re-materializing duplicated neither tasks nor predictions
+
+        # Each annotator's work is a saved filter in the project showing exactly their planned
+        # images (the gold ones are in both of the pair's); the second run updated, not added, them.
+        plan = read_work_plan(store, BATCH)
+        assert plan is not None
+        work = [v for v in client.views(project_id) if v["data"]["title"].startswith("Labelling ")]
+        assert len(work) == plan.annotator_id.nunique() == len(TEAM)
+        for view in work:
+            person = view["data"]["title"].rsplit(": ", 1)[1]
+            shown = {t["data"]["image_id"] for t in client.view_tasks(view["id"], project_id)}
+            assert shown == set(plan.image_id[plan.annotator_id == person]), person
 
         # A person annotates three tasks: accepts a prediction, edits one, draws a new polygon.
         with_predictions = [k for k, v in there.items() if v["predictions"]]
