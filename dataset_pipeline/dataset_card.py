@@ -531,5 +531,6 @@ def write_card(
         version,
         {"images": stats["images"], "instances": stats["instances"]},
         completed_at=completed_at,
+        splits=content.images[["image_id", "split"]],
     )
     return Card(text, histogram, cost, len(manifest["files"]))

@@ -28,17 +28,24 @@ import collections
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dataset_pipeline import layout
 from dataset_pipeline.formats import EXPORT_FORMATS, exporters
-from dataset_pipeline.formats.exporting import PerImageExporter, ReleaseFolder
-from dataset_pipeline.formats.release_content import ReleaseContent
+from dataset_pipeline.formats.exporting import (
+    PerImageExporter,
+    ReleaseFolder,
+    ReusableFiles,
+    ShardedExporter,
+    read_index_rows,
+)
+from dataset_pipeline.formats.release_content import EXPORT_LAYOUT_VERSION, ReleaseContent
 from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import Taxonomy
 from dataset_pipeline.verdicts import Verdict
@@ -47,8 +54,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_FORMATS = EXPORT_FORMATS
-#: Bump when an exporter's output changes for the same inputs, so releases get new versions.
-EXPORT_LAYOUT_VERSION = 1
 #: Report files the card quotes: a change in any of them makes a new release version.
 QUOTED_KEYS = {
     "baseline": layout.BASELINE_LATEST_KEY,
@@ -189,47 +194,171 @@ class ExportOutcome:
     version: str
     written: dict[str, list[str]]  # format -> files (relative to the release folder)
     reused: bool  # the exports already existed: nothing was written
+    #: What the export step wrote and what it shared with ``reused_from`` (files, bytes).
+    files_written: int = 0
+    bytes_written: int = 0
+    files_linked: int = 0
+    bytes_linked: int = 0
+    reused_from: str | None = None
+    #: Wall seconds per step: "shards" is every shard (the images, the per-image formats, HDF5 shards).
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
-def write_exports(
-    content: ReleaseContent, version: str, formats: list[str], threads: int = 0
-) -> ExportOutcome:
-    """Write the images and each format into ``releases/<version>/``, then ``exports.json``.
+def reusable_release(store: DatasetStore, version: str) -> ReusableFiles | None:
+    """The files a new release can share: those of the latest complete release (each complete
+    release holds every unchanged file of the ones before, so the latest is enough)."""
+    latest = latest_release(store)
+    if latest is None or latest["version"] == version or not is_complete(store, latest["version"]):
+        return None
+    return ReusableFiles.of_release(store, layout.release_prefix(latest["version"]))
 
-    Nothing is written when ``exports.json`` (or ``release.json``) already exists. The
-    per-image files are written by ``threads`` threads (0 = one per core): decoding, contour
-    tracing, PNG encoding and file writes spend most of their time outside the GIL.
-    """
+
+def release_shards(content: ReleaseContent) -> list[tuple[str, str]]:
+    """(split, shard name) of every export shard, in release order (:meth:`ReleaseContent.shards`)."""
+    return [(split, name) for split in content.splits for name, _ in content.shards(split)]
+
+
+def _check_formats(formats: list[str]) -> dict:
     known = exporters()
     unknown = [f for f in formats if f not in known]
     if unknown:
         raise ReleaseError(f"unknown export formats {unknown}; known: {sorted(known)}")
-    out = release_folder(content.store, version)
-    if out.exists(layout.RELEASE_EXPORTS_FILE):
-        previous = json.loads(out.read_bytes(layout.RELEASE_EXPORTS_FILE))
-        return ExportOutcome(version, previous["files"], reused=True)
-    # Formats with a file per image are written in one pass with the images: each image's
-    # masks are decoded once for all of them. The others write whole splits or episodes.
-    per_image = {name: e for name in formats if isinstance(e := known[name], PerImageExporter)}
-    files: dict[str, list[str]] = {"images": []}
-    files.update({name: exporter.export_shared(content, out) for name, exporter in per_image.items()})
+    return known
 
-    def write_image(row) -> list[str]:
-        image = out.write_bytes(content.image_file(row), content.image_bytes(row))
-        return [image] + [exporter.export_image(content, out, row) for exporter in per_image.values()]
+
+def export_shard(
+    content: ReleaseContent,
+    version: str,
+    formats: list[str],
+    split: str,
+    shard: str,
+    threads: int = 0,
+    reusable: ReusableFiles | None = None,
+) -> int:
+    """One shard's files: its images, every per-image format and the sharded formats' shard
+    (HDF5), each unchanged unit linked from ``reusable``. Its part of the release index is
+    written last (``layout.release_part_key``): a step killed mid-write left no part, so its
+    retry makes the shard again, under the same names (nothing doubled); a shard with a part is
+    done and not made again. Returns the files the shard holds.
+
+    The per-image files are made by ``threads`` threads (0 = one per core): decoding, contour
+    tracing, PNG encoding and file writes spend most of their time outside the GIL.
+    """
+    known = _check_formats(formats)
+    part = layout.release_part_key(version, split, shard)
+    if content.store.exists(part):
+        return len(read_index_rows(content.store, part))
+    rows = dict(content.shards(split))[shard]
+    out = ReleaseFolder(content.store, layout.release_prefix(version), reusable)
+    per_image = {name: e for name in formats if isinstance(e := known[name], PerImageExporter)}
+
+    def write_image(row) -> None:
+        digest = content.image_digest(row)
+        if not out.reuse(row.image_id, "images", digest):
+            image = out.write_bytes(content.image_file(row), content.image_bytes(row))
+            out.record(row.image_id, "images", digest, image)
+        for name, exporter in per_image.items():
+            if not out.reuse(row.image_id, name, digest):
+                out.record(row.image_id, name, digest, exporter.export_image(content, out, row))
 
     workers = threads if threads > 0 else os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for keys in _ordered_map(pool, write_image, content.iter_rows(), window=4 * workers):
-            for name, key in zip(["images", *per_image], keys, strict=True):
-                files[name].append(key)
+        for _ in _ordered_map(pool, write_image, rows, window=4 * workers):
+            pass
+    for name in formats:
+        if isinstance(exporter := known[name], ShardedExporter):
+            exporter.export_shard(content, out, split, shard, rows)
+    content.store.sync()  # the shard's files are on disk before its part vouches for them
+    out.write_index(part)
+    return len(out.index_rows())
+
+
+def assemble_exports(
+    content: ReleaseContent, version: str, formats: list[str], reusable: ReusableFiles | None = None
+) -> ExportOutcome:
+    """The release from its exported shards: the formats made from the whole release (COCO,
+    LeRobot, RLDS, episode HDF5, the HDF5 split files over their shards, write-back), the index
+    (``index.parquet``, every shard's part in it) and ``exports.json``. Every shard must be done
+    (:func:`export_shard`); nothing is written when ``exports.json`` already exists."""
+    known = _check_formats(formats)
+    out = ReleaseFolder(content.store, layout.release_prefix(version), reusable)
+    if out.exists(layout.RELEASE_EXPORTS_FILE):
+        previous = json.loads(out.read_bytes(layout.RELEASE_EXPORTS_FILE))
+        return ExportOutcome(version, previous["files"], reused=True)
+    files: dict[str, list[str]] = {"images": []}
+    per_image = [name for name in formats if isinstance(known[name], PerImageExporter)]
+    for split, shard in release_shards(content):
+        part = layout.release_part_key(version, split, shard)
+        if not content.store.exists(part):
+            raise ReleaseError(
+                f"release {version}: shard {split}/{shard} has not been exported ({part} is missing)"
+            )
+        rows = read_index_rows(content.store, part)
+        out.add_rows(rows)
+        for row in rows:
+            if row["format"] == "images" or row["format"] in per_image:
+                files.setdefault(row["format"], []).append(row["file"])
+    seconds: dict[str, float] = {}
     written = {"images": files["images"]}
     for name in formats:
-        written[name] = files[name] if name in per_image else known[name].export(content, out)
+        started = time.perf_counter()
+        if name in per_image:
+            written[name] = known[name].export_shared(content, out) + files.get(name, [])
+        else:
+            written[name] = known[name].export(content, out)
+        seconds[name] = time.perf_counter() - started
+        for relative in written[name]:  # what no exporter entered itself: made from the whole release
+            if not out.recorded(relative):
+                out.record(name, name, "", relative)
+    out.write_index()
     content.store.sync()  # every file is on disk before the manifest vouches for it
-    manifest = json.dumps({"version": version, "formats": list(formats), "files": written}, indent=1)
+    reused_from = reusable.prefix if reusable is not None else None
+    manifest = json.dumps(
+        {"version": version, "formats": list(formats), "files": written, "reused_from": reused_from}, indent=1
+    )
     content.store.write_bytes(out.key(layout.RELEASE_EXPORTS_FILE), manifest.encode())
-    return ExportOutcome(version, written, reused=False)
+    rows = out.index_rows()
+    return ExportOutcome(
+        version,
+        written,
+        reused=False,
+        files_written=sum(not r["reused"] for r in rows),
+        bytes_written=sum(r["bytes"] for r in rows if not r["reused"]),
+        files_linked=sum(r["reused"] for r in rows),
+        bytes_linked=sum(r["bytes"] for r in rows if r["reused"]),
+        reused_from=reused_from,
+        seconds={k: round(v, 3) for k, v in seconds.items()},
+    )
+
+
+def write_exports(
+    content: ReleaseContent,
+    version: str,
+    formats: list[str],
+    threads: int = 0,
+    reusable: ReusableFiles | None = None,
+) -> ExportOutcome:
+    """Write the images and each format into ``releases/<version>/``, then its ``index.parquet``
+    and ``exports.json``: every shard (:func:`export_shard`) in this process, then the rest
+    (:func:`assemble_exports`). ``dataset_release`` runs the shards as steps of their own instead,
+    which the executor spreads over its workers.
+
+    Nothing is written when ``exports.json`` (or ``release.json``) already exists. With
+    ``reusable`` (an earlier release's files, :func:`reusable_release`), every unit whose inputs
+    are unchanged - an image's files, an episode's file, an HDF5 shard - is linked from there
+    instead (hard links on a local store, server-side copies on S3): a release that adds 1% of
+    the images makes about 1% of the per-image and sharded bytes.
+    """
+    _check_formats(formats)
+    if release_folder(content.store, version).exists(layout.RELEASE_EXPORTS_FILE):
+        return assemble_exports(content, version, formats, reusable)
+    started = time.perf_counter()
+    for split, shard in release_shards(content):
+        export_shard(content, version, formats, split, shard, threads, reusable)
+    shards_seconds = time.perf_counter() - started
+    outcome = assemble_exports(content, version, formats, reusable)
+    outcome.seconds = {"shards": round(shards_seconds, 3), **outcome.seconds}
+    return outcome
 
 
 def _ordered_map(pool: ThreadPoolExecutor, function, items: Iterable, window: int) -> Iterator:
@@ -307,19 +436,51 @@ def sample_overlays(content: ReleaseContent, count: int = 6, seed: int = 0) -> n
     )
 
 
+def linked_digests(out: ReleaseFolder) -> dict[str, dict]:
+    """Size and SHA-256 of the files the exports linked from an earlier complete release, as that
+    release's ``release.json`` vouches for them (the bytes are the same inode or a server-side
+    copy of them): the card does not read them again."""
+    if not out.exists(layout.RELEASE_EXPORTS_FILE) or not out.exists(layout.RELEASE_INDEX_FILE):
+        return {}
+    source_prefix = json.loads(out.read_bytes(layout.RELEASE_EXPORTS_FILE)).get("reused_from")
+    earlier = ReleaseFolder(out.store, source_prefix) if source_prefix else None
+    if earlier is None or not earlier.exists(layout.RELEASE_MANIFEST_FILE):
+        return {}
+    vouched = json.loads(earlier.read_bytes(layout.RELEASE_MANIFEST_FILE))["files"]
+    index = out.store.read_parquet(out.key(layout.RELEASE_INDEX_FILE))
+    linked = index[index.reused]
+    return {
+        row.file: vouched[row.source]
+        for row in linked.itertuples()
+        if row.source in vouched and vouched[row.source]["bytes"] == row.bytes
+    }
+
+
 def file_digests(out: ReleaseFolder) -> dict[str, dict]:
-    """Size and SHA-256 of every file under the release folder (manifests excluded)."""
+    """Size and SHA-256 of every file under the release folder (manifests excluded); those linked
+    from an earlier release are taken from its manifest (:func:`linked_digests`)."""
     digests = {}
+    known = linked_digests(out)
     for relative in out.list():
         if relative == layout.RELEASE_MANIFEST_FILE:
+            continue
+        if relative in known:
+            digests[relative] = known[relative]
             continue
         data = out.read_bytes(relative)
         digests[relative] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     return digests
 
 
-def complete_release(store: DatasetStore, version: str, summary: dict, completed_at: str) -> dict:
-    """Write ``release.json`` (the completeness marker) and point ``releases/latest.json`` at it."""
+def complete_release(
+    store: DatasetStore, version: str, summary: dict, completed_at: str, splits: pd.DataFrame
+) -> dict:
+    """Write ``release.json`` (the completeness marker) and point ``releases/latest.json`` at it.
+
+    Its images' splits go into the released-splits registry first (so a crash between the two
+    can only pin images that were about to be released, never leave released ones unpinned)."""
+    from dataset_pipeline.dataset_splits import record_released_splits
+
     out = release_folder(store, version)
     manifest = {
         "version": version,
@@ -327,6 +488,7 @@ def complete_release(store: DatasetStore, version: str, summary: dict, completed
         "summary": summary,
         "files": file_digests(out),
     }
+    record_released_splits(store, splits, version)
     store.sync()
     store.write_bytes(
         out.key(layout.RELEASE_MANIFEST_FILE), json.dumps(manifest, indent=1, default=str).encode()

@@ -7,6 +7,10 @@ environments (scene_ids) go to test whole. The rest are assigned greedily, large
 (ties broken by a seeded shuffle), each to the split where it lowers a cost: the squared
 distance of every split's share of images, of each lighting value and of each class's
 presence from its target share.
+
+Released images are **pinned**: an image that any release held keeps that release's split
+(``tables/splits/released.parquet``), and its whole group goes with it, so new frames of a
+released episode or scene join its split; only groups with no released image are assigned.
 """
 
 from __future__ import annotations
@@ -112,8 +116,13 @@ def assign_splits(
     held_out_scenes: list[str] | tuple[str, ...] = (),
     hashes: np.ndarray | None = None,
     hash_distance: int = 4,
+    pinned: dict[str, str] | None = None,
 ) -> SplitPlan:
-    """Assign every image to a split; ``class_presence`` is a 0/1 frame (index image_id, a column per class)."""
+    """Assign every image to a split; ``class_presence`` is a 0/1 frame (index image_id, a column per class).
+
+    ``pinned``: image_id -> the split a release gave it. Those images keep it; a group holding
+    pinned images takes their split (the most common, when a new near-duplicate or episode
+    links groups released in different splits: the leakage check then names them)."""
     targets = dict(shares or DEFAULT_SHARES)
     if set(targets) != set(SPLITS) or abs(sum(targets.values()) - 1.0) > 1e-6 or min(targets.values()) < 0:
         raise ValueError(f"split shares must be non-negative for {SPLITS} and add up to 1, got {targets}")
@@ -137,11 +146,20 @@ def assign_splits(
     weights[0] = 4.0  # the split sizes matter most
 
     split_of_group = np.full(n_groups, -1)
-    held = set(held_out_scenes)
     notes = []
+    pinned_index = _pinned_positions(images, pinned or {})
+    for g, kept in _group_splits(groups, pinned_index).items():
+        split_of_group[g] = kept
+    if pinned_index:
+        notes.append(
+            f"kept {len(pinned_index)} released images in their splits "
+            f"({int((split_of_group >= 0).sum())} groups pinned)"
+        )
+    held = set(held_out_scenes)
     if held:
         for g in np.unique(groups[images.scene_id.isin(held).to_numpy()]):
-            split_of_group[g] = SPLITS.index("test")
+            if split_of_group[g] < 0:
+                split_of_group[g] = SPLITS.index("test")
         notes.append(f"held out for test: scenes {sorted(held)}")
     rng = np.random.default_rng(seed)
     order = [g for g in rng.permutation(n_groups) if split_of_group[g] < 0]
@@ -163,9 +181,61 @@ def assign_splits(
         split_of_group[g] = best
         current[best] += group_features[g]
     split = np.array(SPLITS)[split_of_group[groups]] if len(groups) else np.array([], dtype=str)
+    for position, kept in pinned_index.items():  # a released image never moves, whatever its group
+        split[position] = SPLITS[kept]
     assignments = pd.DataFrame({"image_id": images.image_id, "split": split, "group": groups})
     achieved = {s: float((split == s).mean()) if len(split) else 0.0 for s in SPLITS}
     return SplitPlan(assignments=assignments, shares=achieved, targets=targets, notes=notes)
+
+
+def _pinned_positions(images: pd.DataFrame, pinned: dict[str, str]) -> dict[int, int]:
+    """Row position -> split index of the images a release pinned (unknown splits are refused)."""
+    out = {}
+    for position, image_id in enumerate(images.image_id.tolist()):
+        if image_id in pinned:
+            if pinned[image_id] not in SPLITS:
+                raise ValueError(
+                    f"{layout.RELEASED_SPLITS_KEY}: image {image_id!r} has split {pinned[image_id]!r}, not one of {SPLITS}"
+                )
+            out[position] = SPLITS.index(pinned[image_id])
+    return out
+
+
+def _group_splits(groups: np.ndarray, pinned: dict[int, int]) -> dict[int, int]:
+    """Group -> the split of its pinned images (the most common; ties in SPLITS order).
+
+    >>> _group_splits(np.array([0, 0, 1, 1, 1]), {0: 2, 2: 1, 3: 0, 4: 1})
+    {0: 2, 1: 1}
+    """
+    votes: dict[int, list[int]] = {}
+    for position, split in pinned.items():
+        votes.setdefault(int(groups[position]), [0] * len(SPLITS))[split] += 1
+    return {g: int(np.argmax(v)) for g, v in sorted(votes.items())}
+
+
+def released_splits(store: DatasetStore) -> dict[str, str]:
+    """image_id -> split of every image a release has held (empty before the first release)."""
+    if not store.exists(layout.RELEASED_SPLITS_KEY):
+        return {}
+    table = store.read_parquet(layout.RELEASED_SPLITS_KEY)
+    return dict(zip(table.image_id, table.split, strict=True))
+
+
+def record_released_splits(store: DatasetStore, splits: pd.DataFrame, version: str) -> int:
+    """Add a completed release's images (``image_id``, ``split``) to the registry; an image
+    already there keeps its first entry. Returns how many images were new to it."""
+    before = (
+        store.read_parquet(layout.RELEASED_SPLITS_KEY)
+        if store.exists(layout.RELEASED_SPLITS_KEY)
+        else schemas.RELEASED_SPLITS.frame()
+    )
+    new = splits.loc[~splits.image_id.isin(set(before.image_id)), ["image_id", "split"]].assign(
+        version=version
+    )
+    if len(new):
+        table = pd.concat([before, schemas.RELEASED_SPLITS.cast(new)], ignore_index=True)
+        store.write_parquet(layout.RELEASED_SPLITS_KEY, table)
+    return len(new)
 
 
 def closest_split(
@@ -282,6 +352,7 @@ def split_corpus(
     """Split the corpus (every image's dHash read from the store) and describe the result."""
     hashes = np.array([difference_hash(store.read_bytes(uri)) for uri in images.uri], dtype=np.uint64)
     presence = class_presence(annotations, taxonomy)
+    pinned = released_splits(store)
     plan = assign_splits(
         images,
         presence,
@@ -290,6 +361,7 @@ def split_corpus(
         held_out_scenes=held_out_scenes,
         hashes=hashes,
         hash_distance=hash_distance,
+        pinned=pinned,
     )
     table = schemas.SPLITS.from_columns(
         {**{c: plan.assignments[c] for c in plan.assignments}, "dhash": [f"{h:016x}" for h in hashes]}
@@ -330,6 +402,7 @@ def split_corpus(
         },
         "notes": plan.notes,
         "seed": seed,
+        "pinned": int(plan.assignments.image_id.isin(set(pinned)).sum()),
     }
     return SplitOutcome(table=table, info=info, summary=summary)
 

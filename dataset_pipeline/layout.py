@@ -429,6 +429,9 @@ AGREEMENT_TABLES: dict[str, str] = {
 }
 SPLITS_KEY = "tables/splits/splits.parquet"
 SPLIT_INFO_KEY = "tables/splits/info.json"
+#: Every image ever released, with its split and the first release that held it: adding a batch
+#: never moves a released image to another split (dataset_splits pins them; dataset_card adds to it).
+RELEASED_SPLITS_KEY = "tables/splits/released.parquet"
 BASELINE_LATEST_KEY = "models/baseline/latest.json"
 ZERO_SHOT_KEY = "tables/zero_shot/summary.json"
 ACTIVE_LEARNING_QUEUE_KEY = "tables/active_learning/queue.parquet"
@@ -452,9 +455,29 @@ RELEASE_MANIFEST_FILE = "release.json"
 #: Inside a release folder: what the export step wrote (a re-run does not rewrite the exports).
 RELEASE_EXPORTS_FILE = "exports.json"
 RELEASE_MANIFESTS_GLOB = f"{RELEASES}/*/{RELEASE_MANIFEST_FILE}"
+#: Inside a release folder, written before exports.json: for every file the exports made, the
+#: unit it holds (an image, an episode, a shard), the digest of that unit's inputs, and whether
+#: its bytes were written or shared with an earlier release. The next release reuses by it.
+RELEASE_INDEX_FILE = "index.parquet"
 DATASHEET_FILE = "DATASHEET.md"
 MASK_AREA_HISTOGRAM_FILE = "stats/mask_area_histogram.png"
 STATISTICS_FILE = "stats/statistics.json"
+
+
+#: Small values Dagster steps hand to each other (resources.StoreIOManager), by run and step.
+DAGSTER_IO = "tables/dagster_io"
+#: Each export shard's part of a release index, written last by its step (present = the shard is
+#: done); outside the release folder, which holds only the release.
+RELEASE_PARTS = "tables/release_parts"
+
+
+def release_part_key(version: str, split: str, shard: str) -> str:
+    """The key of one export shard's part of the release index.
+
+    >>> release_part_key("tabletop-v1-ab12", "train", "b1-0")
+    'tables/release_parts/tabletop-v1-ab12/train/b1-0.parquet'
+    """
+    return join_key(RELEASE_PARTS, version, split, f"{shard}.parquet")
 
 
 def release_prefix(version: str) -> str:

@@ -339,6 +339,17 @@ QC_ASSIGNMENTS = TableSchema(
     {"assigned_at": "datetime64[us, UTC]"},
 )
 SPLITS = TableSchema("splits", ("image_id", "split", "group", "dhash"))
+#: ``releases/<version>/index.parquet``: each exported file, the unit (image id, ``episode:<id>``,
+#: ``shard:<split>/<name>``) and format it holds, the digest of its inputs, its size, and
+#: ``source``: the earlier release's file whose bytes it shares (a hard link or a server-side
+#: copy; "" when written), ``reused`` = it has one.
+RELEASE_INDEX = TableSchema(
+    "release_index",
+    ("unit", "format", "digest", "file", "bytes", "reused", "source"),
+    {"bytes": "int64", "reused": "bool"},
+)
+#: ``tables/splits/released.parquet``: each released image's split, and the version that first held it.
+RELEASED_SPLITS = TableSchema("released_splits", ("image_id", "split", "version"))
 ACTIVE_LEARNING_QUEUE = TableSchema(
     "active_learning_queue", ("image_id", "mean_entropy", "mc_disagreement", "score", "rank", "batch", "uri")
 )

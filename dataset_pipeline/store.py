@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import io
 import os
 import posixpath
@@ -392,6 +393,52 @@ class DatasetStore:
             raise RawUploadError(f"{self.url(key)}: raw uploads are never modified by the pipeline")
         self._atomic_write(key, local_path=local_path)
         return key
+
+    def size(self, key: str) -> int:
+        """Bytes of ``key``."""
+        try:
+            return int(self.fs.size(self.path(key)))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.url(key)}: no such file in the store") from None
+        except self._errors as exc:
+            raise StoreError(f"{self.url(key)}: cannot reach the store ({exc})") from exc
+
+    def link(self, source: str, key: str) -> str:
+        """Make ``key`` hold the bytes of ``source`` without sending them again: a hard link on a
+        local store (both names share one inode, which is made read-only: a release's files are
+        never changed in place, and the link makes that a rule of the filesystem too), a
+        server-side copy on S3 (CopyObject: no bytes through this machine). Atomic like a write:
+        a reader sees no file or the whole one. Returns how the bytes got there: "link",
+        "server-copy", or "copy" where hard links are refused (another filesystem)."""
+        key, source = normalize_key(key), normalize_key(source)
+        if key.startswith(RAW_PREFIXES):
+            raise RawUploadError(f"{self.url(key)}: raw uploads are never modified by the pipeline")
+        path, origin = self.path(key), self.path(source)
+        try:
+            if not self.is_local:
+                self.fs.copy(origin, path)
+                return "server-copy"
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{threading.get_ident()}.part")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # left by a process of the same id that was killed here
+            try:
+                os.link(origin, tmp)
+                how = "link"
+                mode = os.stat(origin).st_mode
+                if mode & 0o222:
+                    os.chmod(origin, mode & ~0o222)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+                shutil.copyfile(origin, tmp)
+                how = "copy"
+            os.replace(tmp, path)
+            return how
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.url(source)}: no such file in the store") from None
+        except self._errors as exc:
+            raise StoreError(f"{self.url(key)}: link from {self.url(source)} failed ({exc})") from exc
 
     def delete(self, key: str) -> None:
         key = normalize_key(key)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -54,12 +55,137 @@ class PerImageExporter(Exporter, Protocol):
         ...
 
 
+class ReusableFiles:
+    """The files of an earlier release by (unit, format), with the digest of the inputs they
+    were made from (its ``index.parquet``): a unit whose digest is unchanged is linked, not made."""
+
+    def __init__(self, prefix: str, rows: Iterable[tuple[str, str, str, str, int]]) -> None:
+        self.prefix = prefix
+        self._files: dict[tuple[str, str], tuple[str, list[tuple[str, int]]]] = {}
+        for unit, fmt, digest, relative, size in rows:
+            if digest:  # files made from the whole release (COCO, LeRobot) carry none: never reused
+                self._files.setdefault((unit, fmt), (digest, []))[1].append((relative, int(size)))
+
+    @classmethod
+    def of_release(cls, store: DatasetStore, prefix: str) -> ReusableFiles | None:
+        """The reusable files of the release under ``prefix`` (None when it has no index)."""
+        from dataset_pipeline.layout import RELEASE_INDEX_FILE
+
+        key = join_key(prefix, RELEASE_INDEX_FILE)
+        if not store.exists(key):
+            return None
+        table = store.read_table(key, ["unit", "format", "digest", "file", "bytes"])
+        columns = [table.column(c).to_pylist() for c in ("unit", "format", "digest", "file", "bytes")]
+        return cls(prefix, zip(*columns, strict=True))
+
+    def files(self, unit: str, fmt: str, digest: str) -> list[tuple[str, int]]:
+        """The earlier (file, bytes) of ``unit`` in ``fmt`` when made from the same inputs, else []."""
+        found = self._files.get((unit, fmt))
+        return list(found[1]) if found and found[0] == digest else []
+
+
+@runtime_checkable
+class ShardedExporter(Exporter, Protocol):
+    """A format whose bulk is written shard by shard (:meth:`ReleaseContent.shards`), each shard in
+    a step of its own; ``export`` then assembles the shards (and writes any not written yet)."""
+
+    def export_shard(
+        self, content: ReleaseContent, out: ReleaseFolder, split: str, name: str, rows: list
+    ) -> list[str]:
+        """The files of one shard; returns them, relative to the release folder."""
+        ...
+
+
 @dataclass
 class ReleaseFolder:
-    """The release's folder in the store: ``releases/<version>/``; keys are relative to it."""
+    """The release's folder in the store: ``releases/<version>/``; keys are relative to it.
+
+    It also keeps the release's index (what each file holds and the digest of its inputs) and,
+    with ``reusable`` (an earlier release's), links the files of unchanged units instead of
+    making them again (:meth:`reuse`)."""
 
     store: DatasetStore
     prefix: str
+    reusable: ReusableFiles | None = None
+
+    def __post_init__(self) -> None:
+        self._index: dict[str, dict] = {}
+        self._sizes: dict[str, int] = {}  # bytes of the files this process wrote
+        self._lock = threading.Lock()
+
+    def record(
+        self, unit: str, fmt: str, digest: str, relative: str, size: int | None = None, source: str = ""
+    ) -> str:
+        """Enter a file into the release's index (thread-safe: the per-image pass is threaded);
+        ``digest`` "" = made from the whole release, never reused. A file entered twice keeps
+        its first entry (a shard's exporter enters its files before the release enters the rest);
+        ``source``: the earlier release's file it was linked from."""
+        if size is None:
+            size = self._sizes.get(relative)
+            if size is None:
+                size = self.store.size(self.key(relative))
+        row = {
+            "unit": unit,
+            "format": fmt,
+            "digest": digest,
+            "file": relative,
+            "bytes": size,
+            "reused": bool(source),
+            "source": source,
+        }
+        with self._lock:
+            self._index.setdefault(relative, row)
+        return relative
+
+    def recorded(self, relative: str) -> bool:
+        with self._lock:
+            return relative in self._index
+
+    def reuse(self, unit: str, fmt: str, digest: str, names: list[str] | None = None) -> list[str]:
+        """Link the earlier release's files of ``unit`` in ``fmt`` into this one when they were
+        made from the same inputs (``digest``), under ``names`` (default: the same relative paths;
+        an episode's number may move). Returns the files linked, [] when there is nothing to reuse."""
+        if self.reusable is None:
+            return []
+        earlier = self.reusable.files(unit, fmt, digest)
+        if not earlier or (names is not None and len(names) != len(earlier)):
+            return []
+        names = names if names is not None else [old for old, _ in earlier]
+        for (old, size), new in zip(earlier, names, strict=True):
+            self.store.link(join_key(self.reusable.prefix, old), self.key(new))
+            self.record(unit, fmt, digest, new, size, source=old)
+        return names
+
+    def add_rows(self, rows: Iterable[dict]) -> None:
+        """Enter index rows made elsewhere (the shards' steps) before the rest of the release."""
+        with self._lock:
+            for row in rows:
+                self._index.setdefault(row["file"], dict(row))
+
+    def index_rows(self) -> list[dict]:
+        """The release's index (schemas.RELEASE_INDEX rows), by file."""
+        with self._lock:
+            return [dict(self._index[k]) for k in sorted(self._index)]
+
+    def write_index(self, key: str | None = None) -> str:
+        """``index.parquet`` (or the store key ``key``: a shard's part of it), written with pyarrow
+        alone (the export path loads no pandas)."""
+        import io
+
+        import pyarrow.parquet as pq
+
+        from dataset_pipeline.formats.arrow import table_of_columns
+        from dataset_pipeline.layout import RELEASE_INDEX_FILE
+        from dataset_pipeline.schemas import RELEASE_INDEX
+
+        rows = self.index_rows()
+        types = {c: RELEASE_INDEX.dtypes.get(c, "string") for c in RELEASE_INDEX.columns}
+        table = table_of_columns({c: [r[c] for r in rows] for c in RELEASE_INDEX.columns}, types)
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        if key is not None:
+            return self.store.write_bytes(key, buffer.getvalue())
+        return self.write_bytes(RELEASE_INDEX_FILE, buffer.getvalue())
 
     def key(self, relative: str) -> str:
         return join_key(self.prefix, relative)
@@ -67,6 +193,8 @@ class ReleaseFolder:
     def write_bytes(self, relative: str, data: bytes) -> str:
         """Atomic, without a per-file fsync: the release's manifests are written after ``store.sync()``."""
         self.store.write_bytes(self.key(relative), data, durable=False)
+        with self._lock:
+            self._sizes[relative] = len(data)
         return relative
 
     def write_text(self, relative: str, text: str) -> str:
@@ -88,6 +216,8 @@ class ReleaseFolder:
         try:
             yield path
             self.store.put_file(self.key(relative), path)
+            with self._lock:
+                self._sizes[relative] = os.path.getsize(path)
         finally:
             os.unlink(path)
 
@@ -100,6 +230,28 @@ class ReleaseFolder:
     def list(self, relative: str = "") -> list[str]:
         base = self.key(relative) if relative else self.prefix
         return [k[len(self.prefix) + 1 :] for k in self.store.list(base, recursive=True)]
+
+    @contextlib.contextmanager
+    def local_folder(self, relative: str) -> Iterator[str]:
+        """A local directory holding the folder ``relative`` of the release with its layout (for
+        files that point at each other by relative path: an HDF5 split and its shards): the
+        folder itself on a local store, else a temporary download removed afterwards."""
+        if self.store.is_local:
+            yield self.store.path(self.key(relative))
+            return
+        import shutil
+        import tempfile
+
+        root = tempfile.mkdtemp()
+        try:
+            for name in self.list(relative):
+                target = os.path.join(root, name)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with open(target, "wb") as handle:
+                    handle.write(self.read_bytes(name))
+            yield os.path.join(root, relative)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
     @contextlib.contextmanager
     def local_copy(self, relative: str) -> Iterator[str]:
@@ -117,3 +269,10 @@ class ReleaseFolder:
             yield handle.name
         finally:
             os.unlink(handle.name)
+
+
+def read_index_rows(store: DatasetStore, key: str) -> list[dict]:
+    """The rows of an index file (schemas.RELEASE_INDEX), without pandas."""
+    table = store.read_table(key)
+    columns = {c: table.column(c).to_pylist() for c in table.column_names}
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]

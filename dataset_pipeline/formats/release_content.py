@@ -11,6 +11,8 @@ views. Each image's masks are decoded once for all formats (:meth:`ReleaseConten
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import posixpath
 import threading
 from collections import Counter
@@ -31,6 +33,13 @@ from dataset_pipeline.taxonomy import Taxonomy
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+
+
+#: Bump when an exporter's output changes for the same inputs: releases get new versions, and no
+#: file of an earlier layout is reused (it is part of every unit's digest).
+EXPORT_LAYOUT_VERSION = 2
+#: A shard holds at most about this many images of one split and one batch (whole episodes).
+SHARD_IMAGES = 1000
 
 
 class ExportError(ValueError):
@@ -122,6 +131,7 @@ class ReleaseContent:
             if image_id in released_ids:
                 self._instance_runs.setdefault(image_id, []).append((start, end))
         self._last_decoded = threading.local()
+        self._digests: dict[tuple[str, str], str] = {}
         stems = Counter(file_stem(image_id) for _, image_id, _ in released)
         duplicated = sorted(stem for stem, count in stems.items() if count > 1)
         if duplicated:
@@ -231,6 +241,91 @@ class ReleaseContent:
 
     def rgb(self, row) -> np.ndarray:
         return decode_image(self.image_bytes(row), row.uri).rgb
+
+    @cached_property
+    def _sha256_of(self) -> dict[str, str]:
+        if "sha256" not in self.image_table.column_names:
+            return {}
+        ids, shas = column_values(self.image_table, "image_id"), column_values(self.image_table, "sha256")
+        return dict(zip(ids, shas, strict=True))
+
+    @cached_property
+    def _taxonomy_digest(self) -> str:
+        classes = [c.__dict__ for c in self.taxonomy.classes]
+        text = json.dumps([EXPORT_LAYOUT_VERSION, self.taxonomy.tag, classes], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def image_digest(self, row) -> str:
+        """The digest of everything an image's exported files are made from: the export layout,
+        the taxonomy, the image (id, split, file, size, SHA-256) and its instances (RLE, class,
+        z_order). Equal digests = byte-identical files, so a later release links them."""
+        cached = self._digests.get((row.image_id, row.split))
+        if cached is not None:
+            return cached
+        sha = self._sha256_of.get(row.image_id)
+        if sha is None:  # a captures table without checksums: hash the bytes themselves
+            sha = hashlib.sha256(self.image_bytes(row)).hexdigest()
+        cells = self.instance_columns([row.image_id], ["rle", "class_id", "z_order"])
+        text = json.dumps(
+            [self._taxonomy_digest, row.image_id, row.split, row.uri, int(row.width), int(row.height), sha,
+             self._metadata_of.get(row.image_id), cells["rle"], [int(c) for c in cells["class_id"]],
+             [int(z) for z in cells["z_order"]]],
+            default=str,
+        )  # fmt: skip
+        digest = self._digests[(row.image_id, row.split)] = hashlib.sha256(text.encode()).hexdigest()
+        return digest
+
+    def shards(self, split: str, max_images: int = SHARD_IMAGES) -> list[tuple[str, list[ImageRow]]]:
+        """The split's images cut into shards, (name, rows) in release order: per batch (the
+        image id's first part), at most ``max_images`` each unless one episode is longer, never
+        cutting an episode. A new batch makes new shards and leaves the others' as they were.
+
+        Named ``<batch>-<k>``; their digests (:func:`units_digest` of the rows) say when one changed.
+        """
+        out: list[tuple[str, list[ImageRow]]] = []
+        episode_of = self._episode_of
+        current: list[ImageRow] = []
+        batch, number = None, 0
+        for row in self.iter_rows(split):
+            row_batch = row.image_id.split("/", 1)[0]
+            if row_batch != batch:
+                if current:
+                    out.append((f"{batch}-{number}", current))
+                batch, number, current = row_batch, 0, []
+            elif len(current) >= max_images and episode_of.get(row.image_id) != episode_of.get(
+                current[-1].image_id
+            ):
+                out.append((f"{batch}-{number}", current))
+                number, current = number + 1, []
+            current.append(row)
+        if current:
+            out.append((f"{batch}-{number}", current))
+        return out
+
+    def units_digest(self, rows) -> str:
+        """One digest over several images' (a shard's, an episode's), in their order."""
+        joined = "".join(self.image_digest(r) for r in rows)
+        return hashlib.sha256(joined.encode()).hexdigest()
+
+    #: Capture metadata the trajectory formats write (timestamps, frame order, camera, scene).
+    DIGEST_METADATA = ("capture_ts", "scene_id", "episode_id", "frame_index", "camera_model", "lighting")
+
+    @cached_property
+    def _metadata_of(self) -> dict[str, list]:
+        names = [c for c in self.DIGEST_METADATA if c in self.image_table.column_names]
+        ids = column_values(self.image_table, "image_id")
+        columns = [column_values(self.image_table, c) for c in names]
+        return {image_id: list(values) for image_id, *values in zip(ids, *columns, strict=True)}
+
+    @cached_property
+    def _episode_of(self) -> dict[str, object]:
+        if "episode_id" not in self.image_table.column_names:
+            return {}
+        ids, episodes = (
+            column_values(self.image_table, "image_id"),
+            column_values(self.image_table, "episode_id"),
+        )
+        return dict(zip(ids, episodes, strict=True))
 
     def image_file(self, row) -> str:
         """``images/<split>/<stem><ext>``: the image's file in the release folder."""

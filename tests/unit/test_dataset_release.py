@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -197,8 +198,8 @@ print("imported:", sorted({{"pandas", "pyarrow.compute"}} & set(sys.modules)))
     assert done.stdout.strip() == "imported: []"
     from_pandas, from_arrow = _release_files(store, "from-pandas"), _release_files(store, "from-arrow")
     assert (
-        len(from_arrow) == 3 * 9 + 3 + 1 + 1
-    )  # images, labels, masks; 3 COCO files, data.yaml, exports.json
+        len(from_arrow) == 3 * 9 + 3 + 1 + 1 + 1
+    )  # images, labels, masks; 3 COCO files, data.yaml, exports.json, index.parquet
     from_arrow.pop("exports.json"), from_pandas.pop("exports.json")  # names the version
     assert from_arrow == from_pandas
 
@@ -221,7 +222,9 @@ def test_second_run_gives_the_same_version_and_rewrites_nothing(local_store):
     changed.loc[0, "class_id"] = 3 if changed.class_id.iloc[0] != 3 else 4
     assert release.release_version(make_content(local_store, images, changed, splits), FORMATS) != version
     assert release.list_releases(local_store) == []  # exports alone do not make a complete release
-    release.complete_release(local_store, version, {}, "2026-11-27T00:00:00Z")
+    release.complete_release(
+        local_store, version, {}, "2026-11-27T00:00:00Z", content.images[["image_id", "split"]]
+    )
     assert release.list_releases(local_store) == [version]
 
 
@@ -290,3 +293,109 @@ def test_lerobot_layout_declares_the_segmentation_feature_and_episode_ranges(exp
     starts = [int(r.split(":")[0]) for r in info["splits"].values()]
     assert starts == sorted(starts) and info["total_frames"] == len(content.images)
     assert info["total_episodes"] == content.images.episode_id.nunique()
+
+
+def test_an_incremental_release_links_every_unchanged_file_and_both_read_back_whole(local_store):
+    """Release 1 holds batch A; release 2 adds batch B and relabels one image of A. Every file of
+    A's other images, A's HDF5 shards and A's unchanged episodes are hard links to release 1's (one
+    inode, no bytes written); B's files and the relabelled image's are new; both releases read
+    back equal to their corpus with every format's reader, and release 1's checksums still hold."""
+    images_a, annotations_a, splits_a = demo_corpus(local_store, "inc-a", 12)
+    first = make_content(local_store, images_a, annotations_a, splits_a)
+    v1 = release.release_version(first, FORMATS)
+    made = release.write_exports(first, v1, FORMATS)
+    assert made.files_linked == 0 and made.bytes_written > 0
+    manifest_1 = release.complete_release(
+        local_store, v1, {}, "2026-12-01T00:00:00Z", first.images[["image_id", "split"]]
+    )
+
+    images_b, annotations_b, splits_b = demo_corpus(local_store, "inc-b", 4)
+    relabelled = annotations_a.copy()
+    target = relabelled.image_id.iloc[0]
+    first_row = relabelled.index[relabelled.image_id == target][0]
+    relabelled.loc[first_row, "class_id"] = 3 if relabelled.loc[first_row, "class_id"] != 3 else 4
+    second = make_content(
+        local_store,
+        pd.concat([images_a, images_b], ignore_index=True),
+        pd.concat([relabelled, annotations_b], ignore_index=True),
+        pd.concat([splits_a, splits_b], ignore_index=True),
+    )
+    v2 = release.release_version(second, FORMATS)
+    reusable = release.reusable_release(local_store, v2)
+    assert reusable is not None
+    grown = release.write_exports(second, v2, FORMATS, reusable=reusable)
+    assert grown.reused_from == f"releases/{v1}" and grown.files_linked > 0
+
+    index = local_store.read_parquet(f"releases/{v2}/index.parquet")
+    per_image = index[index.unit.isin(set(images_a.image_id) | set(images_b.image_id))]
+    for row in per_image.itertuples():
+        new = os.stat(local_store.path(f"releases/{v2}/{row.file}"))
+        unchanged = row.unit.startswith("inc-a/") and row.unit != target
+        assert row.reused == unchanged, row
+        if unchanged:
+            assert new.st_ino == os.stat(local_store.path(f"releases/{v1}/{row.file}")).st_ino
+    shards = index[index.format.eq("hdf5") & index.unit.str.startswith("shard:")]
+    assert set(shards.unit.str.split("/").str[1].str.rsplit("-", n=1).str[0]) == {"inc-a", "inc-b"}
+    touched = {s for s in second.splits if target in {r.image_id for r in second.iter_rows(s)}}
+    for row in shards.itertuples():  # A's shards are reused except the one holding the relabelled image
+        split = row.unit.split(":")[1].split("/")[0]
+        assert row.reused == ("/inc-a-" in row.unit and split not in touched), row
+    episodes = index[index.format == "episode_hdf5"]
+    assert episodes.reused.any() and not episodes[episodes.unit.str.contains("inc-b")].reused.any()
+    assert grown.bytes_written < made.bytes_written  # 4 new images and one relabelled of 16
+
+    for fmt in FORMATS:
+        assert release.validate_format(second, v2, fmt) == [], fmt
+        assert release.validate_format(first, v1, fmt) == [], fmt
+    assert release.file_digests(release.release_folder(local_store, v1)) == manifest_1["files"]
+    # release 2's manifest takes the linked files' checksums from release 1's: they are right
+    manifest_2 = release.complete_release(
+        local_store, v2, {}, "2026-12-02T00:00:00Z", second.images[["image_id", "split"]]
+    )
+    assert len(release.linked_digests(release.release_folder(local_store, v2))) == grown.files_linked
+    for relative, entry in manifest_2["files"].items():
+        data = Path(local_store.path(f"releases/{v2}/{relative}")).read_bytes()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, relative
+    assert release.list_releases(local_store) == [v1, v2]
+    # a file of a complete release cannot be changed in place through either name
+    linked = per_image[per_image.reused].file.iloc[0]
+    assert os.stat(local_store.path(f"releases/{v1}/{linked}")).st_mode & 0o222 == 0
+
+
+def test_shards_are_steps_of_their_own_and_the_release_waits_for_every_one(local_store):
+    """What dataset_release's fan-out does: each shard exported on its own (in any order, by any
+    worker), then the release assembled. A missing shard is named and stops the assembly; a shard
+    already done is not made again; the assembled release equals the one-process release."""
+    images, annotations, splits = demo_corpus(local_store, "shards-a", 12)
+    more = demo_corpus(local_store, "shards-b", 6)
+    content = make_content(
+        local_store,
+        *(
+            pd.concat([a, b], ignore_index=True)
+            for a, b in zip((images, annotations, splits), more, strict=True)
+        ),
+    )
+    version = release.release_version(content, FORMATS)
+    shards = release.release_shards(content)
+    assert len(shards) == len({(s, n.rsplit("-", 1)[0]) for s, n in shards}) >= 4  # per split and batch
+    for split, shard in reversed(shards[1:]):
+        release.export_shard(content, version, FORMATS, split, shard)
+    with pytest.raises(
+        release.ReleaseError, match=f"shard {shards[0][0]}/{shards[0][1]} has not been exported"
+    ):
+        release.assemble_exports(content, version, FORMATS)
+    done = local_store.path(f"releases/{version}/hdf5/shards/{shards[1][0]}/{shards[1][1]}.h5")
+    stamp = os.stat(done).st_mtime_ns
+    for split, shard in shards:  # the retry of the whole fan-out: only the missing shard is made
+        release.export_shard(content, version, FORMATS, split, shard)
+    assert os.stat(done).st_mtime_ns == stamp
+    outcome = release.assemble_exports(content, version, FORMATS)
+    assert {f: release.validate_format(content, version, f) for f in FORMATS} == {f: [] for f in FORMATS}
+    index = local_store.read_parquet(f"releases/{version}/index.parquet")
+    assert not index.file.duplicated().any()
+    assert set(index.file) == set(release.release_folder(local_store, version).list()) - {
+        "index.parquet",
+        "exports.json",
+    }
+    one_process = release.write_exports(make_content(local_store, *more), "one-process", FORMATS)
+    assert set(outcome.written) == set(one_process.written)

@@ -189,3 +189,71 @@ def test_a_target_the_groups_cannot_meet_warns_and_one_they_can_meet_blocks():
     }
     on = shares_verdict(_info({"train": 0.72, "val": 0.14, "test": 0.14}, closest=0.0), share_tolerance=0.05)
     assert on.passed and not on.warning
+
+
+def test_adding_a_batch_never_moves_a_released_image():
+    """Release 1 splits 30 scenes; the next batch brings 10 new scenes and new frames of 6 released
+    scenes. Every released image keeps its split, the new frames of a released scene join that
+    scene's split, and the new scenes bring the shares back near their targets."""
+    images, presence = _many_groups(n_scenes=30)
+    first = assign_splits(images, presence, seed=0)
+    released = dict(zip(first.assignments.image_id, first.assignments.split, strict=True))
+    more, more_presence = _many_groups(n_scenes=40)
+    more = more[~more.image_id.isin(released)]  # the 10 new scenes' frames
+    old_scene_frames = pd.DataFrame(
+        [
+            {
+                "image_id": f"s{s}/new{k}",
+                "scene_id": f"s{s}",
+                "episode_id": f"s{s}-e2",
+                "sha256": f"s{s}-n{k}",
+            }
+            for s in range(6)
+            for k in range(3)
+        ]
+    ).assign(lighting="dim")
+    grown = pd.concat([images, more, old_scene_frames], ignore_index=True)
+    grown_presence = pd.concat([more_presence, pd.DataFrame({"cable": 0}, index=old_scene_frames.image_id)])
+    # the seed that placed release 1 does not matter once its images are pinned
+    second = assign_splits(grown, grown_presence, seed=5, pinned=released)
+    split_of = dict(zip(second.assignments.image_id, second.assignments.split, strict=True))
+    assert {i: split_of[i] for i in released} == released
+    for s in range(6):
+        assert {split_of[f"s{s}/new{k}"] for k in range(3)} == {released[f"s{s}/0"]}
+    assert leaks(second.assignments, grown) == []
+    for split, target in second.targets.items():
+        assert abs(second.shares[split] - target) <= 0.05
+    assert any("kept 150 released images" in note for note in second.notes)
+    # unpinned, the same corpus with that seed would have moved released images
+    unpinned = assign_splits(grown, grown_presence, seed=5)
+    moved = unpinned.assignments[unpinned.assignments.image_id.isin(released)]
+    assert (moved.split != moved.image_id.map(released)).any()
+
+
+def test_a_new_frame_linking_two_released_splits_keeps_both_and_the_leak_is_named():
+    images = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c"],
+            "scene_id": ["s1", "s2", "s1"],
+            "episode_id": ["e1", "e2", "e3"],
+            "sha256": ["x", "y", "y"],  # c: scene s1 (a's) and the checksum of b
+        }
+    )
+    presence = pd.DataFrame({"k": [1, 1, 1]}, index=images.image_id)
+    plan = assign_splits(images, presence, pinned={"a": "train", "b": "test"})
+    split_of = dict(zip(plan.assignments.image_id, plan.assignments.split, strict=True))
+    assert split_of["a"] == "train" and split_of["b"] == "test"
+    assert leaks(plan.assignments, images)  # the leakage check names it: people decide
+
+
+def test_the_registry_keeps_the_first_release_of_each_image(local_store):
+    from dataset_pipeline.dataset_splits import record_released_splits, released_splits
+
+    assert released_splits(local_store) == {}
+    v1 = pd.DataFrame({"image_id": ["a", "b"], "split": ["train", "test"]})
+    assert record_released_splits(local_store, v1, "v1") == 2
+    v2 = pd.DataFrame({"image_id": ["a", "b", "c"], "split": ["val", "test", "val"]})
+    assert record_released_splits(local_store, v2, "v2") == 1
+    assert released_splits(local_store) == {"a": "train", "b": "test", "c": "val"}
+    with pytest.raises(ValueError, match="'a' has split 'holdout'"):
+        assign_splits(v1.assign(scene_id="s"), pd.DataFrame(index=v1.image_id), pinned={"a": "holdout"})

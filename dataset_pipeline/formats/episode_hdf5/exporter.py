@@ -94,8 +94,16 @@ def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
 
     written, index = [], []
     for number, frames in enumerate(episodes(content)):
-        with out.new_local_file(episode_file(number)) as path:
-            camera = write_episode(content, frames, path)
+        # an episode whose frames are unchanged is the earlier release's file, under its new number
+        unit, digest = (
+            f"episode:{frames.episode_id.iloc[0]}",
+            content.units_digest(frames.itertuples(index=False)),
+        )
+        if not out.reuse(unit, NAME, digest, [episode_file(number)]):
+            with out.new_local_file(episode_file(number)) as path:
+                write_episode(content, frames, path)
+            out.record(unit, NAME, digest, episode_file(number))
+        camera = camera_key(frames.camera_model.iloc[0])
         written.append(episode_file(number))
         index.append(
             {
