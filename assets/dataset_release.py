@@ -1,15 +1,24 @@
 """dataset_release: the versioned release in every trainer's format, each format read back by a check."""
 
+from collections.abc import Iterator
 from typing import Any
 
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckSpec,
-    AssetExecutionContext,
-    MaterializeResult,
+    AssetIn,
+    DynamicOut,
+    DynamicOutput,
+    Failure,
+    In,
     MetadataValue,
-    asset,
+    Nothing,
+    OpExecutionContext,
+    Out,
+    Output,
+    graph_asset,
     multi_asset_check,
+    op,
 )
 
 from assets.execution import CPU_TAGS, retried_on_store_outage
@@ -17,39 +26,111 @@ from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
 from dataset_pipeline.dataset_release import (
     DEFAULT_FORMATS,
+    assemble_exports,
     check_verdicts,
+    export_shard,
     is_complete,
     per_split,
     release_folder,
+    release_shards,
+    reusable_release,
     sample_overlays,
-    write_exports,
 )
 from dataset_pipeline.figures import png_bytes
 from resources import DatasetStoreResource, ReleaseSettings, TaxonomyResource
 
+RELEASE_UPSTREAM = (
+    "dataset_splits",
+    "quality_report",
+    "agreement_report",
+    "baseline_model",
+    "zero_shot_comparison",
+)
+#: The release's steps hand each other small JSON values through the store (resources.StoreIOManager).
+RELEASE_IO = "store_io"
 
-@asset(
-    op_tags=CPU_TAGS,
-    deps=["dataset_splits", "quality_report", "agreement_report", "baseline_model", "zero_shot_comparison"],
-    group_name="release",
-    kinds={"json", "hdf5", "parquet"},
-    description="`releases/<version>/`: COCO (RLE, iscrowd 0), YOLO-seg, semantic PNG, HDF5, LeRobot and episode "
-    "HDF5 per split, content-addressed and never rewritten once complete.",
+
+@op(
+    tags=CPU_TAGS,
+    ins={name: In(Nothing) for name in RELEASE_UPSTREAM},
+    out=DynamicOut(dict, io_manager_key=RELEASE_IO),
 )
 @retried_on_store_outage
-def dataset_release(
-    context: AssetExecutionContext,
+def plan_release_shards(
+    context: OpExecutionContext,
     dataset_store: DatasetStoreResource,
     taxonomy: TaxonomyResource,
     release_settings: ReleaseSettings,
-) -> MaterializeResult:
+) -> Iterator[DynamicOutput[dict]]:
+    """The release's version and its export shards (per split and batch, whole episodes), one
+    output each: the executor runs their exports side by side (Celery or Kubernetes workers)."""
+    store = dataset_store.get_store()
+    content, version = release_settings.load_release(store, taxonomy.load())
+    if release_folder(store, version).exists(layout.RELEASE_EXPORTS_FILE):
+        context.log.info(f"release {version}: exports already written, no shard to export")
+        return
+    shards = release_shards(content)
+    context.log.info(f"release {version}: {len(content.images)} images in {len(shards)} shards")
+    for number, (split, shard) in enumerate(shards):
+        yield DynamicOutput(
+            {"version": version, "split": split, "shard": shard}, mapping_key=f"shard_{number:05d}"
+        )
+
+
+@op(tags=CPU_TAGS, out=Out(dict, io_manager_key=RELEASE_IO))
+@retried_on_store_outage
+def export_release_shard(
+    context: OpExecutionContext,
+    shard: dict,
+    dataset_store: DatasetStoreResource,
+    taxonomy: TaxonomyResource,
+    release_settings: ReleaseSettings,
+) -> dict:
+    """One shard's images, per-image formats and HDF5 shard, its unchanged units linked from the
+    last release; done when its part of the index is written (a retry redoes only what is not)."""
+    store = dataset_store.get_store()
+    content, version = release_settings.load_release(store, taxonomy.load())
+    if version != shard["version"]:
+        raise Failure(
+            description=f"the corpus changed while release {shard['version']} was exported (it is now "
+            f"{version}): run dataset_release again",
+            allow_retries=False,
+        )
+    files = export_shard(
+        content,
+        version,
+        list(release_settings.formats),
+        shard["split"],
+        shard["shard"],
+        threads=release_settings.export_threads,
+        reusable=reusable_release(store, version),
+    )
+    return shard | {"files": files}
+
+
+@op(tags=CPU_TAGS, out=Out(io_manager_key=RELEASE_IO))
+@retried_on_store_outage
+def assemble_release(
+    context: OpExecutionContext,
+    shards: list[dict],
+    dataset_store: DatasetStoreResource,
+    taxonomy: TaxonomyResource,
+    release_settings: ReleaseSettings,
+) -> Output[None]:
+    """The formats made from the whole release, the index and exports.json, once every shard is in."""
     store = dataset_store.get_store()
     formats = list(release_settings.formats)
     content, version = release_settings.load_release(store, taxonomy.load())
-    outcome = write_exports(content, version, formats, threads=release_settings.export_threads)
+    outcome = assemble_exports(content, version, formats, reusable=reusable_release(store, version))
     context.log.info(
         f"release {version}: "
-        + ("exports already written, nothing rewritten" if outcome.reused else "exports written")
+        + (
+            "exports already written, nothing rewritten"
+            if outcome.reused
+            else f"exports written from {len(shards)} shards: {outcome.files_written} files "
+            f"({outcome.bytes_written / 1e6:.1f} MB) made, {outcome.files_linked} "
+            f"({outcome.bytes_linked / 1e6:.1f} MB) shared with {outcome.reused_from or 'none'}"
+        )
     )
     sheet = png_bytes(sample_overlays(content, release_settings.preview_samples))
     metadata: dict[str, Any] = {
@@ -59,7 +140,20 @@ def dataset_release(
         "images": len(content.images),
         "instances": len(content.annotations),
         "files": sum(len(v) for v in outcome.written.values()),
+        "shards": len(release_shards(content)),
         "reused": outcome.reused,
+        **(
+            {}
+            if outcome.reused
+            else {
+                "files_made": outcome.files_written,
+                "bytes_made": outcome.bytes_written,
+                "files_shared": outcome.files_linked,
+                "bytes_shared": outcome.bytes_linked,
+                "shared_with": outcome.reused_from or "none (first release, or no index in the last)",
+                "seconds per format": MetadataValue.json(outcome.seconds),
+            }
+        ),
         "complete": is_complete(store, version),
         "status": "complete"
         if is_complete(store, version)
@@ -67,7 +161,26 @@ def dataset_release(
         "per split": table_metadata(per_split(content)),
         **picture_metadata(store, layout.release_samples_preview(version), sheet, "random samples"),
     }
-    return MaterializeResult(metadata=metadata)
+    return Output(None, metadata=metadata)
+
+
+@graph_asset(
+    ins={name: AssetIn(name, dagster_type=Nothing) for name in RELEASE_UPSTREAM},
+    group_name="release",
+    kinds={"json", "hdf5", "parquet"},
+    description="`releases/<version>/`: COCO (RLE, iscrowd 0), YOLO-seg, semantic PNG, HDF5, LeRobot and episode "
+    "HDF5 per split, content-addressed and never rewritten once complete; exported shard by shard in parallel "
+    "steps, every unchanged unit shared with the last release.",
+)
+def dataset_release(dataset_splits, quality_report, agreement_report, baseline_model, zero_shot_comparison):
+    exported = plan_release_shards(
+        dataset_splits=dataset_splits,
+        quality_report=quality_report,
+        agreement_report=agreement_report,
+        baseline_model=baseline_model,
+        zero_shot_comparison=zero_shot_comparison,
+    ).map(export_release_shard)
+    return assemble_release(exported.collect())
 
 
 #: The release's blocking checks: class ids, then each format read back with its reader.

@@ -112,3 +112,16 @@ GPU_TAGS: dict[str, object] = {
 }
 CPU_TAGS: dict[str, object] = {"dataset_pipeline/device": "cpu", "dagster-celery/queue": "cpu"}
 GPU_RUN_TAGS: dict[str, str] = {"dataset_pipeline/uses-gpu": "true"}
+
+
+def step_tags(asset: Any) -> dict[str, Any]:
+    """The op tags of an asset's steps: its op's, or for a graph-backed asset (dataset_release's
+    fan-out) those of all its ops, which carry the same routing tags."""
+    from dagster import OpDefinition
+
+    node = asset.node_def
+    ops = [node] if isinstance(node, OpDefinition) else list(node.iterate_op_defs())
+    tags: dict[str, Any] = {}
+    for op_def in ops:
+        tags.update(op_def.tags)
+    return tags

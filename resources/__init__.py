@@ -18,7 +18,7 @@ from resources.settings import (
     SplitRules,
     TaxonomyResource,
 )
-from resources.store import DatasetStoreResource
+from resources.store import DatasetStoreResource, StoreIOManager
 
 __all__ = [
     "AgreementRules",
@@ -37,5 +37,6 @@ __all__ = [
     "RobotEnvironments",
     "Sam2Resource",
     "SplitRules",
+    "StoreIOManager",
     "TaxonomyResource",
 ]

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from dagster import ConfigurableResource
+from dagster import (
+    ConfigurableIOManager,
+    ConfigurableResource,
+    InputContext,
+    OutputContext,
+)
 from pydantic import Field, PrivateAttr
 
+from dataset_pipeline.layout import DAGSTER_IO, join_key
 from dataset_pipeline.store import DatasetStore, StoreConfig
 
 
@@ -53,3 +60,21 @@ class DatasetStoreResource(ConfigurableResource):
         if self._store is None:
             self._store = self.config().open()
         return self._store
+
+
+class StoreIOManager(ConfigurableIOManager):
+    """Passes a step's small outputs (the release's shard list and their counts) through the
+    dataset store as JSON, under ``tables/dagster_io/<run>/<step>/<output>``: every executor's
+    workers see the store (a local folder or S3), where Dagster's default IO manager writes to the
+    step machine's own disk."""
+
+    dataset_store: DatasetStoreResource
+
+    def _key(self, context) -> str:
+        return join_key(DAGSTER_IO, *context.get_identifier()) + ".json"
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        self.dataset_store.get_store().write_bytes(self._key(context), json.dumps(obj).encode())
+
+    def load_input(self, context: InputContext) -> Any:
+        return json.loads(self.dataset_store.get_store().read_bytes(self._key(context.upstream_output)))

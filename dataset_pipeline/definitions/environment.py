@@ -29,6 +29,7 @@ from resources import (
     RobotEnvironments,
     Sam2Resource,
     SplitRules,
+    StoreIOManager,
     TaxonomyResource,
 )
 
@@ -37,13 +38,15 @@ def build_resources(store_url: str | None = None) -> dict[str, object]:
     """The resources of the code location, configured from the environment (the store as the CLI
     reads it: ``StoreConfig.from_environment``)."""
     store = StoreConfig.from_environment(store_url)
+    dataset_store = DatasetStoreResource(
+        root_url=store.root_url,
+        endpoint_url=store.endpoint_url,
+        aws_access_key_id=_secret(KEY_ID_VARIABLE),
+        aws_secret_access_key=_secret(SECRET_VARIABLE),
+    )
     return {
-        "dataset_store": DatasetStoreResource(
-            root_url=store.root_url,
-            endpoint_url=store.endpoint_url,
-            aws_access_key_id=_secret(KEY_ID_VARIABLE),
-            aws_secret_access_key=_secret(SECRET_VARIABLE),
-        ),
+        "dataset_store": dataset_store,
+        "store_io": StoreIOManager(dataset_store=dataset_store),
         "capture_rules": CaptureRules(),
         "robot_environments": RobotEnvironments(),
         "propagation": PropagationSettings(),

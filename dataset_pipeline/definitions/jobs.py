@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dagster import AssetSelection, define_asset_job
 
 from assets import ALL_ASSETS
-from assets.execution import GPU_RUN_TAGS, GPU_TAGS
+from assets.execution import GPU_RUN_TAGS, GPU_TAGS, step_tags
 from assets.partitions import capture_batches
 
 #: Materialized per upload batch, in pipeline order, until the tasks go to people.
@@ -36,7 +36,7 @@ CORPUS_STAGES: tuple[str, ...] = (
 GPU_STAGES: frozenset[str] = frozenset(
     a.key.to_user_string()
     for a in ALL_ASSETS
-    if a.op.tags.get("dataset_pipeline/device") == GPU_TAGS["dataset_pipeline/device"]
+    if step_tags(a).get("dataset_pipeline/device") == GPU_TAGS["dataset_pipeline/device"]
 )
 
 

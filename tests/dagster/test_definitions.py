@@ -64,9 +64,10 @@ GPU_ASSETS = {
 def test_every_gpu_asset_requests_a_gpu_and_no_cpu_asset_does():
     """The op tags that Kubernetes (dagster-k8s), Celery and the run queue read, checked on the code location."""
     from assets import ALL_ASSETS
+    from assets.execution import step_tags
     from dataset_pipeline.definitions import defs
 
-    tags = {asset.key.to_user_string(): asset.op.tags for asset in ALL_ASSETS}
+    tags = {asset.key.to_user_string(): step_tags(asset) for asset in ALL_ASSETS}
     assert len(tags) == len(defs.resolve_asset_graph().get_all_asset_keys())  # every asset of the location
     gpu = {name for name, t in tags.items() if t.get("dataset_pipeline/device") == "gpu"}
     assert gpu == GPU_ASSETS

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pandas as pd
 from dagster import AssetKey, AssetMaterialization, DagsterInstance, build_schedule_context, materialize
 
 from assets.dataset_card import dataset_card
@@ -159,3 +160,40 @@ def test_split_shares_the_scenes_cannot_meet_warn_and_the_release_follows(tmp_pa
     }
     (version,) = release.list_releases(store)
     assert release.is_complete(store, version)
+
+
+def test_the_release_fans_out_one_step_per_shard_and_the_next_release_shares_the_unchanged(tmp_path):
+    """dataset_release runs as steps the executor can spread: one plan step, one export step per
+    shard (per split and batch), one assembly step after all of them. A second release after a new
+    batch makes the new batch's shards and shares every other shard's bytes with the first."""
+    store = DatasetStore(str(tmp_path / "store"))
+    _prepare(store)
+    with DagsterInstance.ephemeral() as instance:
+        first = _materialize(store, instance)
+        assert first.success
+        steps = {e.step_key for e in first.all_node_events if e.step_key and e.is_step_success}
+        content, _ = release.load_release(store, load_taxonomy(), list(release.DEFAULT_FORMATS), {})
+        shards = release.release_shards(content)
+        exports = {s for s in steps if s.startswith("dataset_release.export_release_shard[")}
+        assert len(exports) == len(shards) >= 3
+        assert {"dataset_release.plan_release_shards", "dataset_release.assemble_release"} <= steps
+        metadata = first.asset_materializations_for_node("dataset_release")[0].metadata
+        assert metadata["shards"].value == len(shards) and metadata["files_shared"].value == 0
+        version = metadata["version"].value
+
+        images, annotations, splits = demo_corpus(store, "ra-b2", 4)
+        for key, frame in (
+            (CORPUS_IMAGES_KEY, images),
+            (CORPUS_ANNOTATIONS_KEY, annotations),
+            (SPLITS_KEY, splits),
+        ):
+            store.write_parquet(key, pd.concat([store.read_parquet(key), frame], ignore_index=True))
+        second = _materialize(store, instance)
+        assert second.success and len(release.list_releases(store)) == 2
+        metadata = second.asset_materializations_for_node("dataset_release")[0].metadata
+        assert metadata["files_shared"].value > 0 and metadata["shared_with"].value == f"releases/{version}"
+        new_version = metadata["version"].value
+        index = store.read_parquet(f"releases/{new_version}/index.parquet")
+        shard_rows = index[index.unit.str.startswith("shard:")]
+        assert set(shard_rows.unit[shard_rows.reused].str.contains("/ra-b1-")) == {True}
+        assert not shard_rows.unit[~shard_rows.reused].str.contains("/ra-b1-").any()
