@@ -15,7 +15,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from dataset_pipeline import dataset_release as release
+from dataset_pipeline import layout
 from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import load_taxonomy
 from tests.conftest import demo_corpus
@@ -90,3 +93,63 @@ def test_sigkill_during_a_release_then_a_rerun_completes_and_raw_files_are_untou
     assert not outcome.reused
     assert {f: release.validate_format(content, version, f) for f in formats} == {f: [] for f in formats}
     assert _checksums(store, "incoming") == raw_before
+
+
+CHILD_CONTENT = """
+from dataset_pipeline import dataset_release as release
+from dataset_pipeline.store import DatasetStore
+from dataset_pipeline.taxonomy import load_taxonomy
+store = DatasetStore({root!r})
+content = release.ReleaseContent(store, load_taxonomy(), *(store.read_parquet(f"tables/fault/{{n}}.parquet")
+                                 for n in ("images", "annotations", "splits")))
+"""
+
+
+def test_a_shard_killed_mid_write_is_made_again_and_two_releases_at_once_finish_whole(tmp_path):
+    """A shard's step SIGKILLed while it writes leaves no part of the index, so the retry makes the
+    whole shard again; the release then has every shard once, no file doubled or left half. Two
+    processes releasing the same version at the same moment both finish, and what they leave reads
+    back whole (each file is written by an atomic rename; the same inputs give the same bytes)."""
+    store = DatasetStore(str(tmp_path / "store"))
+    images, annotations, splits = demo_corpus(store, "kill-shard", 24)
+    for name, frame in (("images", images), ("annotations", annotations), ("splits", splits)):
+        store.write_parquet(f"tables/fault/{name}.parquet", frame)
+    content = release.ReleaseContent(store, load_taxonomy(), images, annotations, splits)
+    formats = [f for f in release.DEFAULT_FORMATS if f != "rlds"]
+    version = release.release_version(content, formats)
+    split, shard = max(release.release_shards(content), key=lambda s: len(dict(content.shards(s[0]))[s[1]]))
+    child = _spawn(
+        CHILD_CONTENT.format(root=store.root)
+        + f"release.export_shard(content, {version!r}, {formats!r}, {split!r}, {shard!r}, threads=1)\n"
+    )
+    masks = store.path(f"releases/{version}/masks/{split}")
+    _wait_for(lambda: os.path.isdir(masks) and len(os.listdir(masks)) >= 2)  # the shard is half made
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    part = layout.release_part_key(version, split, shard)
+    assert not store.exists(part)
+    with pytest.raises(release.ReleaseError, match=f"shard {split}/{shard} has not been exported"):
+        release.assemble_exports(content, version, formats)
+    outcome = release.write_exports(content, version, formats)  # the retry of every step
+    assert store.exists(part) and not outcome.reused
+    index = store.read_parquet(f"releases/{version}/index.parquet")
+    on_disk = set(release.release_folder(store, version).list()) - {"index.parquet", "exports.json"}
+    assert not index.file.duplicated().any() and set(index.file) == on_disk
+    assert not [n for _, _, files in os.walk(store.path("releases")) for n in files if n.endswith(".part")]
+    assert {f: release.validate_format(content, version, f) for f in formats} == {f: [] for f in formats}
+
+    other = release.release_version(content, [*formats[:-1]])  # another version, released twice at once
+    both = [
+        _spawn(
+            CHILD_CONTENT.format(root=store.root)
+            + f"release.write_exports(content, {other!r}, {formats[:-1]!r})\n"
+        )
+        for _ in range(2)
+    ]
+    assert [c.wait(timeout=300) for c in both] == [0, 0]
+    index = store.read_parquet(f"releases/{other}/index.parquet")
+    on_disk = set(release.release_folder(store, other).list()) - {"index.parquet", "exports.json"}
+    assert not index.file.duplicated().any() and set(index.file) == on_disk
+    assert {f: release.validate_format(content, other, f) for f in formats[:-1]} == {
+        f: [] for f in formats[:-1]
+    }
