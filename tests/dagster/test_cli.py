@@ -10,13 +10,12 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, SensorResult, build_sensor_context
 
-import dataset_pipeline
 from dataset_pipeline.dataset_release import list_releases
 from dataset_pipeline.definitions.sensors import review_export_sensor
 from dataset_pipeline.layout import annotations_key, captures_key, premasks_key
 from dataset_pipeline.store import DatasetStore
 from resources import DatasetStoreResource
-from tests.conftest import demo_command
+from tests.conftest import demo_command, strict_taxonomy
 
 
 def test_demo_command_runs_the_pipeline_and_records_runs(tmp_path):
@@ -148,11 +147,7 @@ def test_a_stricter_taxonomy_stops_the_demo_at_the_agreement_gate_and_says_why(t
     """A team whose taxonomy asks 0.90 IoU on the gripper (the demo's annotators reach about 0.8 on
     60 images): the blocking agreement check stops the run before the corpus stages, naming the
     setting that decided it and what it holds back, without a stack trace."""
-    packaged = (Path(dataset_pipeline.__file__).parent / "taxonomies" / "tabletop_v1.yaml").read_text()
-    gripper = "    name: gripper\n    category: thin\n"
-    assert gripper in packaged
-    taxonomy = tmp_path / "strict.yaml"
-    taxonomy.write_text(packaged.replace(gripper, gripper + "    agreement_threshold: 0.90\n"))
+    taxonomy = strict_taxonomy(tmp_path)
     command = demo_command(tmp_path / "store", tmp_path / "home")
     command[command.index("--images") + 1] = "60"
     environment = os.environ | {"DATASET_PIPELINE_TAXONOMY": str(taxonomy)}

@@ -28,7 +28,7 @@ from dataset_pipeline.layout import captures_key, task_files
 from dataset_pipeline.raw_captures import ingest_batch
 from dataset_pipeline.store import DatasetStore
 from resources import CaptureRules, DatasetStoreResource, PropagationSettings, RobotEnvironments
-from tests.conftest import copy_upload, demo_command, demo_corpus
+from tests.conftest import copy_upload, demo_command, demo_corpus, strict_taxonomy
 from tests.dagster import test_raw_captures_asset, test_sensor
 from tests.services.conftest import S3_ENV
 from tests.unit import test_captures, test_store
@@ -254,12 +254,15 @@ def test_the_cli_demo_runs_on_an_s3_store_given_by_out_and_the_endpoint_variable
 ):
     """`dataset-pipeline demo --out s3://...` with DATASET_PIPELINE_S3_ENDPOINT: the upload, the
     per-batch stages and their tables are on S3, and the task files point annotators at the
-    store's s3:// URLs (the image URL mode an S3 store defaults to). 60 images, so that the run
-    ends early, at the agreement gate, as it does on a folder."""
+    store's s3:// URLs (the image URL mode an S3 store defaults to). 60 images and a stricter
+    taxonomy, so that the run ends early, at the agreement gate, as it does on a folder."""
     root = f"s3://{s3_bucket}/segmentation"
     command = demo_command(root, tmp_path / "home")
     command[command.index("--images") + 1] = "60"
-    env = os.environ | {"DATASET_PIPELINE_S3_ENDPOINT": s3_endpoint}
+    env = os.environ | {
+        "DATASET_PIPELINE_S3_ENDPOINT": s3_endpoint,
+        "DATASET_PIPELINE_TAXONOMY": str(strict_taxonomy(tmp_path)),
+    }
     out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert out.returncode == 1, out.stdout + out.stderr
     assert f"dataset store: {root}" in out.stdout

@@ -65,14 +65,18 @@ GRAPH = {name: {t for t in _imports(name) if t in MODULES} for name in MODULES}
 
 
 def _asset_functions() -> dict[str, str]:
-    """Asset name -> the module defining it (functions decorated with @asset / @multi_asset)."""
+    """Asset name -> the module defining it (functions decorated with @asset, @multi_asset, @graph_asset)."""
     found = {}
     for name, tree in TREES.items():
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef):
                 for decorator in node.decorator_list:
                     call = decorator.func if isinstance(decorator, ast.Call) else decorator
-                    if getattr(call, "id", getattr(call, "attr", "")) in ("asset", "multi_asset"):
+                    if getattr(call, "id", getattr(call, "attr", "")) in (
+                        "asset",
+                        "multi_asset",
+                        "graph_asset",
+                    ):
                         found[node.name] = name
     return found
 
