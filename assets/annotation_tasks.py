@@ -86,11 +86,12 @@ def annotation_tasks(
             f"**No pre-mask was sent**: {export.no_premask_reason}. Every task says so "
             "(Label Studio: the task's `pre_annotation` field; CVAT: a comment at the top of the XML)."
         )
-    task_ids = None
+    task_ids, project_id = None, None
     if label_studio.enabled:
         metadata |= push_to_project(context, store, batch, label_studio, classes, export.label_studio_tasks)
-        pushed = store.read_parquet(layout.label_studio_tasks_key(batch))
+        pushed = store.read_parquet(layout.label_studio_tasks_key(batch))  # this push's and earlier ones'
         task_ids = dict(zip(pushed.image_id, pushed.task_id, strict=True))
+        project_id = int(pushed.project_id.iloc[0])
     team = annotation_team.settings(agreement_rules.calibration_prefix)
     plan = write_work_plan(store, batch, first_round(captures, keyframes), team, task_ids)
     if plan is None:
@@ -98,11 +99,13 @@ def annotation_tasks(
             "none: no team roster (annotation_team.annotators, env DATASET_PIPELINE_ANNOTATORS)"
         )
     else:
-        metadata |= work_plan_metadata(context, store, label_studio, plan, task_ids)
+        metadata |= work_plan_metadata(store, label_studio, plan, project_id)
     return MaterializeResult(metadata=metadata)
 
 
-def work_plan_metadata(context, store, label_studio: LabelStudioResource, plan, task_ids) -> dict[str, Any]:
+def work_plan_metadata(
+    store, label_studio: LabelStudioResource, plan, project_id: int | None
+) -> dict[str, Any]:
     """Say who labels what; with a live Label Studio, make each annotator's saved filter there."""
     counts = plan.plan.groupby(["annotator_id", "role"]).size().unstack(fill_value=0).reset_index()
     out: dict[str, Any] = {
@@ -110,10 +113,7 @@ def work_plan_metadata(context, store, label_studio: LabelStudioResource, plan, 
         "images per annotator": table_metadata(counts),
         **{f"team {role}": MetadataValue.path(store.url(key)) for role, key in plan.files.items()},
     }
-    if task_ids:
-        project_id = int(
-            store.read_parquet(layout.label_studio_tasks_key(context.partition_key)).project_id.iloc[0]
-        )
+    if project_id is not None:  # the batch is in a live Label Studio project
         try:
             views = label_studio.client().ensure_views(project_id, plan.views)
         except LabelStudioError as exc:

@@ -132,6 +132,7 @@ class ReleaseContent:
                 self._instance_runs.setdefault(image_id, []).append((start, end))
         self._last_decoded = threading.local()
         self._digests: dict[tuple[str, str], str] = {}
+        self._shards: dict[tuple[str, int], list[tuple[str, list[ImageRow]]]] = {}
         stems = Counter(file_stem(image_id) for _, image_id, _ in released)
         duplicated = sorted(stem for stem, count in stems.items() if count > 1)
         if duplicated:
@@ -281,7 +282,14 @@ class ReleaseContent:
         cutting an episode. A new batch makes new shards and leaves the others' as they were.
 
         Named ``<batch>-<k>``; their digests (:func:`units_digest` of the rows) say when one changed.
+        Cut once per split and kept: every shard's step and the assembly ask for them.
         """
+        cached = self._shards.get((split, max_images))
+        if cached is None:
+            cached = self._shards[(split, max_images)] = self._cut_shards(split, max_images)
+        return cached
+
+    def _cut_shards(self, split: str, max_images: int) -> list[tuple[str, list[ImageRow]]]:
         out: list[tuple[str, list[ImageRow]]] = []
         episode_of = self._episode_of
         current: list[ImageRow] = []
