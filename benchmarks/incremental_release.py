@@ -51,9 +51,6 @@ def prepare(work: Path, batches: int, per_batch: int, last: int):
             name = f"b{b:03d}"
             upload = write_demo_upload(store, name, n_images=last if b == batches - 1 else per_batch, seed=b)
             captures = ingest_batch(store, name).captures
-            # the demo generator names episodes alike in every batch (kitchen_a-ep000): made unique here,
-            # as a robot's logs name them, or the episode formats would join frames of different batches
-            captures["episode_id"] = name + "/" + captures.episode_id
             store.write_parquet(f"bench/{name}/captures.parquet", captures)
             store.write_parquet(
                 f"bench/{name}/annotations.parquet",

@@ -414,7 +414,7 @@ def render_card(content: ReleaseContent, version: str, inputs: CardInputs, stats
         "",
         "## Files",
         "COCO (`annotations/`), YOLO-seg (`labels/`, `data.yaml`), PNG masks (`masks/`), HDF5 (`hdf5/`), "
-        "LeRobot (`lerobot/`), episode HDF5 (`episodes/`), RLDS (`rlds/`) and the robot datasets written back "
+        "LeRobot (`lerobot/<split>/`, a dataset per split), episode HDF5 (`episodes/`), RLDS (`rlds/`) and the robot datasets written back "
         "(`robot_datasets/<batch>/`) as configured; `release.json` lists every file with its SHA-256.",
         "",
     ]

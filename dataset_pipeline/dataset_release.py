@@ -18,7 +18,7 @@ Layout (formats as configured; see each folder of ``dataset_pipeline.formats``):
     images/<split>/<stem>.<ext>        the captures, byte for byte (shared by all formats)
     annotations/instances_<split>.json COCO        labels/<split>/*.txt, data.yaml   YOLO-seg
     masks/<split>/<stem>.png           PNG         hdf5/<split>.h5                  HDF5
-    lerobot/...                        LeRobot     episodes/episode_<n>.hdf5        episode HDF5
+    lerobot/<split>/...                LeRobot     episodes/episode_<n>.hdf5        episode HDF5
     DATASHEET.md, provenance/, stats/  the card    exports.json, release.json       manifests
 """
 

@@ -97,7 +97,8 @@ def write_demo_upload(
                     "camera_model": frame.camera_model,
                     "scene_id": frame.scene_id,
                     "lighting": frame.lighting,
-                    "episode_id": frame.episode_id,
+                    # a robot's logs name each episode once; the renderer's names repeat per batch
+                    "episode_id": f"{batch}-{frame.episode_id}",
                     "frame_index": frame.frame_index,
                     "depth_file": depth_file,
                     "post_processing": None,

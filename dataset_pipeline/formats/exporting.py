@@ -156,6 +156,14 @@ class ReleaseFolder:
             self.record(unit, fmt, digest, new, size, source=old)
         return names
 
+    def read_earlier(self, relative: str) -> bytes | None:
+        """The bytes of ``relative`` in the earlier release (``reusable``), None when there is none:
+        a format that appends to its earlier layout (LeRobot's episode order) reads it here."""
+        if self.reusable is None:
+            return None
+        key = join_key(self.reusable.prefix, relative)
+        return self.store.read_bytes(key) if self.store.exists(key) else None
+
     def add_rows(self, rows: Iterable[dict]) -> None:
         """Enter index rows made elsewhere (the shards' steps) before the rest of the release."""
         with self._lock:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 #: Bump when an exporter's output changes for the same inputs: releases get new versions, and no
 #: file of an earlier layout is reused (it is part of every unit's digest).
-EXPORT_LAYOUT_VERSION = 2
+EXPORT_LAYOUT_VERSION = 3
 #: A shard holds at most about this many images of one split and one batch (whole episodes).
 SHARD_IMAGES = 1000
 

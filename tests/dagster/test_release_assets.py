@@ -74,7 +74,7 @@ def test_release_and_card_complete_once_and_never_rewrite(tmp_path):
             "annotations/instances_train.json",
             "data.yaml",
             "hdf5/test.h5",
-            "lerobot/meta/info.json",
+            "lerobot/train/meta/info.json",
             "episodes/index.csv",
         } <= set(manifest["files"])
         provenance = store.read_parquet(f"releases/{version}/provenance/annotations.parquet")

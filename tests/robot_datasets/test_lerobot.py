@@ -222,15 +222,19 @@ def test_the_release_s_lerobot_export_loads_in_lerobotdataset_with_the_png_masks
     version = release.release_version(content, ["lerobot", "semantic_png"])
     release.write_exports(content, version, ["lerobot", "semantic_png"])
     folder = tmp_path / f"store/releases/{version}"
-    loaded = read_back("lerobot", str(folder / "lerobot"), "release/lerobot", tmp_path=tmp_path)
-    frames = pq.read_table(folder / "lerobot/meta/frames.parquet").to_pandas()
     by_id = {row.image_id: row for row in content.images.itertuples(index=False)}
-    assert len(loaded["observation.segmentation"]) == len(frames) == 12
-    for index, image_id in zip(frames["index"], frames.image_id, strict=True):
-        png = np.asarray(
-            Image.open(folder / f"masks/{by_id[image_id].split}/{image_id.replace('/', '__')}.png")
-        )
-        assert np.array_equal(loaded["observation.segmentation"][index].astype(np.uint8), png)
+    seen = 0
+    for split in content.splits:  # a dataset per split
+        root = folder / "lerobot" / split
+        loaded = read_back("lerobot", str(root), f"release/lerobot-{split}", tmp_path=tmp_path)
+        frames = pq.read_table(root / "meta/frames.parquet").to_pandas()
+        assert len(loaded["observation.segmentation"]) == len(frames) == len(content.split_images(split))
+        for index, image_id in zip(frames["index"], frames.image_id, strict=True):
+            assert by_id[image_id].split == split
+            png = np.asarray(Image.open(folder / f"masks/{split}/{image_id.replace('/', '__')}.png"))
+            assert np.array_equal(loaded["observation.segmentation"][index].astype(np.uint8), png)
+        seen += len(frames)
+    assert seen == 12
 
 
 def test_a_dataset_without_its_video_file_is_refused_with_every_episode_named(lerobot_av1, tmp_path):

@@ -280,23 +280,26 @@ def test_hdf5_random_access_returns_the_pair(exported):
     )
 
 
-def test_lerobot_layout_declares_the_segmentation_feature_and_episode_ranges(exported):
+def test_lerobot_is_a_dataset_per_split_declaring_the_segmentation_feature(exported):
     content, version = exported
     out = release.release_folder(content.store, version)
-    info = json.loads(out.read_bytes("lerobot/meta/info.json"))
-    assert info["codebase_version"] == "v3.0" and info["video_path"] is None
-    feature = info["features"]["observation.segmentation"]
-    assert feature["dtype"] == "uint8" and feature["shape"] == [
-        int(content.images.height.iloc[0]),
-        int(content.images.width.iloc[0]),
-    ]
-    starts = [int(r.split(":")[0]) for r in info["splits"].values()]
-    assert starts == sorted(starts) and info["total_frames"] == len(content.images)
-    assert info["total_episodes"] == content.images.episode_id.nunique()
+    for split in content.splits:
+        images = content.split_images(split)
+        info = json.loads(out.read_bytes(f"lerobot/{split}/meta/info.json"))
+        assert info["codebase_version"] == "v3.0" and info["video_path"] is None
+        feature = info["features"]["observation.segmentation"]
+        assert feature["dtype"] == "uint8" and feature["shape"] == [
+            int(images.height.iloc[0]),
+            int(images.width.iloc[0]),
+        ]
+        assert info["splits"] == {split: f"0:{images.episode_id.nunique()}"}
+        assert info["total_frames"] == len(images) and info["total_episodes"] == images.episode_id.nunique()
+        frames = out.store.read_parquet(out.key(f"lerobot/{split}/meta/frames.parquet"))
+        assert frames["index"].tolist() == list(range(len(images))) and set(frames.split) == {split}
 
 
 def test_an_incremental_release_links_every_unchanged_file_and_both_read_back_whole(local_store):
-    """Release 1 holds batch A; release 2 adds batch B and relabels one image of A. Every file of
+    """Release 1 holds batch A; release 2 adds batch B (named to sort first) and relabels one image of A. Every file of
     A's other images, A's HDF5 shards and A's unchanged episodes are hard links to release 1's (one
     inode, no bytes written); B's files and the relabelled image's are new; both releases read
     back equal to their corpus with every format's reader, and release 1's checksums still hold."""
@@ -309,7 +312,7 @@ def test_an_incremental_release_links_every_unchanged_file_and_both_read_back_wh
         local_store, v1, {}, "2026-12-01T00:00:00Z", first.images[["image_id", "split"]]
     )
 
-    images_b, annotations_b, splits_b = demo_corpus(local_store, "inc-b", 4)
+    images_b, annotations_b, splits_b = demo_corpus(local_store, "inc-0", 4)  # its episodes sort first
     relabelled = annotations_a.copy()
     target = relabelled.image_id.iloc[0]
     first_row = relabelled.index[relabelled.image_id == target][0]
@@ -335,14 +338,29 @@ def test_an_incremental_release_links_every_unchanged_file_and_both_read_back_wh
         if unchanged:
             assert new.st_ino == os.stat(local_store.path(f"releases/{v1}/{row.file}")).st_ino
     shards = index[index.format.eq("hdf5") & index.unit.str.startswith("shard:")]
-    assert set(shards.unit.str.split("/").str[1].str.rsplit("-", n=1).str[0]) == {"inc-a", "inc-b"}
+    assert set(shards.unit.str.split("/").str[1].str.rsplit("-", n=1).str[0]) == {"inc-a", "inc-0"}
     touched = {s for s in second.splits if target in {r.image_id for r in second.iter_rows(s)}}
     for row in shards.itertuples():  # A's shards are reused except the one holding the relabelled image
         split = row.unit.split(":")[1].split("/")[0]
         assert row.reused == ("/inc-a-" in row.unit and split not in touched), row
     episodes = index[index.format == "episode_hdf5"]
-    assert episodes.reused.any() and not episodes[episodes.unit.str.contains("inc-b")].reused.any()
+    assert episodes.reused.any() and not episodes[episodes.unit.str.contains("inc-0")].reused.any()
     assert grown.bytes_written < made.bytes_written  # 4 new images and one relabelled of 16
+    # LeRobot, a dataset per split: release 1's episodes keep their numbers, rows and data files,
+    # B's are appended in files of their own; a data file is linked unless it holds a changed frame
+    target_episode = images_a.set_index("image_id").episode_id[target]
+    data_files = index[index.format.eq("lerobot") & index.unit.str.startswith("data:")]
+    kept = ["episode_id", "episode_index", "dataset_from_index", "dataset_to_index", "data/file_index"]
+    episodes_file = "meta/episodes/chunk-000/file-000.parquet"
+    for split in second.splits:
+        before = local_store.read_parquet(f"releases/{v1}/lerobot/{split}/{episodes_file}")
+        after = local_store.read_parquet(f"releases/{v2}/lerobot/{split}/{episodes_file}")
+        assert after[kept].iloc[: len(before)].values.tolist() == before[kept].values.tolist()
+        assert set(after.episode_id.iloc[len(before) :]) <= set(images_b.episode_id)
+        for row in data_files[data_files.unit.str.startswith(f"data:{split}/")].itertuples():
+            held = set(after[after["data/file_index"] == int(row.unit.rsplit("/", 1)[1])].episode_id)
+            assert row.reused == (held <= set(before.episode_id) and target_episode not in held), row
+    assert data_files.reused.any() and not data_files.reused.all()
 
     for fmt in FORMATS:
         assert release.validate_format(second, v2, fmt) == [], fmt

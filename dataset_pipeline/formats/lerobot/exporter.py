@@ -1,13 +1,13 @@
-"""LeRobot dataset (codebase v3.0 layout) with a frame-aligned ``observation.segmentation`` feature.
+"""LeRobot datasets (codebase v3.0 layout), one per split, with a frame-aligned ``observation.segmentation`` feature.
 
-Under ``lerobot/``::
+Under ``lerobot/<split>/`` (each a whole dataset: ``LeRobotDataset(repo_id, root=".../lerobot/train")``)::
 
     meta/info.json                                   codebase_version v3.0, fps, features, splits
     meta/tasks.parquet                               task text (index) -> task_index
     meta/episodes/chunk-000/file-000.parquet         per episode: length, data file, frame range
     meta/stats.json                                  numeric features' min / max / mean / std
     meta/frames.parquet                              ours: global index -> image_id, split
-    data/chunk-000/file-<k>.parquet                  one row per frame
+    data/chunk-000/file-<k>.parquet                  one row per frame, whole episodes
 
 Per frame: ``observation.images.<camera>`` (dtype ``image``: the capture's own encoded bytes,
 as Hugging Face ``datasets`` stores an Image: ``{bytes, path}``), ``observation.segmentation``
@@ -17,10 +17,19 @@ blend neighbouring ids - and never an ``image`` feature, which LeRobot would sca
 ``episode_index``, ``index``, ``task_index``. Captures carry no language instruction, so
 the task text is ``"scene <scene_id>"``. The camera key is the camera_model when every frame
 shares one, else ``rgb``. Frames without an episode_id are in no trajectory.
+
+Why a dataset per split, in arrival order: LeRobot's ``index`` and ``episode_index`` are global
+over a dataset and written into every data file, and ``info.json`` gives a split as one episode
+range. One dataset over all splits would renumber every later file whenever a batch adds a
+training episode. Per split, the episodes the earlier release held keep their numbers, order
+and data files (linked, not made again: :meth:`ReleaseFolder.reuse`) and new episodes are
+appended in files of their own, so a release that adds 1% of the episodes makes about 1% of
+the data files; tasks are numbered in order of first appearance for the same reason.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from typing import TYPE_CHECKING
@@ -39,21 +48,78 @@ ROOT = "lerobot"
 CODEBASE_VERSION = "v3.0"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 EPISODES_FILE = "meta/episodes/chunk-000/file-000.parquet"
+FRAMES_FILE = "meta/frames.parquet"
 FRAMES_PER_FILE = 1000
 SEGMENTATION = "observation.segmentation"
 
 
-def _episode_frames(content: ReleaseContent) -> tuple[list[pd.DataFrame], str, tuple[int, int]]:
-    import pandas as pd
+def split_root(split: str) -> str:
+    """``lerobot/<split>``: the folder of one split's dataset."""
+    return f"{ROOT}/{split}"
 
-    trajectories = episodes(content)
-    frames = pd.concat(trajectories) if trajectories else content.images.iloc[0:0]
+
+def data_file(split: str, file_index: int) -> str:
+    return f"{split_root(split)}/" + DATA_PATH.format(chunk_index=0, file_index=file_index)
+
+
+def _split_trajectories(content: ReleaseContent) -> dict[str, list[pd.DataFrame]]:
+    found: dict[str, list[pd.DataFrame]] = {}
+    for trajectory in episodes(content):
+        found.setdefault(str(trajectory.split.iloc[0]), []).append(trajectory)
+    return found
+
+
+def _earlier_files(out: ReleaseFolder, split: str) -> dict[str, int]:
+    """episode_id -> data file of each episode in the earlier release's dataset of ``split``, in
+    that dataset's episode order ({} without an earlier release)."""
+    import pyarrow.parquet as pq
+
+    data = out.read_earlier(f"{split_root(split)}/{EPISODES_FILE}")
+    if data is None:
+        return {}
+    table = pq.read_table(io.BytesIO(data), columns=["episode_id", "data/file_index"])
+    ids, files = table.column("episode_id").to_pylist(), table.column("data/file_index").to_pylist()
+    return {str(e): int(f) for e, f in zip(ids, files, strict=True)}
+
+
+def arrival_order(trajectories: list[pd.DataFrame], earlier: dict[str, int]) -> list[pd.DataFrame]:
+    """The earlier release's episodes in its order, then the new ones by episode_id."""
+    rank = {episode_id: i for i, episode_id in enumerate(earlier)}
+    return sorted(
+        trajectories,
+        key=lambda t: (rank.get(str(t.episode_id.iloc[0]), len(rank)), str(t.episode_id.iloc[0])),
+    )
+
+
+def data_files(lengths: list[int], earlier_file: list[int | None]) -> list[list[int]]:
+    """Episode positions per data file: an earlier episode stays with the episodes it shared a file
+    with; new episodes (``None``) fill files of their own, whole, up to FRAMES_PER_FILE frames.
+
+    >>> data_files([600, 600, 300, 300], [None, None, None, None])
+    [[0], [1, 2], [3]]
+    >>> data_files([10, 10, 10], [0, 0, None])
+    [[0, 1], [2]]
+    """
+    files: list[list[int]] = []
+    frames, current = 0, None  # frames in, and the earlier file of, the file being filled
+    for position, (length, key) in enumerate(zip(lengths, earlier_file, strict=True)):
+        if not files or key != current or (key is None and frames + length > FRAMES_PER_FILE):
+            files.append([])
+            frames, current = 0, key
+        files[-1].append(position)
+        frames += length
+    return files
+
+
+def _layout(frames: pd.DataFrame, split: str) -> tuple[str, tuple[int, int]]:
     sizes = {(int(h), int(w)) for h, w in zip(frames.height, frames.width, strict=True)}
     if len(sizes) > 1:
-        raise ExportError(f"lerobot: frames of sizes {sorted(sizes)}; a LeRobot feature has one shape")
+        raise ExportError(
+            f"lerobot: {split} frames of sizes {sorted(sizes)}; a LeRobot feature has one shape"
+        )
     cameras = frames.camera_model.unique()
     camera = camera_key(cameras[0]) if len(cameras) == 1 else "rgb"
-    return trajectories, f"observation.images.{camera}", (sizes.pop() if sizes else (0, 0))
+    return f"observation.images.{camera}", (sizes.pop() if sizes else (0, 0))
 
 
 def _fps(trajectories: list[pd.DataFrame]) -> int:
@@ -102,76 +168,95 @@ def _table(
 
 
 def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
+    written: list[str] = []
+    for split, trajectories in _split_trajectories(content).items():
+        written += _export_split(content, out, split, trajectories)
+    return written
+
+
+def _export_split(
+    content: ReleaseContent, out: ReleaseFolder, split: str, trajectories: list[pd.DataFrame]
+) -> list[str]:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    trajectories, image_key, (height, width) = _episode_frames(content)
-    tasks = sorted({f"scene {t.scene_id.iloc[0]}" for t in trajectories})
-    task_index = {task: i for i, task in enumerate(tasks)}
-    written: list[str] = []
-    episode_rows: list[dict] = []
-    frame_rows: list[pd.DataFrame] = []
-    all_columns: list[dict[str, np.ndarray]] = []
-    index, file_index = 0, 0
-    pending: list[tuple[pd.DataFrame, dict[str, np.ndarray]]] = []
-
-    def flush() -> None:
-        nonlocal file_index, pending
-        if not pending:
-            return
-        frames = pd.concat([p[0] for p in pending])
-        columns = {k: np.concatenate([p[1][k] for p in pending]) for k in pending[0][1]}
-        buffer = io.BytesIO()
-        pq.write_table(_table(content, frames, image_key, height, width, columns), buffer, compression="zstd")
-        written.append(
-            out.write_bytes(
-                f"{ROOT}/" + DATA_PATH.format(chunk_index=0, file_index=file_index), buffer.getvalue()
-            )
-        )
-        file_index, pending = file_index + 1, []
-
+    earlier = _earlier_files(out, split)
+    trajectories = arrival_order(trajectories, earlier)
+    image_key, (height, width) = _layout(pd.concat(trajectories), split)
+    root = split_root(split)
+    tasks: dict[str, int] = {}
+    for trajectory in trajectories:
+        tasks.setdefault(f"scene {trajectory.scene_id.iloc[0]}", len(tasks))
+    columns_of: list[dict[str, np.ndarray]] = []
+    index = 0
     for episode_index, frames in enumerate(trajectories):
-        if pending and sum(len(p[0]) for p in pending) + len(frames) > FRAMES_PER_FILE:
-            flush()
         n = len(frames)
-        task = f"scene {frames.scene_id.iloc[0]}"
-        columns: dict[str, np.ndarray] = {
-            "timestamp": episode_seconds(frames).astype(np.float32),
-            "frame_index": np.arange(n, dtype=np.int64),
-            "episode_index": np.full(n, episode_index, np.int64),
-            "index": np.arange(index, index + n, dtype=np.int64),
-            "task_index": np.full(n, task_index[task], np.int64),
-        }
-        pending.append((frames, columns))
-        all_columns.append(columns)
+        columns_of.append(
+            {
+                "timestamp": episode_seconds(frames).astype(np.float32),
+                "frame_index": np.arange(n, dtype=np.int64),
+                "episode_index": np.full(n, episode_index, np.int64),
+                "index": np.arange(index, index + n, dtype=np.int64),
+                "task_index": np.full(n, tasks[f"scene {frames.scene_id.iloc[0]}"], np.int64),
+            }
+        )
+        index += n
+    plan = data_files(
+        [len(t) for t in trajectories], [earlier.get(str(t.episode_id.iloc[0])) for t in trajectories]
+    )
+    written: list[str] = []
+    file_of: dict[int, int] = {}
+    for file_index, positions in enumerate(plan):
+        name = data_file(split, file_index)
+        # what the file is made from: its episodes' frames, their numbers and tasks, the layout
+        digest = hashlib.sha256(
+            json.dumps(
+                [image_key, height, width]
+                + [
+                    [
+                        content.units_digest(trajectories[p].itertuples(index=False)),
+                        p,
+                        int(columns_of[p]["index"][0]),
+                        int(columns_of[p]["task_index"][0]),
+                    ]
+                    for p in positions
+                ]
+            ).encode()
+        ).hexdigest()
+        unit = f"data:{split}/{file_index}"
+        if not out.reuse(unit, NAME, digest):
+            frames = pd.concat([trajectories[p] for p in positions])
+            columns = {k: np.concatenate([columns_of[p][k] for p in positions]) for k in columns_of[0]}
+            buffer = io.BytesIO()
+            table = _table(content, frames, image_key, height, width, columns)
+            pq.write_table(table, buffer, compression="zstd")
+            out.record(unit, NAME, digest, out.write_bytes(name, buffer.getvalue()))
+        written.append(name)
+        file_of |= dict.fromkeys(positions, file_index)
+
+    episode_rows, frame_rows = [], []
+    for episode_index, frames in enumerate(trajectories):
+        start = int(columns_of[episode_index]["index"][0])
         episode_rows.append(
             {
                 "episode_index": episode_index,
-                "tasks": [task],
-                "length": n,
+                "tasks": [f"scene {frames.scene_id.iloc[0]}"],
+                "length": len(frames),
                 "data/chunk_index": 0,
-                "data/file_index": file_index,
-                "dataset_from_index": index,
-                "dataset_to_index": index + n,
+                "data/file_index": file_of[episode_index],
+                "dataset_from_index": start,
+                "dataset_to_index": start + len(frames),
                 "meta/episodes/chunk_index": 0,
                 "meta/episodes/file_index": 0,
                 "episode_id": str(frames.episode_id.iloc[0]),
                 "scene_id": str(frames.scene_id.iloc[0]),
-                "split": str(frames.split.iloc[0]),
+                "split": split,
             }
         )
         frame_rows += [
-            {"index": index + i, "image_id": r.image_id, "split": r.split}
-            for i, r in enumerate(frames.itertuples(index=False))
+            {"index": start + i, "image_id": image_id, "split": split}
+            for i, image_id in enumerate(frames.image_id)
         ]
-        index += n
-    flush()
-
-    splits: dict[str, str] = {}
-    for split in content.splits:
-        numbers = [e["episode_index"] for e in episode_rows if e["split"] == split]
-        if numbers:
-            splits[split] = f"{min(numbers)}:{max(numbers) + 1}"
     features = {
         image_key: {"dtype": "image", "shape": [height, width, 3], "names": ["height", "width", "channels"]},
         SEGMENTATION: {
@@ -196,61 +281,84 @@ def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
         "data_files_size_in_mb": 100,
         "video_files_size_in_mb": 500,
         "fps": _fps(trajectories),
-        "splits": splits,
+        "splits": {split: f"0:{len(episode_rows)}"},
         "data_path": DATA_PATH,
         "video_path": None,
         "features": features,
     }
-    written.append(out.write_text(f"{ROOT}/meta/info.json", json.dumps(info, indent=2)))
-    written.append(out.write_parquet(f"{ROOT}/{EPISODES_FILE}", pd.DataFrame(episode_rows)))
-    tasks_frame = pd.DataFrame({"task_index": list(range(len(tasks)))}, index=pd.Index(tasks, name="task"))
+    written.append(out.write_text(f"{root}/meta/info.json", json.dumps(info, indent=2)))
+    written.append(out.write_parquet(f"{root}/{EPISODES_FILE}", pd.DataFrame(episode_rows)))
+    tasks_frame = pd.DataFrame({"task_index": list(tasks.values())}, index=pd.Index(list(tasks), name="task"))
     buffer = io.BytesIO()
     tasks_frame.to_parquet(buffer)
-    written.append(out.write_bytes(f"{ROOT}/meta/tasks.parquet", buffer.getvalue()))
-    written.append(out.write_parquet(f"{ROOT}/meta/frames.parquet", pd.DataFrame(frame_rows)))
+    written.append(out.write_bytes(f"{root}/meta/tasks.parquet", buffer.getvalue()))
+    written.append(out.write_parquet(f"{root}/{FRAMES_FILE}", pd.DataFrame(frame_rows)))
     stats = {}
-    for key in ("timestamp", "index") if all_columns else ():
-        values = np.concatenate([columns[key] for columns in all_columns]).astype(np.float64)
-        if len(values):
-            stats[key] = {
-                "min": [values.min()],
-                "max": [values.max()],
-                "mean": [values.mean()],
-                "std": [values.std()],
-                "count": [len(values)],
-            }
-    written.append(out.write_text(f"{ROOT}/meta/stats.json", json.dumps(stats, indent=2)))
+    for key in ("timestamp", "index"):
+        values = np.concatenate([columns[key] for columns in columns_of]).astype(np.float64)
+        stats[key] = {
+            "min": [values.min()],
+            "max": [values.max()],
+            "mean": [values.mean()],
+            "std": [values.std()],
+            "count": [len(values)],
+        }
+    written.append(out.write_text(f"{root}/meta/stats.json", json.dumps(stats, indent=2)))
     return written
 
 
 def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
-    """Read the layout back with pyarrow: features declared, episodes contiguous, and each frame's
-    segmentation equal to the class map of its image, its RGB bytes equal to the capture's."""
+    """Read each split's dataset back with pyarrow: features declared, every episode of the split
+    there with its frames in order at a contiguous index range, and each frame's segmentation
+    equal to the class map of its image, its RGB bytes equal to the capture's."""
+    problems: list[str] = []
+    expected = _split_trajectories(content)
+    present = {name.split("/", 2)[1] for name in out.list(ROOT) if name.count("/") >= 2}
+    for split in sorted(present - set(expected)):
+        problems.append(f"{split_root(split)}: a dataset for split {split}, which holds no episode")
+    for split, trajectories in expected.items():
+        problems += _validate_split(content, out, split, trajectories)
+    return problems
+
+
+def _validate_split(
+    content: ReleaseContent, out: ReleaseFolder, split: str, trajectories: list[pd.DataFrame]
+) -> list[str]:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    problems: list[str] = []
+    root = split_root(split)
     try:
-        info = json.loads(out.read_bytes(f"{ROOT}/meta/info.json"))
-        episodes_meta = pd.read_parquet(io.BytesIO(out.read_bytes(f"{ROOT}/{EPISODES_FILE}")))
-        frames_meta = pd.read_parquet(io.BytesIO(out.read_bytes(f"{ROOT}/meta/frames.parquet")))
+        info = json.loads(out.read_bytes(f"{root}/meta/info.json"))
+        episodes_meta = pd.read_parquet(io.BytesIO(out.read_bytes(f"{root}/{EPISODES_FILE}")))
+        frames_meta = pd.read_parquet(io.BytesIO(out.read_bytes(f"{root}/{FRAMES_FILE}")))
     except (FileNotFoundError, ValueError, OSError) as exc:
-        return [f"{ROOT}/meta: cannot be read ({exc})"]
+        return [f"{root}/meta: cannot be read ({exc})"]
+    problems: list[str] = []
     features = info.get("features", {})
     image_keys = [k for k, v in features.items() if v.get("dtype") == "image"]
     if features.get(SEGMENTATION, {}).get("dtype") != "uint8" or len(image_keys) != 1:
-        problems.append(
-            f"{ROOT}/meta/info.json: features must declare {SEGMENTATION} as uint8 and one image key"
-        )
-        return problems
+        return [f"{root}/meta/info.json: features must declare {SEGMENTATION} as uint8 and one image key"]
     image_key = image_keys[0]
-    rows = {r.image_id: r for r in content.iter_rows()}
-    expected = [f.image_id for t in episodes(content) for f in t.itertuples(index=False)]
-    if frames_meta.image_id.tolist() != expected or info.get("total_frames") != len(expected):
-        problems.append(f"{ROOT}: frames differ from the release's episode frames")
-    image_of = dict(zip(frames_meta["index"], frames_meta.image_id, strict=True))
+    frames_of = {str(t.episode_id.iloc[0]): t.image_id.tolist() for t in trajectories}
+    image_at = dict(zip(frames_meta["index"], frames_meta.image_id, strict=True))
+    total = sum(len(f) for f in frames_of.values())
+    if sorted(episodes_meta.episode_id) != sorted(frames_of) or info.get("total_frames") != total:
+        problems.append(f"{root}: episodes differ from the release's {split} episodes")
+    if info.get("splits") != {split: f"0:{len(episodes_meta)}"}:
+        problems.append(
+            f"{root}/meta/info.json: splits {info.get('splits')} is not {split} 0:{len(episodes_meta)}"
+        )
+    for meta in episodes_meta.itertuples(index=False):
+        held = [image_at.get(i) for i in range(meta.dataset_from_index, meta.dataset_to_index)]
+        if held != frames_of.get(meta.episode_id):
+            problems.append(
+                f"{root}/{FRAMES_FILE}: episode {meta.episode_index} ({meta.episode_id}) does not hold "
+                "its frames in frame order"
+            )
+    rows = {r.image_id: r for r in content.iter_rows(split)}
     for file_index in sorted(set(episodes_meta["data/file_index"])):
-        name = f"{ROOT}/" + DATA_PATH.format(chunk_index=0, file_index=int(file_index))
+        name = data_file(split, int(file_index))
         table = pq.read_table(io.BytesIO(out.read_bytes(name)))
         column = table.column(SEGMENTATION).combine_chunks()
         images = table.column(image_key).combine_chunks().field("bytes")
@@ -262,7 +370,7 @@ def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
             if group.frame_index.tolist() != list(range(len(group))) or (np.diff(group.timestamp) < 0).any():
                 problems.append(f"{name}: episode {episode} frames are out of order")
         for position, global_index in enumerate(data["index"]):
-            image_id = image_of.get(int(global_index))
+            image_id = image_at.get(int(global_index))
             row = rows.get(image_id) if image_id is not None else None
             if row is None:
                 problems.append(f"{name}: row {position} (index {global_index}) has no released image")
