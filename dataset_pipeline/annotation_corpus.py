@@ -26,29 +26,124 @@ class Corpus:
     batches: list[str]
 
 
+def corpus_batches(store: DatasetStore) -> list[str]:
+    """The batches in the corpus: those with an annotations table."""
+    return [layout.batch_of_table(k) for k in layout.batch_tables(store.list(layout.ANNOTATIONS_PREFIX))]
+
+
+def batch_rows(annotations: pd.DataFrame, revisions: list[dict]) -> pd.DataFrame:
+    """One batch's corpus annotations: the schema's columns, gold marked (an image two or more
+    annotators labelled; an image is in one batch, so a batch alone decides it), each tagged
+    with the guideline revision in force at its created_at."""
+    if not len(annotations):
+        return annotations
+    annotators = annotations.groupby("image_id").annotator_id.nunique()
+    gold = set(annotators.index[annotators >= 2])
+    annotations = annotations.assign(is_gold=annotations.image_id.isin(gold))
+    # The rules each annotation was made under (tables imported before issue 22 lack the columns).
+    annotations = schemas.ANNOTATIONS.cast(annotations.reindex(columns=list(schemas.ANNOTATIONS.columns)))
+    annotations["guideline_revision"] = revision_in_force(annotations.created_at, revisions)
+    return annotations
+
+
 def build_corpus(store: DatasetStore) -> Corpus:
-    """Concatenate every batch that has an annotations table, with its captures; mark gold images."""
-    keys = layout.batch_tables(store.list(layout.ANNOTATIONS_PREFIX))
-    batches = [layout.batch_of_table(k) for k in keys]
-    annotations = (
-        pd.concat([store.read_parquet(layout.annotations_key(b)) for b in batches], ignore_index=True)
-        if batches
-        else pd.DataFrame()
-    )
+    """Every batch that has an annotations table, with its captures, in memory; gold images marked
+    (:func:`update_corpus` makes the stored corpus batch by batch instead)."""
+    batches = corpus_batches(store)
+    revisions = read_revisions(store)
+    parts = [batch_rows(store.read_parquet(layout.annotations_key(b)), revisions) for b in batches]
+    annotations = pd.concat(parts, ignore_index=True) if batches else pd.DataFrame()
     images = (
         pd.concat([store.read_parquet(layout.captures_key(b)) for b in batches], ignore_index=True)
         if batches
         else pd.DataFrame()
     )
-    if len(annotations):
-        annotators = annotations.groupby("image_id").annotator_id.nunique()
-        gold = set(annotators.index[annotators >= 2])
-        annotations["is_gold"] = annotations.image_id.isin(gold)
-        # The rules each annotation was made under (tables imported before issue 22 lack the columns).
-        annotations = annotations.reindex(columns=list(schemas.ANNOTATIONS.columns))
-        annotations = schemas.ANNOTATIONS.cast(annotations)
-        annotations["guideline_revision"] = revision_in_force(annotations.created_at, read_revisions(store))
     return Corpus(annotations=annotations, images=images, batches=batches)
+
+
+#: Bump when :func:`batch_rows` derives a batch's rows differently: every batch's part is made again.
+PART_VERSION = 1
+STAGE = "corpus"
+
+
+@dataclass
+class CorpusSummary:
+    """What the stored corpus holds, summed over its batches' parts (no table held whole)."""
+
+    batches: list[str]
+    made: list[str]  # the batches whose part was made (new or changed inputs); the rest were kept
+    images: int
+    annotations: int
+    gold_images: int
+    annotators: list[str]
+    revisions: pd.DataFrame  # revision_counts of the whole corpus
+
+
+def update_corpus(store: DatasetStore) -> CorpusSummary:
+    """The stored corpus (``tables/corpus/annotations.parquet``, ``images.parquet``), batch by
+    batch: a batch's rows are made once (:func:`batch_rows`, kept under
+    ``tables/corpus/batches/<batch>/`` while its tables and the guideline revisions are
+    unchanged), then every batch's part is streamed into the corpus tables, one in memory at a
+    time."""
+    from dataset_pipeline.batch_parts import input_digest, kept_part, seal_part
+    from dataset_pipeline.formats.arrow import concat_parquet
+
+    batches = corpus_batches(store)
+    revisions = read_revisions(store)
+    made: list[str] = []
+    figures = []
+    for batch in batches:
+        inputs = [layout.annotations_key(batch), layout.captures_key(batch)]
+        digest = input_digest(store, inputs, PART_VERSION, revisions)
+        kept = kept_part(store, STAGE, batch, digest)
+        if kept is None:
+            annotations = batch_rows(store.read_parquet(inputs[0]), revisions)
+            images = store.read_parquet(inputs[1])
+            store.write_parquet(layout.stage_part_key(STAGE, batch, "annotations.parquet"), annotations)
+            store.write_parquet(layout.stage_part_key(STAGE, batch, "images.parquet"), images)
+            kept = seal_part(
+                store,
+                STAGE,
+                batch,
+                digest,
+                {
+                    "images": len(images),
+                    "annotations": len(annotations),
+                    "gold_images": int(annotations[annotations.is_gold].image_id.nunique())
+                    if len(annotations)
+                    else 0,
+                    "annotators": sorted(set(annotations.annotator_id)) if len(annotations) else [],
+                    "revisions": revision_counts(annotations).to_dict("records"),
+                },
+            )
+            made.append(batch)
+        figures.append(kept)
+    if batches:
+        for table in ("annotations", "images"):
+            parts = [layout.stage_part_key(STAGE, b, f"{table}.parquet") for b in batches]
+            concat_parquet(
+                store,
+                parts,
+                layout.CORPUS_ANNOTATIONS_KEY if table == "annotations" else layout.CORPUS_IMAGES_KEY,
+            )
+    else:
+        write_corpus(store, Corpus(pd.DataFrame(), pd.DataFrame(), []))
+    revisions_table = pd.DataFrame([r for f in figures for r in f["revisions"]])
+    if len(revisions_table):
+        revisions_table = revisions_table.groupby("guideline_revision", as_index=False)[
+            ["annotations", "images"]
+        ].sum()
+    else:
+        revisions_table = revision_counts(pd.DataFrame())
+    return CorpusSummary(
+        batches=batches,
+        made=made,
+        images=sum(f["images"] for f in figures),
+        annotations=sum(f["annotations"] for f in figures),
+        gold_images=sum(f["gold_images"] for f in figures),
+        annotators=sorted({a for f in figures for a in f["annotators"]}),
+        revisions=revisions_table,
+    )
 
 
 def revision_counts(annotations: pd.DataFrame) -> pd.DataFrame:

@@ -415,6 +415,21 @@ CORPUS_IMAGES_KEY = "tables/corpus/images.parquet"
 QUALITY_ISSUES_KEY = "tables/quality/issues.parquet"
 QUALITY_SUMMARY_KEY = "tables/quality/summary.json"
 REFINEMENT_KEY = "tables/quality/refinement.parquet"
+
+
+def stage_part_key(stage: str, batch: str, name: str) -> str:
+    """``tables/<stage>/batches/<batch>/<name>``: one batch's rows of a corpus-wide stage
+    (``corpus``, ``quality``), made once and kept while the batch's inputs are unchanged; the
+    corpus-wide table is these parts streamed one after another.
+
+    >>> stage_part_key("corpus", "b1", "annotations.parquet")
+    'tables/corpus/batches/b1/annotations.parquet'
+    """
+    return join_key("tables", stage, "batches", check_batch_name(batch), name)
+
+
+#: The file of a stage's batch part written last: the digest of the inputs the part was made from.
+STAGE_PART_DIGEST = "digest.json"
 AGREEMENT_TABLES: dict[str, str] = {
     name: f"tables/agreement/{name}.parquet"
     for name in (

@@ -337,6 +337,16 @@ class DatasetStore:
             )
             return pa.Table.from_batches(list(batches), schema=schema)
 
+    def read_schema(self, key: str):  # -> pyarrow.Schema
+        """A Parquet table's schema from its footer alone (ranged reads on an object store)."""
+        use_system_arrow_pool()
+        import pyarrow.parquet as pq
+
+        if not self.exists(key):
+            raise FileNotFoundError(f"{self.url(key)}: no such file in the store")
+        with self._table_errors(key), self.fs.open(self.path(key), "rb") as handle:
+            return pq.read_schema(handle)
+
     @contextlib.contextmanager
     def _table_errors(self, key: str) -> Iterator[None]:
         """A file that is not a readable Parquet table: a ValueError naming it (pyarrow's own

@@ -121,3 +121,44 @@ def table_of_columns(columns: dict[str, list], types: dict[str, str]) -> pa.Tabl
             raise ValueError(f"column {name}: unknown type {kind!r}")
         arrays.append(array)
     return pa.Table.from_arrays(arrays, names=list(columns))
+
+
+def concat_parquet(store, keys: list[str], target: str) -> int:  # store: DatasetStore
+    """Write the Parquet tables ``keys`` one after another into ``target`` (atomically), holding
+    one of them in memory at a time; returns the rows written.
+
+    Their schemas are unified first from the files' footers (a column missing from one is null
+    there; a column null in one and typed in another takes the type), and the pandas metadata of
+    the widest is kept, so pandas reads the nullable and timestamp columns back as they went in.
+    """
+    import os
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = [store.read_schema(key) for key in keys]
+    if not schemas:
+        raise ValueError(f"{target}: nothing to concatenate")
+    unified = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
+    widest = max(schemas, key=lambda s: len(s.names))
+    unified = unified.with_metadata(widest.metadata)
+    handle, path = tempfile.mkstemp(suffix=".parquet")
+    os.close(handle)
+    rows = 0
+    try:
+        with pq.ParquetWriter(path, unified) as writer:
+            for key in keys:
+                table = store.read_table(key)
+                columns = [
+                    table.column(f.name).cast(f.type)
+                    if f.name in table.column_names
+                    else pa.nulls(len(table), f.type)
+                    for f in unified
+                ]
+                writer.write_table(pa.Table.from_arrays(columns, schema=unified))
+                rows += len(table)
+        store.put_file(target, path)
+    finally:
+        os.unlink(path)
+    return rows
