@@ -311,6 +311,8 @@ def assemble_exports(
             if not out.recorded(relative):
                 out.record(name, name, "", relative)
     out.write_index()
+    # A shard's step killed mid-write left its temporary file (never visible); its retry made the file again.
+    content.store.sweep_temporary(layout.release_prefix(version))
     content.store.sync()  # every file is on disk before the manifest vouches for it
     reused_from = reusable.prefix if reusable is not None else None
     manifest = json.dumps(

@@ -23,6 +23,7 @@ import io
 import os
 import posixpath
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -429,7 +430,7 @@ class DatasetStore:
                 self.fs.copy(origin, path)
                 return "server-copy"
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{threading.get_ident()}.part")
+            tmp = os.path.join(os.path.dirname(path), f"{_temporary_prefix()}t{threading.get_ident()}.part")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)  # left by a process of the same id that was killed here
             try:
@@ -450,6 +451,23 @@ class DatasetStore:
         except self._errors as exc:
             raise StoreError(f"{self.url(key)}: link from {self.url(source)} failed ({exc})") from exc
 
+    def sweep_temporary(self, prefix: str) -> int:
+        """Remove the temporary files under ``prefix`` whose writer was killed mid-write (a
+        process of this host that is gone); returns how many. They were never visible (no
+        listing shows them, no key names them), only disk held; a live writer's file is left
+        alone, so two processes at work on one release do not disturb each other. An object
+        store has none: a PUT is whole or absent."""
+        if not self.is_local:
+            return 0
+        swept = 0
+        for folder, _, names in os.walk(self.path(prefix)):
+            for name in names:
+                if _is_temporary(name) and _writer_gone(name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(folder, name))
+                        swept += 1
+        return swept
+
     def delete(self, key: str) -> None:
         key = normalize_key(key)
         if key.startswith(RAW_PREFIXES):
@@ -467,7 +485,7 @@ class DatasetStore:
             if self.is_local:
                 folder = os.path.dirname(path)
                 os.makedirs(folder, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temporary_prefix(), suffix=".part")
                 try:
                     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; tools and servers read these
                     with os.fdopen(fd, "wb") as handle:
@@ -496,3 +514,30 @@ class DatasetStore:
 def _is_temporary(path: str) -> bool:
     name = posixpath.basename(path)
     return name.startswith(".tmp-") and name.endswith(".part")
+
+
+def _temporary_prefix() -> str:
+    """``.tmp-<host>-<pid>-``: a temporary file names its writer, so that one a killed writer left
+    can be told from one being written (:meth:`DatasetStore.sweep_temporary`)."""
+    return f".tmp-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether the temporary file ``name`` was left by a process of this host that is gone.
+
+    >>> _writer_gone(f".tmp-{socket.gethostname()}-{os.getpid()}-x1.part")
+    False
+    >>> _writer_gone(".tmp-another-host-1-x1.part")  # another machine's writer: not ours to judge
+    False
+    """
+    host_pid, _, _ = name[len(".tmp-") :].rpartition("-")
+    host, _, pid = host_pid.rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
