@@ -18,14 +18,12 @@ from dagster import (
 from assets.execution import CPU_TAGS, retried_on_store_outage
 from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
-from dataset_pipeline.annotation_corpus import mask_origins
 from dataset_pipeline.quality_report import (
     BLOCKING_CHECKS,
     check_verdict,
     refinement_verdict,
-    run_quality_checks,
+    update_report,
     worst_images_png,
-    write_report,
 )
 from resources import DatasetStoreResource, QualityRules, TaxonomyResource
 
@@ -48,26 +46,25 @@ def quality_report(
 ) -> MaterializeResult:
     store = dataset_store.get_store()
     classes = taxonomy.load()
-    annotations = store.read_parquet(layout.CORPUS_ANNOTATIONS_KEY)
-    images = store.read_parquet(layout.CORPUS_IMAGES_KEY)
-    report = run_quality_checks(
-        annotations,
-        images,
+    streamed = update_report(
+        store,
         classes,
         min_area_px=quality_rules.min_area_px,
         overlap_tolerance=quality_rules.overlap_tolerance,
     )
-    write_report(store, report)
+    report = streamed.report
     metadata: dict[str, Any] = {
-        "annotations": len(annotations),
-        "images": len(images),
+        "annotations": streamed.annotations,
+        "images": streamed.images,
         "issues": len(report.issues),
+        # A batch's checks are made once; a rebuild makes only new or changed batches again.
+        "batches made again": f"{len(streamed.made)} of {len(streamed.batches)}",
         "checks": table_metadata(report.summary_table()),
         "refinement per annotator": table_metadata(report.refinement),
-        "mask origins": table_metadata(mask_origins(annotations)),
+        "mask origins": table_metadata(streamed.origins),
         "issues_table": MetadataValue.path(store.url(layout.QUALITY_ISSUES_KEY)),
     }
-    sheet = worst_images_png(store, annotations, images, report.issues, classes)
+    sheet = worst_images_png(store, streamed.worst, classes)
     if sheet is not None:
         metadata |= picture_metadata(store, layout.WORST_IMAGES_PREVIEW, sheet, "worst images")
     return MaterializeResult(metadata=metadata)

@@ -415,6 +415,7 @@ CORPUS_IMAGES_KEY = "tables/corpus/images.parquet"
 QUALITY_ISSUES_KEY = "tables/quality/issues.parquet"
 QUALITY_SUMMARY_KEY = "tables/quality/summary.json"
 REFINEMENT_KEY = "tables/quality/refinement.parquet"
+QUALITY_DUPLICATES_KEY = "tables/quality/duplicates.parquet"  # duplicate_images, the one corpus-wide check
 
 
 def stage_part_key(stage: str, batch: str, name: str) -> str:
@@ -444,6 +445,8 @@ AGREEMENT_TABLES: dict[str, str] = {
 }
 SPLITS_KEY = "tables/splits/splits.parquet"
 SPLIT_INFO_KEY = "tables/splits/info.json"
+#: Every image's split features (dHash, class instances), the batches' parts one after another.
+SPLIT_FEATURES_KEY = "tables/splits/features.parquet"
 #: Every image ever released, with its split and the first release that held it: adding a batch
 #: never moves a released image to another split (dataset_splits pins them; dataset_card adds to it).
 RELEASED_SPLITS_KEY = "tables/splits/released.parquet"

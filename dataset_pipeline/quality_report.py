@@ -153,18 +153,7 @@ def run_quality_checks(
             issues.append(QcIssue("completeness", image_id, None, "no annotation"))
 
     checked["duplicate_images"] = len(images)
-    if len(images):
-        duplicated = images[images.sha256.duplicated(keep=False)]
-        for sha, group in duplicated.groupby("sha256"):
-            for image_id in group.image_id:
-                issues.append(
-                    QcIssue(
-                        "duplicate_images",
-                        image_id,
-                        None,
-                        f"same sha256 {sha[:12]} as {sorted(set(group.image_id) - {image_id})}",
-                    )
-                )
+    issues.extend(duplicate_issues(images))
 
     valid = {c.id for c in taxonomy.foreground}
     min_width = {c.id: c.min_width_px for c in taxonomy.foreground}
@@ -264,39 +253,200 @@ def refinement_rates(annotations: pd.DataFrame) -> pd.DataFrame:
     return schemas.REFINEMENT.frame(rows)
 
 
-def write_report(store: DatasetStore, report: QualityReport) -> None:
-    """Store the issues, the refinement rates and the per-check summary the checks and the card read."""
-    store.write_parquet(layout.QUALITY_ISSUES_KEY, report.issues)
+def refinement_from_counts(counts: pd.DataFrame) -> pd.DataFrame:
+    """Per annotator: the rate and the flag from ``assisted`` and ``refined`` counts, summed over
+    the rows of one annotator (batch parts' :func:`refinement_rates` add up; rates do not).
+
+    >>> counts = pd.DataFrame({"annotator_id": ["a", "a", "b"], "assisted": [4, 6, 5], "refined": [1, 4, 1]})
+    >>> refinement_from_counts(counts)[["annotator_id", "assisted", "refined", "flagged"]].values.tolist()
+    [['a', 10, 5, True], ['b', 5, 1, False]]
+    """
+    if counts.empty:
+        return schemas.REFINEMENT.frame()
+    summed = counts.groupby("annotator_id", as_index=False)[["assisted", "refined"]].sum()
+    rate = summed.refined / summed.assisted
+    return schemas.REFINEMENT.frame(
+        summed.assign(refinement_rate=rate.round(4), flagged=rate > REFINEMENT_FLAG).to_dict("records")
+    )
+
+
+def duplicate_issues(images: pd.DataFrame) -> list[QcIssue]:
+    """``duplicate_images``: each image whose sha256 another image has, naming the others."""
+    duplicated = images[images.sha256.duplicated(keep=False)] if len(images) else images
+    issues = []
+    for sha, group in duplicated.groupby("sha256"):
+        for image_id in group.image_id:
+            others = sorted(set(group.image_id) - {image_id})
+            issues.append(QcIssue("duplicate_images", image_id, None, f"same sha256 {sha[:12]} as {others}"))
+    return issues
+
+
+#: Bump when a batch's checks are made differently: every batch's part is made again.
+PART_VERSION = 1
+STAGE = "quality"
+#: How many images the worst-images sheet shows.
+WORST_COUNT = 6
+
+
+@dataclass
+class StreamedReport:
+    """The stored report, made batch by batch (:func:`update_report`), with what the asset shows."""
+
+    report: QualityReport
+    batches: list[str]
+    made: list[str]  # the batches whose part was made again; the rest were kept
+    images: int
+    annotations: int
+    origins: pd.DataFrame  # mask_origins, per batch
+    worst: list[tuple[str, str, int]]  # (batch, image_id, issues), the sheet's images, worst first
+
+
+def update_report(
+    store: DatasetStore,
+    taxonomy: Taxonomy,
+    *,
+    min_area_px: int = 20,
+    overlap_tolerance: float = 0.05,
+) -> StreamedReport:
+    """The quality report of the stored corpus, one batch in memory at a time.
+
+    An image is in one batch, so every check but ``duplicate_images`` is decided within its
+    batch: a batch's issues, counts, per-annotator refinement counts, mask origins and its
+    worst-image candidates are made once from its corpus part (``tables/corpus/batches/<batch>/``)
+    and kept under ``tables/quality/batches/<batch>/`` while that part, the rules and the
+    taxonomy's classes are unchanged. ``duplicate_images`` reads only the ``image_id`` and
+    ``sha256`` columns of the corpus's images (about 100 bytes an image); the refinement rate is
+    summed from the batches' counts.
+    """
+    from dataset_pipeline.annotation_corpus import STAGE as CORPUS
+    from dataset_pipeline.annotation_corpus import corpus_batches, mask_origins
+    from dataset_pipeline.batch_parts import input_digest, kept_part, seal_part
+    from dataset_pipeline.formats.arrow import concat_parquet
+
+    classes = [(c.id, c.min_width_px) for c in taxonomy.foreground]
+    batches = corpus_batches(store)
+    made: list[str] = []
+    figures = []
+    for batch in batches:
+        inputs = [
+            layout.stage_part_key(CORPUS, batch, "annotations.parquet"),
+            layout.stage_part_key(CORPUS, batch, "images.parquet"),
+        ]
+        digest = input_digest(store, inputs, PART_VERSION, classes, min_area_px, overlap_tolerance)
+        kept = kept_part(store, STAGE, batch, digest)
+        if kept is None:
+            annotations, images = (store.read_parquet(k) for k in inputs)
+            part = run_quality_checks(
+                annotations, images, taxonomy, min_area_px=min_area_px, overlap_tolerance=overlap_tolerance
+            )
+            issues = part.issues[part.issues.check != "duplicate_images"]
+            store.write_parquet(layout.stage_part_key(STAGE, batch, "issues.parquet"), issues)
+            per_image = pd.DataFrame(
+                {
+                    "issues": issues.image_id.value_counts() if len(issues) else pd.Series(dtype=int),
+                    "annotators": annotations.groupby("image_id").annotator_id.nunique()
+                    if len(annotations)
+                    else pd.Series(dtype=int),
+                }
+            ).fillna(0)
+            candidates = per_image.sort_values(["issues", "annotators"], ascending=False).head(WORST_COUNT)
+            kept = seal_part(
+                store,
+                STAGE,
+                batch,
+                digest,
+                {
+                    "images": len(images),
+                    "annotations": len(annotations),
+                    "checked": {c: n for c, n in part.checked.items() if c != "duplicate_images"},
+                    "refinement": part.refinement[["annotator_id", "assisted", "refined"]].to_dict("records"),
+                    "origins": mask_origins(annotations).to_dict("records"),
+                    "candidates": [
+                        [str(i), int(r.issues), int(r.annotators)] for i, r in candidates.iterrows()
+                    ],
+                },
+            )
+            made.append(batch)
+        figures.append(kept)
+
+    sha = (
+        store.read_table(layout.CORPUS_IMAGES_KEY, columns=["image_id", "sha256"]).to_pandas()
+        if batches
+        else pd.DataFrame(columns=["image_id", "sha256"])
+    )
+    duplicates = schemas.QUALITY_ISSUES.frame(i.__dict__ for i in duplicate_issues(sha))
+    store.write_parquet(layout.QUALITY_DUPLICATES_KEY, duplicates)
+    parts = [layout.stage_part_key(STAGE, b, "issues.parquet") for b in batches]
+    concat_parquet(store, [*parts, layout.QUALITY_DUPLICATES_KEY], layout.QUALITY_ISSUES_KEY)
+    issues = store.read_parquet(
+        layout.QUALITY_ISSUES_KEY
+    )  # the failures only: small for a corpus worth releasing
+    checked = {check: sum(f["checked"].get(check, 0) for f in figures) for check in BLOCKING_CHECKS}
+    checked["duplicate_images"] = len(sha)
+    refinement = refinement_from_counts(pd.DataFrame([r for f in figures for r in f["refinement"]]))
+    report = QualityReport(issues=issues, checked=checked, refinement=refinement)
     store.write_parquet(layout.REFINEMENT_KEY, report.refinement)
+    write_summary(store, report)
+
+    duplicated = set(duplicates.image_id)
+    candidates = [
+        (batch, image_id, n + (image_id in duplicated), annotators)
+        for batch, f in zip(batches, figures, strict=True)
+        for image_id, n, annotators in f["candidates"]
+    ]
+    candidates.sort(key=lambda c: (c[2], c[3]), reverse=True)
+    origins = [r for f in figures for r in f["origins"]]
+    return StreamedReport(
+        report=report,
+        batches=batches,
+        made=made,
+        images=sum(f["images"] for f in figures),
+        annotations=sum(f["annotations"] for f in figures),
+        origins=pd.DataFrame(origins) if origins else mask_origins(pd.DataFrame()),
+        worst=[(b, i, n) for b, i, n, _ in candidates[:WORST_COUNT]],
+    )
+
+
+def write_summary(store: DatasetStore, report: QualityReport) -> None:
     summary = {c: report.describe(c) for c in BLOCKING_CHECKS} | {"checked": report.checked}
     store.write_bytes(layout.QUALITY_SUMMARY_KEY, json.dumps(summary, indent=2).encode())
 
 
+def write_report(store: DatasetStore, report: QualityReport) -> None:
+    """Store the issues, the refinement rates and the per-check summary the checks and the card read."""
+    store.write_parquet(layout.QUALITY_ISSUES_KEY, report.issues)
+    store.write_parquet(layout.REFINEMENT_KEY, report.refinement)
+    write_summary(store, report)
+
+
 def worst_images_png(
-    store: DatasetStore,
-    annotations: pd.DataFrame,
-    images: pd.DataFrame,
-    issues: pd.DataFrame,
-    taxonomy: Taxonomy,
-    count: int = 6,
+    store: DatasetStore, worst: list[tuple[str, str, int]], taxonomy: Taxonomy
 ) -> bytes | None:
-    """The images with the most issues (then the most annotators), every annotation outlined in its
-    class colour (invalid class ids in white); None for an empty corpus."""
-    if images.empty or annotations.empty:
+    """The images of ``worst`` ((batch, image_id, issues), :attr:`StreamedReport.worst`), every
+    annotation outlined in its class colour (invalid class ids in white); only their batches'
+    corpus parts are read. None when there is none."""
+    from dataset_pipeline.annotation_corpus import STAGE as CORPUS
+
+    if not worst:
         return None
-    issue_counts = issues.image_id.value_counts() if len(issues) else pd.Series(dtype=int)
-    annotators = annotations.groupby("image_id").annotator_id.nunique()
-    ranking = pd.DataFrame({"issues": issue_counts, "annotators": annotators}).fillna(0)
-    chosen = ranking.sort_values(["issues", "annotators"], ascending=False).head(count).index
     palette = taxonomy.palette()
     tiles, captions, shown = [], [], set()
-    for image_id, rgb in iter_images(store, images[images.image_id.isin(chosen)]):
-        rows = annotations[annotations.image_id == image_id]
-        masks = [decode_mask(r.rle, r.height, r.width) for r in rows.itertuples()]
-        colours = [palette[int(c)] if 0 <= int(c) < len(palette) else (255, 255, 255) for c in rows.class_id]
-        shown |= {int(c) for c in rows.class_id}
-        tiles.append(overlay(rgb, masks, colours, alpha=0.0))
-        captions.append(f"{image_id.rsplit('/', 1)[-1]} ({int(ranking.loc[image_id, 'issues'])} issues)")
+    for batch in dict.fromkeys(b for b, _, _ in worst):
+        chosen = {i: n for b, i, n in worst if b == batch}
+        annotations = store.read_parquet(layout.stage_part_key(CORPUS, batch, "annotations.parquet"))
+        images = store.read_parquet(layout.stage_part_key(CORPUS, batch, "images.parquet"))
+        annotations = annotations[annotations.image_id.isin(chosen)] if len(annotations) else annotations
+        for image_id, rgb in iter_images(store, images[images.image_id.isin(chosen)]):
+            rows = annotations[annotations.image_id == image_id] if len(annotations) else annotations
+            masks = [decode_mask(r.rle, r.height, r.width) for r in rows.itertuples()]
+            colours = [
+                palette[int(c)] if 0 <= int(c) < len(palette) else (255, 255, 255) for c in rows.class_id
+            ]
+            shown |= {int(c) for c in rows.class_id}
+            tiles.append(overlay(rgb, masks, colours, alpha=0.0))
+            captions.append(f"{image_id.rsplit('/', 1)[-1]} ({chosen[image_id]} issues)")
+    if not tiles:
+        return None
     key = [c for c in taxonomy.foreground if c.id in shown]
     labels = [c.name for c in key] + (["not a class of the taxonomy"] if shown - {c.id for c in key} else [])
     colours = [c.rgb for c in key] + ([(255, 255, 255)] if len(labels) > len(key) else [])
