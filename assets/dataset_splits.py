@@ -21,7 +21,7 @@ from dataset_pipeline.dataset_splits import (
     classes_verdict,
     leakage_verdict,
     shares_verdict,
-    split_corpus,
+    update_splits,
     write_splits,
 )
 from resources import DatasetStoreResource, SplitRules, TaxonomyResource
@@ -44,10 +44,8 @@ def dataset_splits(
     split_rules: SplitRules,
 ) -> MaterializeResult:
     store = dataset_store.get_store()
-    outcome = split_corpus(
+    outcome = update_splits(
         store,
-        store.read_parquet(layout.CORPUS_IMAGES_KEY),
-        store.read_parquet(layout.CORPUS_ANNOTATIONS_KEY),
         taxonomy.load(),
         shares=split_rules.shares(),
         seed=split_rules.seed,
@@ -61,6 +59,8 @@ def dataset_splits(
             **{f"{s}_images": int((table.split == s).sum()) for s in SPLITS},
             **{f"{s}_share": round(shares[s], 4) for s in SPLITS},
             "groups": outcome.info["groups"],
+            # A batch's features (dHash, class instances) are made once; a rebuild makes new or changed ones.
+            "batches made again": len(outcome.made),
             "per split": table_metadata(outcome.summary),
             "splits_table": MetadataValue.path(store.url(layout.SPLITS_KEY)),
         }

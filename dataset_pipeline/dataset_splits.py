@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,6 +66,46 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
+def near_duplicate_pairs(hashes: np.ndarray, distance: int) -> Iterator[tuple[int, int]]:
+    """Pairs (i, j) of 64-bit hashes at most ``distance`` bits apart that link every set of
+    near-duplicates: each image of a set of equal hashes is paired with the set's first, and two
+    close sets by their first images. Enough to join the sets (union-find), and to name every
+    image whose split differs from a near-duplicate's at least once; all pairs could be n^2 / 2.
+
+    Cut into ``distance + 1`` bands, two hashes that close agree on at least one band whole
+    (pigeonhole), so only hashes sharing a band's value are compared: near-linear in the corpus
+    (a 13-bit band of random hashes holds about n / 8,192 of them), where comparing all pairs
+    as one matrix held 64 GB at 100k images.
+
+    >>> sorted(near_duplicate_pairs(np.array([0b1011, 0b1010, 1 << 40, 0b1011], np.uint64), 1))
+    [(0, 3), (1, 0)]
+    """
+    values = np.asarray(hashes, dtype=np.uint64)
+    unique, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    for position, u in enumerate(inverse.tolist()):
+        if position != first[u]:
+            yield int(first[u]), position
+    bands = distance + 1
+    width = -(-64 // bands)
+    seen: set[tuple[int, int]] = set()  # a pair close in several bands is named once
+    for band in range(bands):
+        bits = min(width, 64 - band * width)
+        if bits <= 0:
+            break
+        keys = (unique >> np.uint64(band * width)) & np.uint64((1 << bits) - 1)
+        order = np.argsort(keys, kind="stable")
+        for bucket in np.split(order, np.flatnonzero(np.diff(keys[order])) + 1):
+            block = unique[bucket]
+            for start in range(0, len(bucket) - 1, 1024):  # a crowded band value, a row block at a time
+                rows = block[start : start + 1024]
+                apart = np.bitwise_count(rows[:, None] ^ block[None, :])
+                for a, b in zip(*np.nonzero(apart <= distance), strict=True):
+                    pair = (int(bucket[start + a]), int(bucket[b]))
+                    if pair[0] < pair[1] and pair not in seen:
+                        seen.add(pair)
+                        yield int(first[pair[0]]), int(first[pair[1]])
+
+
 def leakage_groups(
     images: pd.DataFrame, hashes: np.ndarray | None = None, hash_distance: int = 4
 ) -> np.ndarray:
@@ -87,13 +129,8 @@ def leakage_groups(
             else:
                 first[value] = index
     if hashes is not None and n > 1:
-        values = np.asarray(hashes, dtype=np.uint64)
-        for start in range(0, n, 512):  # near-duplicates by Hamming distance, in blocks
-            block = values[start : start + 512, None] ^ values[None, :]
-            distance = np.unpackbits(block.view(np.uint8).reshape(block.shape[0], n, 8), axis=2).sum(axis=2)
-            for i, j in zip(*np.nonzero(distance <= hash_distance), strict=True):
-                if start + i != j:
-                    groups.union(start + int(i), int(j))
+        for i, j in near_duplicate_pairs(hashes, hash_distance):
+            groups.union(i, j)
     roots = [groups.find(i) for i in range(n)]
     renumber = {root: k for k, root in enumerate(dict.fromkeys(roots))}
     return np.array([renumber[r] for r in roots], dtype=np.int64)
@@ -308,25 +345,25 @@ def leaks(
         by_image = dict(zip(images.image_id, np.asarray(hashes, dtype=np.uint64), strict=True))
         values = np.array([by_image[i] for i in frame.image_id], dtype=np.uint64)
         splits = frame.split.to_numpy()
-        for start in range(0, len(values), 512):
-            block = values[start : start + 512, None] ^ values[None, :]
-            distance = np.unpackbits(
-                block.view(np.uint8).reshape(block.shape[0], len(values), 8), axis=2
-            ).sum(axis=2)
-            for i, j in zip(*np.nonzero(distance <= hash_distance), strict=True):
-                if splits[start + i] != splits[j]:
-                    found.append(
-                        f"near-duplicates {frame.image_id.iloc[start + i]} ({splits[start + i]}) and {frame.image_id.iloc[j]} ({splits[j]})"
-                    )
+        for i, j in near_duplicate_pairs(values, hash_distance):
+            if splits[i] != splits[j]:
+                found.append(
+                    f"near-duplicates {frame.image_id.iloc[i]} ({splits[i]}) and {frame.image_id.iloc[j]} ({splits[j]})"
+                )
     return found
+
+
+def class_instances(annotations: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
+    """Instances per image (rows) and foreground class (columns, by name), every annotator's."""
+    names = {c.id: c.name for c in taxonomy.foreground}
+    present = annotations.assign(name=annotations.class_id.map(names)).dropna(subset=["name"])
+    table = pd.crosstab(present.image_id, present.name)
+    return table.reindex(columns=[c.name for c in taxonomy.foreground], fill_value=0)
 
 
 def class_presence(annotations: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
     """0/1 per image (rows) and foreground class (columns, by name): any annotator drew it."""
-    names = {c.id: c.name for c in taxonomy.foreground}
-    present = annotations.assign(name=annotations.class_id.map(names)).dropna(subset=["name"])
-    table = pd.crosstab(present.image_id, present.name).clip(upper=1)
-    return table.reindex(columns=[c.name for c in taxonomy.foreground], fill_value=0)
+    return class_instances(annotations, taxonomy).clip(upper=1)
 
 
 @dataclass
@@ -336,6 +373,27 @@ class SplitOutcome:
     table: pd.DataFrame  # schemas.SPLITS
     info: dict
     summary: pd.DataFrame  # per split: images, scenes, groups, per lighting, instances per class
+    made: list[str] = field(default_factory=list)  # update_splits: the batches whose features were made again
+
+
+#: The images' columns the splits are decided by.
+SPLIT_COLUMNS: tuple[str, ...] = ("image_id", "scene_id", "episode_id", "sha256", "lighting")
+#: A feature table's column of a class's instances on an image.
+INSTANCES = "instances:"
+
+
+def split_features(
+    store: DatasetStore, images: pd.DataFrame, annotations: pd.DataFrame, taxonomy: Taxonomy
+) -> pd.DataFrame:
+    """Per image what the splits are decided by and nothing more (no mask): the split columns,
+    the dHash (read from the image's bytes), and instances per foreground class
+    (``instances:<name>``). A few hundred bytes an image."""
+    features = images[[c for c in SPLIT_COLUMNS if c in images]].reset_index(drop=True)
+    features["dhash"] = [f"{difference_hash(store.read_bytes(uri)):016x}" for uri in images.uri]
+    counts = class_instances(annotations, taxonomy).reindex(features.image_id).fillna(0).astype("int64")
+    for name in counts.columns:
+        features[INSTANCES + name] = counts[name].to_numpy()
+    return features
 
 
 def split_corpus(
@@ -343,15 +401,29 @@ def split_corpus(
     images: pd.DataFrame,
     annotations: pd.DataFrame,
     taxonomy: Taxonomy,
+    **rules: Any,
+) -> SplitOutcome:
+    """Split the corpus held in memory (every image's dHash read from the store); ``rules`` are
+    :func:`split_by_features`' (:func:`update_splits` splits the stored corpus batch by batch)."""
+    return split_by_features(store, split_features(store, images, annotations, taxonomy), **rules)
+
+
+def split_by_features(
+    store: DatasetStore,
+    features: pd.DataFrame,
     *,
     shares: dict[str, float] | None = None,
     seed: int = 0,
     held_out_scenes: list[str] | tuple[str, ...] = (),
     hash_distance: int = 4,
 ) -> SplitOutcome:
-    """Split the corpus (every image's dHash read from the store) and describe the result."""
-    hashes = np.array([difference_hash(store.read_bytes(uri)) for uri in images.uri], dtype=np.uint64)
-    presence = class_presence(annotations, taxonomy)
+    """Split the images of ``features`` (:func:`split_features`) and describe the result; images
+    a release held keep its split (``released_splits``)."""
+    counted = [c for c in features.columns if c.startswith(INSTANCES)]
+    images = features.drop(columns=[*counted, "dhash"])
+    instances = features.set_index("image_id")[counted].rename(columns=lambda c: c[len(INSTANCES) :])
+    presence = instances.clip(upper=1)
+    hashes = np.array([int(h, 16) for h in features.dhash], dtype=np.uint64)
     pinned = released_splits(store)
     plan = assign_splits(
         images,
@@ -364,7 +436,7 @@ def split_corpus(
         pinned=pinned,
     )
     table = schemas.SPLITS.from_columns(
-        {**{c: plan.assignments[c] for c in plan.assignments}, "dhash": [f"{h:016x}" for h in hashes]}
+        {**{c: plan.assignments[c] for c in plan.assignments}, "dhash": list(features.dhash)}
     )
     found = leaks(plan.assignments, images, hashes, hash_distance)
     merged = images.merge(plan.assignments, on="image_id")
@@ -372,16 +444,15 @@ def split_corpus(
         images=("image_id", "size"), scenes=("scene_id", "nunique"), groups=("group", "nunique")
     )
     lighting = pd.crosstab(merged.split, merged.lighting)
-    instances = pd.crosstab(
-        annotations.merge(plan.assignments, on="image_id").split,
-        annotations.class_id.map({c.id: c.name for c in taxonomy.foreground}),
-    )
+    per_class = instances.reindex(merged.image_id).set_axis(merged.split.to_numpy()).groupby(level=0).sum()
+    per_class = per_class.loc[:, per_class.sum() > 0].sort_index(axis=1)
     summary = (
-        per_split.join(lighting).join(instances).reindex(list(SPLITS)).fillna(0).astype(int).reset_index()
+        per_split.join(lighting).join(per_class).reindex(list(SPLITS)).fillna(0).astype(int).reset_index()
     )
     group_sizes = np.bincount(plan.assignments.group.to_numpy()) if len(table) else np.zeros(0)
     held_groups = np.unique(plan.assignments.group[images.scene_id.isin(list(held_out_scenes)).to_numpy()])
     closest, closest_error = closest_split(group_sizes, plan.targets, held_groups)
+    present_in = {s: presence.reindex(merged[merged.split == s].image_id).sum() for s in SPLITS}
     info = {
         "shares": plan.shares,
         "targets": plan.targets,
@@ -392,19 +463,54 @@ def split_corpus(
         if len(table)
         else 0.0,
         "leaks": found,
-        "classes_missing": {
-            s: [
-                c
-                for c in presence.columns
-                if int(presence.reindex(merged[merged.split == s].image_id).fillna(0)[c].sum()) == 0
-            ]
-            for s in SPLITS
-        },
+        "classes_missing": {s: [c for c in presence.columns if int(present_in[s][c]) == 0] for s in SPLITS},
         "notes": plan.notes,
         "seed": seed,
         "pinned": int(plan.assignments.image_id.isin(set(pinned)).sum()),
     }
     return SplitOutcome(table=table, info=info, summary=summary)
+
+
+#: Bump when :func:`split_features` derives a batch's features differently.
+PART_VERSION = 1
+STAGE = "splits"
+
+
+def update_splits(store: DatasetStore, taxonomy: Taxonomy, **rules: Any) -> SplitOutcome:
+    """Split the stored corpus: each batch's features (:func:`split_features`: its images' dHash,
+    read from their bytes, and class instances) are made once from its corpus part and kept under
+    ``tables/splits/batches/<batch>/`` while that part and the taxonomy's classes are unchanged;
+    the split is decided over the features of every batch, a few hundred bytes an image (no mask,
+    no image held). ``rules``: :func:`split_by_features`'."""
+    from dataset_pipeline.annotation_corpus import STAGE as CORPUS
+    from dataset_pipeline.annotation_corpus import corpus_batches
+    from dataset_pipeline.batch_parts import input_digest, kept_part, seal_part
+    from dataset_pipeline.formats.arrow import concat_parquet
+
+    batches = corpus_batches(store)
+    names = [c.name for c in taxonomy.foreground]
+    made = []
+    for batch in batches:
+        inputs = [
+            layout.stage_part_key(CORPUS, batch, "annotations.parquet"),
+            layout.stage_part_key(CORPUS, batch, "images.parquet"),
+        ]
+        digest = input_digest(store, inputs, PART_VERSION, names)
+        if kept_part(store, STAGE, batch, digest) is None:
+            annotations, images = (store.read_parquet(k) for k in inputs)
+            features = split_features(store, images, annotations, taxonomy)
+            store.write_parquet(layout.stage_part_key(STAGE, batch, "features.parquet"), features)
+            seal_part(store, STAGE, batch, digest, {"images": len(features)})
+            made.append(batch)
+    if batches:
+        parts = [layout.stage_part_key(STAGE, b, "features.parquet") for b in batches]
+        concat_parquet(store, parts, layout.SPLIT_FEATURES_KEY)
+        features = store.read_parquet(layout.SPLIT_FEATURES_KEY)
+    else:
+        features = pd.DataFrame(columns=[*SPLIT_COLUMNS, "dhash"])
+    outcome = split_by_features(store, features, **rules)
+    outcome.made = made
+    return outcome
 
 
 def write_splits(store: DatasetStore, outcome: SplitOutcome) -> None:

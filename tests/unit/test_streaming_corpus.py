@@ -68,3 +68,73 @@ def test_a_changed_part_is_never_taken_for_the_old_one(two_batches):
     store.write_bytes(layout.stage_part_key("corpus", "b48", "annotations.parquet"), b"half a file")
     assert update_corpus(store).made == ["b48"]
     assert_frame_equal(_stored(store)[0], build_corpus(store).annotations)
+
+
+def test_the_streamed_quality_report_equals_the_whole_one_across_batches(two_batches):
+    """Every check but duplicate_images is decided within a batch; an image of one batch copied
+    into the other is found as a duplicate across them, and refinement rates are summed from
+    the batches' counts, not averaged."""
+    from dataset_pipeline.quality_report import run_quality_checks, update_report, worst_images_png
+    from dataset_pipeline.taxonomy import load_taxonomy
+
+    store = two_batches
+    images = store.read_parquet(layout.captures_key("s12"))
+    first = store.read_parquet(layout.captures_key("b48")).sha256.iloc[0]
+    store.write_parquet(layout.captures_key("s12"), images.assign(sha256=[first, *images.sha256.iloc[1:]]))
+    update_corpus(store)
+    taxonomy = load_taxonomy()
+    streamed = update_report(store, taxonomy)
+    whole = run_quality_checks(*_stored(store), taxonomy)
+
+    def rows(frame: pd.DataFrame) -> list[tuple]:
+        return sorted(map(tuple, frame[["check", "image_id", "annotation_id", "detail"]].astype(str).values))
+
+    assert rows(streamed.report.issues) == rows(whole.issues)
+    duplicates = streamed.report.failed("duplicate_images")
+    assert {i.split("/")[0] for i in duplicates.image_id} == {"b48", "s12"}
+    assert streamed.report.checked == whole.checked
+    assert_frame_equal(streamed.report.refinement, whole.refinement)
+    assert store.read_parquet(layout.QUALITY_ISSUES_KEY).shape == whole.issues.shape
+    annotations, images = _stored(store)
+    assert streamed.made == ["b48", "s12"] and (streamed.images, streamed.annotations) == (
+        60,
+        len(annotations),
+    )
+    assert len(streamed.worst) == 6 and worst_images_png(store, streamed.worst, taxonomy).startswith(
+        b"\x89PNG"
+    )
+
+    # unchanged: no batch's checks made again; a stricter rule makes every batch again
+    assert update_report(store, taxonomy).made == []
+    stricter = update_report(store, taxonomy, min_area_px=10_000)
+    assert stricter.made == ["b48", "s12"]
+    expected = run_quality_checks(annotations, images, taxonomy, min_area_px=10_000)
+    assert len(stricter.report.failed("min_area")) == len(expected.failed("min_area")) > 0
+
+
+def test_the_streamed_splits_equal_the_whole_corpus_ones_and_a_batch_is_hashed_once(two_batches):
+    """dataset_splits decides over every image's features (dHash, class instances), made once
+    per batch from its corpus part: the same splits, facts and summary as the whole corpus in
+    memory; a rebuild reads no image of an unchanged batch."""
+    from dataset_pipeline.dataset_splits import split_corpus, update_splits
+    from dataset_pipeline.taxonomy import load_taxonomy
+
+    store = two_batches
+    update_corpus(store)
+    taxonomy = load_taxonomy()
+    streamed = update_splits(store, taxonomy, seed=3)
+    annotations, images = _stored(store)
+    whole = split_corpus(store, images, annotations, taxonomy, seed=3)
+    assert streamed.made == ["b48", "s12"]
+    assert_frame_equal(streamed.table, whole.table)
+    assert streamed.info == whole.info
+    assert_frame_equal(streamed.summary, whole.summary)
+    assert set(streamed.table.split) == {"train", "val", "test"} and len(streamed.table) == 60
+
+    assert images.uri.str.startswith("incoming/").all()  # where the dHash reads each image
+    reads = []
+    original = store.read_bytes
+    store.read_bytes = lambda key: reads.append(key) or original(key)  # type: ignore[method-assign]
+    again = update_splits(store, taxonomy, seed=3)
+    assert again.made == [] and not [k for k in reads if k.startswith("incoming/")]
+    assert_frame_equal(again.table, whole.table)
