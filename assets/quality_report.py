@@ -56,7 +56,7 @@ def quality_report(
     metadata: dict[str, Any] = {
         "annotations": streamed.annotations,
         "images": streamed.images,
-        "issues": len(report.issues),
+        "issues": report.total_failures,
         # A batch's checks are made once; a rebuild makes only new or changed batches again.
         "batches made again": f"{len(streamed.made)} of {len(streamed.batches)}",
         "checks": table_metadata(report.summary_table()),

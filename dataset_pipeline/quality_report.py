@@ -69,15 +69,26 @@ class QualityReport:
     checked: dict[str, int]  # check -> how many items it looked at
     refinement: pd.DataFrame  # annotator_id, assisted, refined, refinement_rate, flagged
     stats: dict[str, float] = field(default_factory=dict)
+    #: Failures per check where ``issues`` holds only the first of each (:func:`update_report`).
+    failed_counts: dict[str, int] | None = None
 
     def failed(self, check: str) -> pd.DataFrame:
         return self.issues[self.issues.check == check]
+
+    def failures(self, check: str) -> int:
+        if self.failed_counts is not None:
+            return self.failed_counts.get(check, 0)
+        return len(self.failed(check))
+
+    @property
+    def total_failures(self) -> int:
+        return sum(self.failures(c) for c in BLOCKING_CHECKS)
 
     def summary_table(self) -> pd.DataFrame:
         """Per check: items looked at, failures, pass rate."""
         rows = []
         for check in BLOCKING_CHECKS:
-            failures = len(self.failed(check))
+            failures = self.failures(check)
             n = self.checked.get(check, 0)
             rows.append(
                 {
@@ -99,15 +110,16 @@ class QualityReport:
                 if checked
                 else f"{check}: nothing to check ({NOTHING[check]})"
             )
-        lines = [f"{check}: {len(failed)} of {self.checked.get(check, 0)} failed"]
+        failures = self.failures(check)
+        lines = [f"{check}: {failures} of {self.checked.get(check, 0)} failed"]
         for row in failed.head(limit).itertuples():
             lines.append(
                 f"- image {row.image_id}"
                 + (f", annotation {row.annotation_id}" if row.annotation_id else "")
                 + f": {row.detail}"
             )
-        if len(failed) > limit:
-            lines.append(f"- ... and {len(failed) - limit} more")
+        if failures > limit:
+            lines.append(f"- ... and {failures - limit} more")
         return "\n".join(lines)
 
 
@@ -378,13 +390,11 @@ def update_report(
     store.write_parquet(layout.QUALITY_DUPLICATES_KEY, duplicates)
     parts = [layout.stage_part_key(STAGE, b, "issues.parquet") for b in batches]
     concat_parquet(store, [*parts, layout.QUALITY_DUPLICATES_KEY], layout.QUALITY_ISSUES_KEY)
-    issues = store.read_parquet(
-        layout.QUALITY_ISSUES_KEY
-    )  # the failures only: small for a corpus worth releasing
+    issues, failed_counts = _first_issues(store, [*parts, layout.QUALITY_DUPLICATES_KEY])
     checked = {check: sum(f["checked"].get(check, 0) for f in figures) for check in BLOCKING_CHECKS}
     checked["duplicate_images"] = len(sha)
     refinement = refinement_from_counts(pd.DataFrame([r for f in figures for r in f["refinement"]]))
-    report = QualityReport(issues=issues, checked=checked, refinement=refinement)
+    report = QualityReport(issues=issues, checked=checked, refinement=refinement, failed_counts=failed_counts)
     store.write_parquet(layout.REFINEMENT_KEY, report.refinement)
     write_summary(store, report)
 
@@ -405,6 +415,22 @@ def update_report(
         origins=pd.DataFrame(origins) if origins else mask_origins(pd.DataFrame()),
         worst=[(b, i, n) for b, i, n, _ in candidates[:WORST_COUNT]],
     )
+
+
+def _first_issues(
+    store: DatasetStore, keys: list[str], keep: int = 25
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The first ``keep`` issues of each check over the parts ``keys`` (one read at a time) and
+    every check's count of failures: a corpus with many failures is counted, not held."""
+    counts = {check: 0 for check in BLOCKING_CHECKS}
+    firsts = []
+    for key in keys:
+        part = store.read_parquet(key)
+        for check, rows in part.groupby("check", sort=False):
+            firsts.append(rows.head(max(0, keep - counts.get(str(check), 0))))
+            counts[str(check)] = counts.get(str(check), 0) + len(rows)
+    frame = pd.concat(firsts, ignore_index=True) if firsts else schemas.QUALITY_ISSUES.frame()
+    return frame, counts
 
 
 def write_summary(store: DatasetStore, report: QualityReport) -> None:

@@ -11,7 +11,9 @@ from dagster import AssetKey, AssetMaterialization, DagsterInstance, build_sched
 from assets.dataset_card import dataset_card
 from assets.dataset_release import DATASET_RELEASE_CHECKS, dataset_release
 from dataset_pipeline import dataset_release as release
+from dataset_pipeline import layout
 from dataset_pipeline.agreement_report import compute_agreement
+from dataset_pipeline.annotation_corpus import update_corpus
 from dataset_pipeline.definitions.environment import build_resources
 from dataset_pipeline.definitions.schedules import nightly_release_schedule
 from dataset_pipeline.layout import (
@@ -33,8 +35,11 @@ def _prepare(store: DatasetStore, plant_class: int | None = None) -> None:
     images, annotations, splits = demo_corpus(store, "ra-b1", 12)
     if plant_class is not None:
         annotations.loc[int(annotations.z_order.idxmax()), "class_id"] = plant_class
-    store.write_parquet(CORPUS_IMAGES_KEY, images)
-    store.write_parquet(CORPUS_ANNOTATIONS_KEY, annotations)
+    # the batch's tables, then the corpus made from them as annotation_corpus makes it (its batch
+    # parts are what quality_report and dataset_splits read)
+    store.write_parquet(layout.captures_key("ra-b1"), images)
+    store.write_parquet(layout.annotations_key("ra-b1"), annotations)
+    update_corpus(store)
     store.write_parquet(SPLITS_KEY, splits)
     taxonomy = load_taxonomy()
     report = compute_agreement(annotations, taxonomy)
