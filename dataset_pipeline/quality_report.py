@@ -427,7 +427,8 @@ def _first_issues(
     for key in keys:
         part = store.read_parquet(key)
         for check, rows in part.groupby("check", sort=False):
-            firsts.append(rows.head(max(0, keep - counts.get(str(check), 0))))
+            wanted = max(0, keep - counts.get(str(check), 0))
+            firsts.append(rows.head(wanted).copy())  # a copy: a view would hold the whole part
             counts[str(check)] = counts.get(str(check), 0) + len(rows)
     frame = pd.concat(firsts, ignore_index=True) if firsts else schemas.QUALITY_ISSUES.frame()
     return frame, counts
