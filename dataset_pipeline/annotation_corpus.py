@@ -66,6 +66,19 @@ PART_VERSION = 1
 STAGE = "corpus"
 
 
+def corpus_part_keys(batch: str) -> tuple[str, str]:
+    """The batch's part of the corpus (annotations, images), what the later corpus stages read a
+    batch at a time.
+
+    >>> corpus_part_keys("b1")
+    ('tables/corpus/batches/b1/annotations.parquet', 'tables/corpus/batches/b1/images.parquet')
+    """
+    return (
+        layout.stage_part_key(STAGE, batch, "annotations.parquet"),
+        layout.stage_part_key(STAGE, batch, "images.parquet"),
+    )
+
+
 @dataclass
 class CorpusSummary:
     """What the stored corpus holds, summed over its batches' parts (no table held whole)."""
@@ -85,47 +98,39 @@ def update_corpus(store: DatasetStore) -> CorpusSummary:
     ``tables/corpus/batches/<batch>/`` while its tables and the guideline revisions are
     unchanged), then every batch's part is streamed into the corpus tables, one in memory at a
     time."""
-    from dataset_pipeline.batch_parts import input_digest, kept_part, seal_part
+    from dataset_pipeline.batch_parts import update_parts
     from dataset_pipeline.formats.arrow import concat_parquet
 
     batches = corpus_batches(store)
     revisions = read_revisions(store)
-    made: list[str] = []
-    figures = []
-    for batch in batches:
-        inputs = [layout.annotations_key(batch), layout.captures_key(batch)]
-        digest = input_digest(store, inputs, PART_VERSION, revisions)
-        kept = kept_part(store, STAGE, batch, digest)
-        if kept is None:
-            annotations = batch_rows(store.read_parquet(inputs[0]), revisions)
-            images = store.read_parquet(inputs[1])
-            store.write_parquet(layout.stage_part_key(STAGE, batch, "annotations.parquet"), annotations)
-            store.write_parquet(layout.stage_part_key(STAGE, batch, "images.parquet"), images)
-            kept = seal_part(
-                store,
-                STAGE,
-                batch,
-                digest,
-                {
-                    "images": len(images),
-                    "annotations": len(annotations),
-                    "gold_images": int(annotations[annotations.is_gold].image_id.nunique())
-                    if len(annotations)
-                    else 0,
-                    "annotators": sorted(set(annotations.annotator_id)) if len(annotations) else [],
-                    "revisions": revision_counts(annotations).to_dict("records"),
-                },
-            )
-            made.append(batch)
-        figures.append(kept)
+
+    def make(batch: str) -> dict:
+        annotations = batch_rows(store.read_parquet(layout.annotations_key(batch)), revisions)
+        images = store.read_parquet(layout.captures_key(batch))
+        annotations_part, images_part = corpus_part_keys(batch)
+        store.write_parquet(annotations_part, annotations)
+        store.write_parquet(images_part, images)
+        return {
+            "images": len(images),
+            "annotations": len(annotations),
+            "gold_images": int(annotations[annotations.is_gold].image_id.nunique())
+            if len(annotations)
+            else 0,
+            "annotators": sorted(set(annotations.annotator_id)) if len(annotations) else [],
+            "revisions": revision_counts(annotations).to_dict("records"),
+        }
+
+    figures, made = update_parts(
+        store,
+        STAGE,
+        batches,
+        lambda batch: [layout.annotations_key(batch), layout.captures_key(batch)],
+        (PART_VERSION, revisions),
+        make,
+    )
     if batches:
-        for table in ("annotations", "images"):
-            parts = [layout.stage_part_key(STAGE, b, f"{table}.parquet") for b in batches]
-            concat_parquet(
-                store,
-                parts,
-                layout.CORPUS_ANNOTATIONS_KEY if table == "annotations" else layout.CORPUS_IMAGES_KEY,
-            )
+        for position, target in enumerate((layout.CORPUS_ANNOTATIONS_KEY, layout.CORPUS_IMAGES_KEY)):
+            concat_parquet(store, [corpus_part_keys(b)[position] for b in batches], target)
     else:
         write_corpus(store, Corpus(pd.DataFrame(), pd.DataFrame(), []))
     revisions_table = pd.DataFrame([r for f in figures for r in f["revisions"]])

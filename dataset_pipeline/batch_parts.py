@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
 from dataset_pipeline import layout
 from dataset_pipeline.store import DatasetStore
@@ -45,3 +46,26 @@ def seal_part(store: DatasetStore, stage: str, batch: str, digest: str, figures:
         json.dumps(document, default=str).encode(),
     )
     return figures
+
+
+def update_parts(
+    store: DatasetStore,
+    stage: str,
+    batches: list[str],
+    inputs: Callable[[str], list[str]],
+    settings: tuple,
+    make: Callable[[str], dict],
+) -> tuple[list[dict], list[str]]:
+    """Every batch's part of ``stage``: kept where the digest of its ``inputs(batch)`` and
+    ``settings`` is the one it was sealed with, else ``make(batch)`` (which writes the part's
+    tables and returns its figures) and sealed. Returns each batch's figures, in order, and the
+    batches made."""
+    figures, made = [], []
+    for batch in batches:
+        digest = input_digest(store, inputs(batch), *settings)
+        kept = kept_part(store, stage, batch, digest)
+        if kept is None:
+            kept = seal_part(store, stage, batch, digest, make(batch))
+            made.append(batch)
+        figures.append(kept)
+    return figures, made

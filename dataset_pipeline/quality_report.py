@@ -330,56 +330,41 @@ def update_report(
     ``sha256`` columns of the corpus's images (about 100 bytes an image); the refinement rate is
     summed from the batches' counts.
     """
-    from dataset_pipeline.annotation_corpus import STAGE as CORPUS
-    from dataset_pipeline.annotation_corpus import corpus_batches, mask_origins
-    from dataset_pipeline.batch_parts import input_digest, kept_part, seal_part
+    from dataset_pipeline.annotation_corpus import corpus_batches, corpus_part_keys, mask_origins
+    from dataset_pipeline.batch_parts import update_parts
     from dataset_pipeline.formats.arrow import concat_parquet
+
+    def make(batch: str) -> dict:
+        annotations, images = (store.read_parquet(k) for k in corpus_part_keys(batch))
+        part = run_quality_checks(
+            annotations, images, taxonomy, min_area_px=min_area_px, overlap_tolerance=overlap_tolerance
+        )
+        issues = part.issues[part.issues.check != "duplicate_images"]
+        store.write_parquet(layout.stage_part_key(STAGE, batch, "issues.parquet"), issues)
+        per_image = pd.DataFrame(
+            {
+                "issues": issues.image_id.value_counts() if len(issues) else pd.Series(dtype=int),
+                "annotators": annotations.groupby("image_id").annotator_id.nunique()
+                if len(annotations)
+                else pd.Series(dtype=int),
+            }
+        ).fillna(0)
+        candidates = per_image.sort_values(["issues", "annotators"], ascending=False).head(WORST_COUNT)
+        return {
+            "images": len(images),
+            "annotations": len(annotations),
+            "checked": {c: n for c, n in part.checked.items() if c != "duplicate_images"},
+            "refinement": part.refinement[["annotator_id", "assisted", "refined"]].to_dict("records"),
+            "origins": mask_origins(annotations).to_dict("records"),
+            "candidates": [[str(i), int(r.issues), int(r.annotators)] for i, r in candidates.iterrows()],
+        }
 
     classes = [(c.id, c.min_width_px) for c in taxonomy.foreground]
     batches = corpus_batches(store)
-    made: list[str] = []
-    figures = []
-    for batch in batches:
-        inputs = [
-            layout.stage_part_key(CORPUS, batch, "annotations.parquet"),
-            layout.stage_part_key(CORPUS, batch, "images.parquet"),
-        ]
-        digest = input_digest(store, inputs, PART_VERSION, classes, min_area_px, overlap_tolerance)
-        kept = kept_part(store, STAGE, batch, digest)
-        if kept is None:
-            annotations, images = (store.read_parquet(k) for k in inputs)
-            part = run_quality_checks(
-                annotations, images, taxonomy, min_area_px=min_area_px, overlap_tolerance=overlap_tolerance
-            )
-            issues = part.issues[part.issues.check != "duplicate_images"]
-            store.write_parquet(layout.stage_part_key(STAGE, batch, "issues.parquet"), issues)
-            per_image = pd.DataFrame(
-                {
-                    "issues": issues.image_id.value_counts() if len(issues) else pd.Series(dtype=int),
-                    "annotators": annotations.groupby("image_id").annotator_id.nunique()
-                    if len(annotations)
-                    else pd.Series(dtype=int),
-                }
-            ).fillna(0)
-            candidates = per_image.sort_values(["issues", "annotators"], ascending=False).head(WORST_COUNT)
-            kept = seal_part(
-                store,
-                STAGE,
-                batch,
-                digest,
-                {
-                    "images": len(images),
-                    "annotations": len(annotations),
-                    "checked": {c: n for c, n in part.checked.items() if c != "duplicate_images"},
-                    "refinement": part.refinement[["annotator_id", "assisted", "refined"]].to_dict("records"),
-                    "origins": mask_origins(annotations).to_dict("records"),
-                    "candidates": [
-                        [str(i), int(r.issues), int(r.annotators)] for i, r in candidates.iterrows()
-                    ],
-                },
-            )
-            made.append(batch)
-        figures.append(kept)
+    settings = (PART_VERSION, classes, min_area_px, overlap_tolerance)
+    figures, made = update_parts(
+        store, STAGE, batches, lambda batch: list(corpus_part_keys(batch)), settings, make
+    )
 
     sha = (
         store.read_table(layout.CORPUS_IMAGES_KEY, columns=["image_id", "sha256"]).to_pandas()
@@ -452,7 +437,7 @@ def worst_images_png(
     """The images of ``worst`` ((batch, image_id, issues), :attr:`StreamedReport.worst`), every
     annotation outlined in its class colour (invalid class ids in white); only their batches'
     corpus parts are read. None when there is none."""
-    from dataset_pipeline.annotation_corpus import STAGE as CORPUS
+    from dataset_pipeline.annotation_corpus import corpus_part_keys
 
     if not worst:
         return None
@@ -460,8 +445,7 @@ def worst_images_png(
     tiles, captions, shown = [], [], set()
     for batch in dict.fromkeys(b for b, _, _ in worst):
         chosen = {i: n for b, i, n in worst if b == batch}
-        annotations = store.read_parquet(layout.stage_part_key(CORPUS, batch, "annotations.parquet"))
-        images = store.read_parquet(layout.stage_part_key(CORPUS, batch, "images.parquet"))
+        annotations, images = (store.read_parquet(k) for k in corpus_part_keys(batch))
         annotations = annotations[annotations.image_id.isin(chosen)] if len(annotations) else annotations
         for image_id, rgb in iter_images(store, images[images.image_id.isin(chosen)]):
             rows = annotations[annotations.image_id == image_id] if len(annotations) else annotations

@@ -142,3 +142,24 @@ def test_the_streamed_splits_equal_the_whole_corpus_ones_and_a_batch_is_hashed_o
     again = update_splits(store, taxonomy, seed=3)
     assert again.made == [] and not [k for k in reads if k.startswith("incoming/")]
     assert_frame_equal(again.table, whole.table)
+
+
+def test_an_unreadable_image_is_named_when_its_split_features_are_made(tmp_path):
+    from dataset_pipeline.dataset_splits import split_features
+    from dataset_pipeline.taxonomy import load_taxonomy
+
+    store = DatasetStore(str(tmp_path / "store"))
+    store.write_bytes("tables/broken/cut.jpg", b"\xff\xd8\xff not a whole jpeg")
+    images = pd.DataFrame(
+        {
+            "image_id": ["b/cut"],
+            "uri": ["tables/broken/cut.jpg"],
+            "scene_id": ["s"],
+            "episode_id": ["e"],
+            "sha256": ["0"],
+            "lighting": ["day"],
+        }
+    )
+    no_labels = pd.DataFrame({"image_id": pd.Series(dtype=str), "class_id": pd.Series(dtype=int)})
+    with pytest.raises(ValueError, match=r"cut\.jpg: image 'b/cut' \(field uri\) cannot be read"):
+        split_features(store, images, no_labels, load_taxonomy())
