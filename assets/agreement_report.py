@@ -19,13 +19,11 @@ from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
 from dataset_pipeline.agreement_report import (
     annotators_verdict,
-    compute_agreement,
     disagreements_png,
     per_class_chart_png,
     thresholds_verdict,
-    write_report,
+    update_agreement,
 )
-from dataset_pipeline.annotation_corpus import mask_origins
 from resources import AgreementRules, DatasetStoreResource, TaxonomyResource
 
 
@@ -47,12 +45,13 @@ def agreement_report(
     agreement_rules: AgreementRules,
 ) -> MaterializeResult:
     store = dataset_store.get_store()
-    annotations = store.read_parquet(layout.CORPUS_ANNOTATIONS_KEY)
-    report = compute_agreement(annotations, taxonomy.load(), agreement_rules.settings())
-    write_report(store, report)
+    streamed = update_agreement(store, taxonomy.load(), agreement_rules.settings())
+    report = streamed.report
     per_class = report.per_class
     metadata: dict[str, Any] = {
         "gold_images": len(report.per_image),
+        # A batch's evidence is made once; a rebuild makes only new or changed batches again.
+        "batches made again": f"{len(streamed.made)} of {len(streamed.batches)}",
         "classes_failing": int(len(report.failing_classes())),
         "annotators_flagged": int(report.per_annotator.get("flagged", pd.Series(dtype=bool)).sum()),
         "per class": table_metadata(per_class.drop(columns=["class_id", "min_instances"])),
@@ -65,7 +64,7 @@ def agreement_report(
         "per annotator pair (does the gold assignment rotate?)": table_metadata(report.per_pair),
         # Agreement is measured on gold images, which are labelled by hand; these say how much of
         # the rest came from propagation (accepted or corrected), apart.
-        "mask origins": table_metadata(mask_origins(annotations)),
+        "mask origins": table_metadata(streamed.origins),
     }
     for row in report.per_batch_gold.itertuples():
         metadata[f"gold_iou_by_batch/{row.batch}"] = float(row.mean_pairwise_iou)
@@ -76,7 +75,7 @@ def agreement_report(
     metadata |= picture_metadata(
         store, layout.PER_CLASS_IOU_PREVIEW, per_class_chart_png(per_class), "per-class IoU"
     )
-    sheet = disagreements_png(store, annotations, report.per_image)
+    sheet = disagreements_png(store, streamed.worst)
     if sheet is not None:
         metadata |= picture_metadata(store, layout.DISAGREEMENTS_PREVIEW, sheet, "largest disagreements")
     metadata["tables"] = MetadataValue.json(

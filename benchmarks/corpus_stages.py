@@ -10,8 +10,9 @@ tables are written where ``reviewed_annotations`` and ``raw_captures`` write the
 
 Timed, each stage in its own child process (wall seconds; peak RSS = the child's VmHWM):
 ``annotation_corpus.update_corpus``, ``quality_report.update_report``,
-``dataset_splits.update_splits`` - first on the corpus (every batch made), then after one more
-batch of 1% of the images (only it is made; the rest kept).
+``agreement_report.update_agreement`` (Boundary IoU on), ``dataset_splits.update_splits`` - first
+on the corpus (every batch made), then after one more batch of 1% of the images (only it is
+made; the rest kept).
 
     .venv/bin/python benchmarks/corpus_stages.py --sizes 10000 50000 100000
 """
@@ -44,6 +45,9 @@ if stage == "annotation_corpus":
 elif stage == "quality_report":
     from dataset_pipeline.quality_report import update_report
     made = update_report(store, load_taxonomy()).made
+elif stage == "agreement_report":
+    from dataset_pipeline.agreement_report import update_agreement
+    made = update_agreement(store, load_taxonomy()).made
 else:
     from dataset_pipeline.dataset_splits import update_splits, write_splits
     outcome = update_splits(store, load_taxonomy())
@@ -53,7 +57,7 @@ seconds = time.perf_counter() - started
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 print(json.dumps({{"seconds": seconds, "peak_rss_mib": int(hwm) / 1024, "made": len(made)}}))
 """
-STAGES = ("annotation_corpus", "quality_report", "dataset_splits")
+STAGES = ("annotation_corpus", "quality_report", "agreement_report", "dataset_splits")
 
 
 def template(work: Path):

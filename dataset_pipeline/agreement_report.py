@@ -273,18 +273,43 @@ class AgreementReport:
 def compute_agreement(
     annotations: pd.DataFrame, taxonomy: Taxonomy, settings: AgreementSettings | None = None
 ) -> AgreementReport:
-    """The agreement report of a corpus (its gold images are those with 2+ annotators)."""
+    """The agreement report of a corpus (its gold images are those with 2+ annotators).
+
+    The same report :func:`update_agreement` makes batch by batch from the stored corpus: both
+    are :func:`agreement_from_evidence` of the annotations' :func:`agreement_evidence`."""
     settings = settings or AgreementSettings()
-    pair_ious: dict[int, list[float]] = defaultdict(list)
+    return agreement_from_evidence(agreement_evidence(annotations, settings), taxonomy, settings)
+
+
+def _batch(image_ids: pd.Series) -> pd.Series:
+    return image_ids.str.split("/", n=1).str[0]
+
+
+def agreement_evidence(
+    annotations: pd.DataFrame, settings: AgreementSettings | None = None
+) -> dict[str, pd.DataFrame]:
+    """The sums and counts the agreement report is made of (``schemas.AGREEMENT_EVIDENCE``), for
+    any set of whole images: every pairwise, consensus and Boundary IoU summed by class, batch,
+    annotator (pair) and guideline revision, per-annotator work counts, and each gold image's
+    disagreement. Evidence of disjoint batches adds up (tables concatenated), which is what
+    lets :func:`update_agreement` make a batch's once and keep it.
+
+    Only ``boundary_px_at_640x480`` and ``boundary`` of ``settings`` shape it; thresholds and
+    the gold instances a class needs are applied by :func:`agreement_from_evidence`.
+    """
+    settings = settings or AgreementSettings()
+    from pycocotools import mask as mask_utils
+
+    # (batch, class_id, annotator_a, annotator_b, shared revision or None) -> [iou sum, pairs]
+    pair_sums: dict[tuple[str, int, str, str, int | None], list[float]] = defaultdict(lambda: [0.0, 0])
     pair_boundary: dict[int, list[float]] = defaultdict(list)
-    consensus_ious: dict[tuple[str, int], list[float]] = defaultdict(list)
-    consensus_by_batch: dict[tuple[str, str], list[float]] = defaultdict(list)
+    consensus_sums: dict[tuple[str, str, int], list[float]] = defaultdict(lambda: [0.0, 0])
     instances: dict[int, int] = defaultdict(int)
-    images_per_class: dict[int, set] = defaultdict(set)
+    images_per_class: dict[int, int] = defaultdict(int)
+    images_by_revision: dict[tuple[int, int], int] = defaultdict(int)
     per_image = []
     # Boundary IoU is computed for many images at once (boundary_iou_matrices), per band width.
     pending_boundary: dict[int, list[tuple[int, list[str], list[str], list[dict]]]] = defaultdict(list)
-    from pycocotools import mask as mask_utils
 
     gold = annotations[annotations.groupby("image_id").annotator_id.transform("nunique") >= 2]
     gold = gold.sort_values("image_id", kind="stable")
@@ -296,12 +321,6 @@ def compute_agreement(
         if "guideline_revision" in gold
         else np.full(len(gold), None, dtype=object)
     )
-    pair_by_revision: dict[tuple[int, int], list[float]] = defaultdict(list)
-    images_by_revision: dict[tuple[int, int], set] = defaultdict(set)
-    pair_by_batch: dict[str, list[float]] = defaultdict(list)
-    pair_by_people: dict[tuple[str, str], list[float]] = defaultdict(list)
-    batches_by_people: dict[tuple[str, str], set] = defaultdict(set)
-    gold_by_batch: dict[str, set] = defaultdict(set)
     class_ids = gold.class_id.to_numpy(dtype=np.int64)
     heights, widths = gold.height.to_numpy(dtype=np.int64), gold.width.to_numpy(dtype=np.int64)
     rles = [
@@ -324,12 +343,12 @@ def compute_agreement(
         for index in range(start, stop):
             grouped[int(class_ids[index])][annotator_ids[index]].append(rles[index])
             revision_of.setdefault(annotator_ids[index], revisions[index])
-        gold_by_batch[batch].add(image_id)
         image_pair_ious = []
+        image_revisions: set[tuple[int, int]] = set()
         boundary_groups: list[tuple[int, list[str], list[dict]]] = []
         for class_id, drawn in grouped.items():
             instances[class_id] += sum(len(v) for v in drawn.values())
-            images_per_class[class_id].add(image_id)
+            images_per_class[class_id] += 1
             masks = {a: rle_union(v) for a, v in drawn.items()}
             present = [a for a in annotators if a in masks]
             matrix = mask_utils.iou(
@@ -348,15 +367,18 @@ def compute_agreement(
                     iou = 0.0  # one of the pair did not draw the class
                 else:
                     continue  # neither did (a third annotator drew it): no evidence for this pair
-                pair_ious[class_id].append(iou)
+                # both worked under the same rules: evidence of what that revision achieves
+                shared = (
+                    revision_of[a]
+                    if revision_of[a] is not None and revision_of[a] == revision_of[b]
+                    else None
+                )
+                key = (batch, class_id, a, b, None if shared is None else int(shared))  # type: ignore[call-overload]
+                pair_sums[key][0] += iou
+                pair_sums[key][1] += 1
                 image_pair_ious.append(iou)
-                pair_by_batch[batch].append(iou)
-                pair_by_people[(a, b)].append(iou)
-                batches_by_people[(a, b)].add(batch)
-                if revision_of[a] is not None and revision_of[a] == revision_of[b]:
-                    # both worked under the same rules: evidence of what that revision achieves
-                    pair_by_revision[(class_id, int(revision_of[a]))].append(iou)  # type: ignore[call-overload]
-                    images_by_revision[(class_id, int(revision_of[a]))].add(image_id)  # type: ignore[call-overload]
+                if shared is not None:
+                    image_revisions.add((class_id, int(shared)))  # type: ignore[call-overload]
 
             consensus = majority([masks.get(a) for a in annotators], len(annotators))
             if consensus is not None:
@@ -370,8 +392,11 @@ def compute_agreement(
                 else:
                     consensus_iou = float(against[position[annotator]]) if annotator in position else 0.0
                 if consensus_iou is not None:
-                    consensus_ious[(annotator, class_id)].append(consensus_iou)
-                    consensus_by_batch[(batch, annotator)].append(consensus_iou)
+                    sums = consensus_sums[(batch, annotator, class_id)]
+                    sums[0] += consensus_iou
+                    sums[1] += 1
+        for shared_key in image_revisions:
+            images_by_revision[shared_key] += 1
         if boundary_groups:
             waiting = pending_boundary[d]
             waiting += [
@@ -382,83 +407,157 @@ def compute_agreement(
                 waiting.clear()
         per_image.append(
             {
+                "batch": batch,
                 "image_id": image_id,
                 "annotators": len(annotators),
                 "mean_pairwise_iou": float(np.mean(image_pair_ious)) if image_pair_ious else np.nan,
                 "disagreement": 1 - float(np.mean(image_pair_ious)) if image_pair_ious else 0.0,
             }
         )
-
     for d, waiting in pending_boundary.items():
         _add_boundary_ious(waiting, d, pair_boundary)
+
+    tables = schemas.AGREEMENT_EVIDENCE
+    first_time = _first_created(annotations)
+    return {
+        "pairs": tables["pairs"].frame(
+            {
+                "batch": batch,
+                "class_id": class_id,
+                "annotator_a": a,
+                "annotator_b": b,
+                "guideline_revision": pd.NA if revision is None else revision,
+                "iou_sum": total,
+                "pairs": n,
+            }
+            for (batch, class_id, a, b, revision), (total, n) in sorted(
+                pair_sums.items(), key=lambda kv: (*kv[0][:4], -1 if kv[0][4] is None else kv[0][4])
+            )
+        ),
+        "boundary": tables["boundary"].frame(
+            {"class_id": c, "iou_sum": float(np.sum(v)), "pairs": len(v)}
+            for c, v in sorted(pair_boundary.items())
+        ),
+        "classes": tables["classes"].frame(
+            {"class_id": c, "instances": instances[c], "images": images_per_class[c]}
+            for c in sorted(instances)
+        ),
+        "revisions": tables["revisions"].frame(
+            {"class_id": c, "guideline_revision": r, "images": n}
+            for (c, r), n in sorted(images_by_revision.items())
+        ),
+        "consensus": tables["consensus"].frame(
+            {"batch": b, "annotator_id": a, "class_id": c, "iou_sum": total, "comparisons": n}
+            for (b, a, c), (total, n) in sorted(consensus_sums.items())
+        ),
+        "annotators": annotator_counts(annotations),
+        "batches": tables["batches"].frame(
+            {"batch": b, "first_created_at": first_time.get(b)}
+            for b in (sorted(set(_batch(annotations.image_id))) if len(annotations) else [])
+        ),
+        "images": tables["images"].frame(per_image),
+    }
+
+
+def _mean(total: float, n: int) -> float:
+    return round(float(total) / n, 4) if n else np.nan
+
+
+def agreement_from_evidence(
+    evidence: dict[str, pd.DataFrame], taxonomy: Taxonomy, settings: AgreementSettings | None = None
+) -> AgreementReport:
+    """The agreement report from the :func:`agreement_evidence` of the corpus's batches (each
+    table their rows concatenated). Every mean is a sum over a count, so batch by batch and
+    whole give the same report; the velocity flags use the team-wide median."""
+    settings = settings or AgreementSettings()
+    pairs, consensus, counts = evidence["pairs"], evidence["consensus"], evidence["annotators"]
+    by_class = pairs.groupby("class_id")[["iou_sum", "pairs"]].sum()
+    boundary = evidence["boundary"].groupby("class_id")[["iou_sum", "pairs"]].sum()
+    classes = evidence["classes"].groupby("class_id")[["instances", "images"]].sum()
+    mine = consensus.groupby(["annotator_id", "class_id"])[["iou_sum", "comparisons"]].sum()
+    consensus_means = (mine.iou_sum / mine.comparisons).rename("mean").reset_index()
     rows = []
     for cls in taxonomy.foreground:
-        ious = pair_ious.get(cls.id, [])
+        n = int(by_class.pairs.get(cls.id, 0))
+        mean = float(by_class.iou_sum[cls.id]) / n if n else np.nan
         threshold = float(settings.thresholds.get(cls.name, cls.agreement_threshold))
-        mean = float(np.mean(ious)) if ious else np.nan
-        per_annotator_consensus = [np.mean(v) for (a, c), v in consensus_ious.items() if c == cls.id]
+        per_annotator_consensus = consensus_means[consensus_means.class_id == cls.id]["mean"]
+        n_boundary = int(boundary.pairs.get(cls.id, 0))
         rows.append(
             {
                 "class_id": cls.id,
                 "class": cls.name,
                 "category": cls.category,
-                "mean_pairwise_iou": round(mean, 4) if ious else np.nan,
-                "boundary_iou": round(float(np.mean(pair_boundary[cls.id])), 4)
-                if pair_boundary.get(cls.id)
-                else np.nan,
-                "iou_vs_consensus": round(float(np.mean(per_annotator_consensus)), 4)
-                if per_annotator_consensus
+                "mean_pairwise_iou": round(mean, 4) if n else np.nan,
+                "boundary_iou": _mean(boundary.iou_sum[cls.id], n_boundary) if n_boundary else np.nan,
+                "iou_vs_consensus": round(float(per_annotator_consensus.mean()), 4)
+                if len(per_annotator_consensus)
                 else np.nan,
                 "threshold": threshold,
-                "passed": bool(ious) and mean >= threshold,
-                "instances": instances.get(cls.id, 0),
-                "images": len(images_per_class.get(cls.id, ())),
-                "pairs": len(ious),
+                "passed": bool(n) and mean >= threshold,
+                "instances": int(classes.instances.get(cls.id, 0)),
+                "images": int(classes.images.get(cls.id, 0)),
+                "pairs": n,
                 "min_instances": settings.min_instances,
             }
         )
-    per_annotator = annotator_stats(annotations, consensus_ious)
+    per_annotator = annotator_stats(counts, consensus)
+    by_batch = consensus.groupby(["batch", "annotator_id"])[["iou_sum", "comparisons"]].sum()
     per_batch = schemas.AGREEMENT_PER_BATCH.frame(
         {
             "batch": b,
             "annotator_id": a,
-            "iou_vs_consensus": round(float(np.mean(v)), 4),
-            "comparisons": len(v),
+            "iou_vs_consensus": _mean(r.iou_sum, int(r.comparisons)),
+            "comparisons": int(r.comparisons),
         }
-        for (b, a), v in sorted(consensus_by_batch.items())
+        for (b, a), r in by_batch.iterrows()
     )
-    velocity_by_batch = _batch_velocity(annotations)
     if len(per_batch):
-        per_batch = per_batch.merge(velocity_by_batch, on=["batch", "annotator_id"], how="left")
+        per_batch = per_batch.merge(_batch_velocity(counts), on=["batch", "annotator_id"], how="left")
     names = {c.id: c.name for c in taxonomy.foreground}
+    shared = pairs[pairs.guideline_revision.notna()]
+    by_revision = shared.groupby(["class_id", "guideline_revision"])[["iou_sum", "pairs"]].sum()
+    revision_images = evidence["revisions"].groupby(["class_id", "guideline_revision"]).images.sum()
     per_revision = schemas.AGREEMENT_PER_REVISION.frame(
         {
             "class_id": class_id,
             "class": names.get(class_id, str(class_id)),
             "guideline_revision": revision,
-            "mean_pairwise_iou": round(float(np.mean(values)), 4),
-            "pairs": len(values),
-            "images": len(images_by_revision[(class_id, revision)]),
+            "mean_pairwise_iou": _mean(r.iou_sum, int(r.pairs)),
+            "pairs": int(r.pairs),
+            "images": int(revision_images.get((class_id, revision), 0)),
         }
-        for (class_id, revision), values in sorted(pair_by_revision.items())
+        for (class_id, revision), r in by_revision.iterrows()
     )
-    first_time = _first_created(annotations)
+    first_time = {
+        r.batch: r.first_created_at
+        for r in evidence["batches"].itertuples()
+        if r.first_created_at is not None
+    }
+    images = evidence["images"]
+    gold_images = images.groupby("batch").image_id.count()
+    gold = pairs.groupby("batch")[["iou_sum", "pairs"]].sum()
     per_batch_gold = schemas.AGREEMENT_PER_BATCH_GOLD.frame(
         {
             "batch": batch,
             "calibration": batch.startswith(settings.calibration_prefix),
             "first_created_at": first_time.get(batch),
-            "gold_images": len(gold_by_batch[batch]),
-            "mean_pairwise_iou": round(float(np.mean(values)), 4),
-            "pairs": len(values),
+            "gold_images": int(gold_images.get(batch, 0)),
+            "mean_pairwise_iou": _mean(r.iou_sum, int(r.pairs)),
+            "pairs": int(r.pairs),
         }
-        for batch, values in sorted(pair_by_batch.items(), key=lambda kv: (str(first_time.get(kv[0])), kv[0]))
+        for batch, r in sorted(gold.iterrows(), key=lambda kv: (str(first_time.get(kv[0])), kv[0]))
+    )
+    people = pairs.groupby(["annotator_a", "annotator_b"]).agg(
+        iou_sum=("iou_sum", "sum"), pairs=("pairs", "sum"), batches=("batch", "nunique")
     )
     return AgreementReport(
         per_class=pd.DataFrame(rows),
         per_annotator=per_annotator,
         per_batch=per_batch,
-        per_image=schemas.AGREEMENT_PER_IMAGE.frame(per_image),
+        per_image=schemas.AGREEMENT_PER_IMAGE.cast(
+            images[list(schemas.AGREEMENT_PER_IMAGE.columns)].reset_index(drop=True)
+        ),
         per_revision=per_revision,
         per_batch_gold=per_batch_gold,
         drift=annotator_drift(per_batch, first_time, settings.calibration_prefix),
@@ -466,11 +565,11 @@ def compute_agreement(
             {
                 "annotator_a": a,
                 "annotator_b": b,
-                "mean_pairwise_iou": round(float(np.mean(values)), 4),
-                "comparisons": len(values),
-                "batches": len(batches_by_people[(a, b)]),
+                "mean_pairwise_iou": _mean(r.iou_sum, int(r.pairs)),
+                "comparisons": int(r.pairs),
+                "batches": int(r.batches),
             }
-            for (a, b), values in sorted(pair_by_people.items())
+            for (a, b), r in people.iterrows()
         ),
     )
 
@@ -541,54 +640,86 @@ def _add_boundary_ious(
                 pair_boundary[class_id].append(0.0)  # one of the pair drew nothing
 
 
-def _velocity(rows: pd.DataFrame) -> tuple[float, float]:
-    """(images/hour, seconds/mask) over the rows' timed images."""
-    timed = rows[rows.seconds_spent.notna()]
-    if timed.empty:
-        return np.nan, np.nan
-    seconds = float(timed.seconds_spent.sum())
-    images = timed.image_id.nunique()
-    return (images / (seconds / 3600.0) if seconds > 0 else np.nan), seconds / len(timed)
-
-
-def _batch_velocity(annotations: pd.DataFrame) -> pd.DataFrame:
+def annotator_counts(annotations: pd.DataFrame) -> pd.DataFrame:
+    """Per batch and annotator, the counts the per-annotator rates are made of (they add up across
+    batches; rates and medians do not): images and masks, timed seconds, images and masks, masks
+    started from a pre-mask, how many of those were refined or left unchanged, images reviewed
+    and accepted at first pass."""
+    table = schemas.AGREEMENT_EVIDENCE["annotators"]
+    if not len(annotations):
+        return table.frame()
     rows = []
-    for (batch, annotator), group in annotations.assign(
-        batch=annotations.image_id.str.split("/").str[0]
-    ).groupby(["batch", "annotator_id"]):
-        images_per_hour, _ = _velocity(group)
-        rows.append({"batch": batch, "annotator_id": annotator, "images_per_hour": round(images_per_hour, 2)})
-    return schemas.BATCH_VELOCITY.frame(rows)
-
-
-def annotator_stats(annotations: pd.DataFrame, consensus_ious: dict | None = None) -> pd.DataFrame:
-    """Per annotator: velocity, refinement, unrefined and acceptance rates, IoU vs consensus, flags."""
-    rows = []
-    for annotator, group in annotations.groupby("annotator_id"):
-        images_per_hour, seconds_per_mask = _velocity(group)
+    for (batch, annotator), group in annotations.groupby([_batch(annotations.image_id), "annotator_id"]):
+        timed = group[group.seconds_spent.notna()]
         linked = group[from_premask(group)]
-        refinement = float((linked.premask_iou < REFINED_BELOW_IOU).mean()) if len(linked) else np.nan
-        unrefined = float((linked.premask_iou >= UNCHANGED_IOU).mean()) if len(linked) else np.nan
         verdicts = group[group.review_accepted.notna()].groupby("image_id").review_accepted.first()
-        acceptance = float(verdicts.astype(bool).mean()) if len(verdicts) else np.nan
-        consensus = [v for (a, _), values in (consensus_ious or {}).items() if a == annotator for v in values]
         rows.append(
             {
+                "batch": batch,
                 "annotator_id": annotator,
                 "images": group.image_id.nunique(),
                 "masks": len(group),
-                "images_per_hour": round(images_per_hour, 2),
-                "seconds_per_mask": round(seconds_per_mask, 1),
-                "refinement_rate": round(refinement, 4),
-                "unrefined_rate": round(unrefined, 4),
-                "reviewed_images": len(verdicts),
-                "acceptance_rate": round(acceptance, 4),
-                "iou_vs_consensus": round(float(np.mean(consensus)), 4) if consensus else np.nan,
+                "timed_seconds": float(timed.seconds_spent.sum()),
+                "timed_images": timed.image_id.nunique(),
+                "timed_masks": len(timed),
+                "linked": len(linked),
+                "refined": int((linked.premask_iou < REFINED_BELOW_IOU).sum()),
+                "unrefined": int((linked.premask_iou >= UNCHANGED_IOU).sum()),
+                "reviewed": len(verdicts),
+                "accepted": int(verdicts.astype(bool).sum()),
             }
         )
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table.assign(flags="")
+    return table.frame(rows)
+
+
+def _velocity(counts: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(images/hour, seconds/mask) of counts rows, over their timed images only."""
+    seconds = counts.timed_seconds.where(counts.timed_masks > 0)
+    hours = (seconds / 3600.0).where(seconds > 0)
+    return counts.timed_images / hours, seconds / counts.timed_masks.where(counts.timed_masks > 0)
+
+
+def _batch_velocity(counts: pd.DataFrame) -> pd.DataFrame:
+    images_per_hour, _ = _velocity(counts)
+    return schemas.BATCH_VELOCITY.from_columns(
+        {
+            "batch": counts.batch,
+            "annotator_id": counts.annotator_id,
+            "images_per_hour": images_per_hour.round(2),
+        }
+    )
+
+
+def annotator_stats(counts: pd.DataFrame, consensus: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per annotator: velocity, refinement, unrefined and acceptance rates, IoU vs consensus, flags,
+    from the batches' :func:`annotator_counts` and consensus evidence summed."""
+    if not len(counts):
+        return pd.DataFrame().assign(flags="")
+    totals = counts.drop(columns="batch").groupby("annotator_id").sum().reset_index()
+    images_per_hour, seconds_per_mask = _velocity(totals)
+    linked = totals.linked.where(totals.linked > 0)
+    against = (
+        consensus.groupby("annotator_id")[["iou_sum", "comparisons"]].sum()
+        if consensus is not None and len(consensus)
+        else pd.DataFrame(columns=["iou_sum", "comparisons"])
+    )
+    table = pd.DataFrame(
+        {
+            "annotator_id": totals.annotator_id,
+            "images": totals.images,
+            "masks": totals.masks,
+            "images_per_hour": images_per_hour.round(2),
+            "seconds_per_mask": seconds_per_mask.round(1),
+            "refinement_rate": (totals.refined / linked).round(4),
+            "unrefined_rate": (totals.unrefined / linked).round(4),
+            "reviewed_images": totals.reviewed,
+            "acceptance_rate": (totals.accepted / totals.reviewed.where(totals.reviewed > 0)).round(4),
+            "iou_vs_consensus": [
+                _mean(against.iou_sum[a], int(against.comparisons[a])) if a in against.index else np.nan
+                for a in totals.annotator_id
+            ],
+        }
+    )
     median = float(table.images_per_hour.median())
     flags = []
     for row in table.itertuples():
@@ -629,29 +760,98 @@ def per_class_chart_png(per_class: pd.DataFrame) -> bytes:
     )
 
 
-def disagreements_png(
-    store: DatasetStore, annotations: pd.DataFrame, per_image: pd.DataFrame, count: int = 6
-) -> bytes | None:
-    """The gold images where annotators agree least, each annotator's outlines in their own colour,
-    with the colour key under them; None without gold images."""
-    if per_image.empty:
-        return None
-    worst = per_image.sort_values("disagreement", ascending=False).head(count)
-    images = store.read_parquet(layout.CORPUS_IMAGES_KEY)
-    annotators = sorted(annotations.annotator_id.unique())
-    colour_of = {a: distinct_colour(i) for i, a in enumerate(annotators)}
-    tiles, captions = [], []
-    chosen = images[images.image_id.isin(worst.image_id)]
-    for image_id, rgb in iter_images(store, chosen):
-        rows = annotations[annotations.image_id == image_id]
-        masks = [decode_mask(r.rle, r.height, r.width) for r in rows.itertuples()]
-        tiles.append(overlay(rgb, masks, [colour_of[a] for a in rows.annotator_id], alpha=0.0))
-        score = float(worst.set_index("image_id").loc[image_id, "mean_pairwise_iou"])
-        captions.append(f"{image_id.rsplit('/', 1)[-1]} IoU {score:.2f}")
+def disagreements_png(store: DatasetStore, worst: list[tuple[str, str, float]]) -> bytes | None:
+    """The gold images ``worst`` ((batch, image_id, mean pairwise IoU), as
+    :attr:`StreamedAgreement.worst`), each annotator's outlines in their own colour, with the
+    colour key under them; only their batches' corpus parts are read. None without any."""
+    from dataset_pipeline.annotation_corpus import corpus_part_keys
+
+    tiles, captions, shown = [], [], []
+    for batch in dict.fromkeys(b for b, _, _ in worst):
+        score_of = {i: s for b, i, s in worst if b == batch}
+        annotations, images = (store.read_parquet(k) for k in corpus_part_keys(batch))
+        annotations = annotations[annotations.image_id.isin(score_of)]
+        for image_id, rgb in iter_images(store, images[images.image_id.isin(score_of)]):
+            rows = annotations[annotations.image_id == image_id]
+            masks = [decode_mask(r.rle, r.height, r.width) for r in rows.itertuples()]
+            shown += list(rows.annotator_id)
+            tiles.append((rgb, masks, list(rows.annotator_id)))
+            captions.append(f"{image_id.rsplit('/', 1)[-1]} IoU {score_of[image_id]:.2f}")
     if not tiles:
         return None
-    sheet = contact_sheet(tiles, captions, columns=3, cell=320)
+    annotators = sorted(set(shown))
+    colour_of = {a: distinct_colour(i) for i, a in enumerate(annotators)}
+    drawn = [overlay(rgb, masks, [colour_of[a] for a in who], alpha=0.0) for rgb, masks, who in tiles]
+    sheet = contact_sheet(drawn, captions, columns=3, cell=320)
     return png_bytes(with_legend(sheet, annotators, [colour_of[a] for a in annotators]))
+
+
+#: Bump when a batch's evidence is made differently: every batch's part is made again.
+PART_VERSION = 1
+STAGE = "agreement"
+#: How many gold images the largest-disagreements sheet shows.
+WORST_COUNT = 6
+
+
+@dataclass
+class StreamedAgreement:
+    """The stored agreement report, made batch by batch (:func:`update_agreement`)."""
+
+    report: AgreementReport
+    batches: list[str]
+    made: list[str]  # the batches whose evidence was made again; the rest were kept
+    origins: pd.DataFrame  # mask_origins, per batch
+    worst: list[tuple[str, str, float]]  # (batch, image_id, mean pairwise IoU), least agreement first
+
+
+def update_agreement(
+    store: DatasetStore, taxonomy: Taxonomy, settings: AgreementSettings | None = None
+) -> StreamedAgreement:
+    """The agreement report of the stored corpus, one batch's masks in memory at a time, written.
+
+    A gold image is in one batch, so a batch's :func:`agreement_evidence` is made once from its
+    corpus part and kept under ``tables/agreement/batches/<batch>/`` while that part and the
+    Boundary IoU band are unchanged; the report is the evidence of every batch summed (a few rows
+    per batch, class and annotator, and one per gold image). A threshold or ``min_instances``
+    changed makes no batch again.
+    """
+    from dataset_pipeline.annotation_corpus import corpus_batches, corpus_part_keys, mask_origins
+    from dataset_pipeline.batch_parts import update_parts
+
+    settings = settings or AgreementSettings()
+
+    def make(batch: str) -> dict:
+        annotations = store.read_parquet(corpus_part_keys(batch)[0])
+        for name, table in agreement_evidence(annotations, settings).items():
+            store.write_parquet(layout.stage_part_key(STAGE, batch, f"{name}.parquet"), table)
+        return {"origins": mask_origins(annotations).to_dict("records")}
+
+    batches = corpus_batches(store)
+    shape = (PART_VERSION, settings.boundary, settings.boundary_px_at_640x480)
+    figures, made = update_parts(
+        store, STAGE, batches, lambda batch: [corpus_part_keys(batch)[0]], shape, make
+    )
+    evidence = {
+        name: pd.concat(
+            [store.read_parquet(layout.stage_part_key(STAGE, b, f"{name}.parquet")) for b in batches]
+            or [table.frame()],
+            ignore_index=True,
+        ).pipe(table.cast)
+        for name, table in schemas.AGREEMENT_EVIDENCE.items()
+    }
+    report = agreement_from_evidence(evidence, taxonomy, settings)
+    write_report(store, report)
+    images = evidence["images"].sort_values(["disagreement", "image_id"], ascending=[False, True])
+    origins = [r for f in figures for r in f["origins"]]
+    return StreamedAgreement(
+        report=report,
+        batches=batches,
+        made=made,
+        origins=pd.DataFrame(origins) if origins else mask_origins(pd.DataFrame()),
+        worst=[
+            (r.batch, r.image_id, float(r.mean_pairwise_iou)) for r in images.head(WORST_COUNT).itertuples()
+        ],
+    )
 
 
 def thresholds_verdict(per_class: pd.DataFrame, settings: dict[str, object] | None = None) -> Verdict:

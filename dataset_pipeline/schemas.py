@@ -318,6 +318,75 @@ AGREEMENT_PER_PAIR = TableSchema(
     ("annotator_a", "annotator_b", "mean_pairwise_iou", "comparisons", "batches"),
     {"mean_pairwise_iou": "float64", "comparisons": "int64", "batches": "int64"},
 )
+#: A batch's agreement evidence (``tables/agreement/batches/<batch>/<name>.parquet``): sums and
+#: counts that add up across batches (an image is in one batch), so the corpus's report is these
+#: summed and never the corpus's masks held at once. ``guideline_revision`` is the revision both
+#: annotators of a pair worked under, empty when they differ or it is unknown.
+AGREEMENT_EVIDENCE: dict[str, TableSchema] = {
+    table.name: table
+    for table in (
+        TableSchema(
+            "pairs",
+            ("batch", "class_id", "annotator_a", "annotator_b", "guideline_revision", "iou_sum", "pairs"),
+            {"class_id": "int64", "guideline_revision": "Int64", "iou_sum": "float64", "pairs": "int64"},
+        ),
+        TableSchema(
+            "boundary",
+            ("class_id", "iou_sum", "pairs"),
+            {"class_id": "int64", "iou_sum": "float64", "pairs": "int64"},
+        ),
+        TableSchema(
+            "classes",
+            ("class_id", "instances", "images"),
+            {"class_id": "int64", "instances": "int64", "images": "int64"},
+        ),
+        TableSchema(
+            "revisions",
+            ("class_id", "guideline_revision", "images"),
+            {"class_id": "int64", "guideline_revision": "Int64", "images": "int64"},
+        ),
+        TableSchema(
+            "consensus",
+            ("batch", "annotator_id", "class_id", "iou_sum", "comparisons"),
+            {"class_id": "int64", "iou_sum": "float64", "comparisons": "int64"},
+        ),
+        TableSchema(
+            "annotators",
+            (
+                "batch",
+                "annotator_id",
+                "images",
+                "masks",
+                "timed_seconds",
+                "timed_images",
+                "timed_masks",
+                "linked",
+                "refined",
+                "unrefined",
+                "reviewed",
+                "accepted",
+            ),
+            {
+                "images": "int64",
+                "masks": "int64",
+                "timed_seconds": "float64",
+                "timed_images": "int64",
+                "timed_masks": "int64",
+                "linked": "int64",
+                "refined": "int64",
+                "unrefined": "int64",
+                "reviewed": "int64",
+                "accepted": "int64",
+            },
+        ),
+        TableSchema("batches", ("batch", "first_created_at")),
+        TableSchema(
+            "images",
+            ("batch", "image_id", "annotators", "mean_pairwise_iou", "disagreement"),
+            {"annotators": "int64", "mean_pairwise_iou": "float64", "disagreement": "float64"},
+        ),
+    )
+}
 #: A batch's quality-control samples and where their verdicts stand.
 QC_TIERS: tuple[str, ...] = ("peer_review", "expert_audit")
 #: ``tasks/<batch>/team/work_plan.csv``: who labels which image. ``role``: gold (the batch's pair,

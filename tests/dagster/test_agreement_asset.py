@@ -3,7 +3,7 @@
 from dagster import AssetKey, asset, instance_for_test, materialize
 
 from assets.agreement_report import AGREEMENT_REPORT_CHECKS, agreement_report
-from dataset_pipeline.annotation_corpus import write_corpus
+from dataset_pipeline.annotation_corpus import update_corpus
 from dataset_pipeline.store import DatasetStore
 from resources import AgreementRules, DatasetStoreResource, TaxonomyResource
 
@@ -14,11 +14,14 @@ def stands_for_dataset_splits() -> None:
 
 
 def test_class_below_threshold_blocks_downstream_in_a_dagster_run(reviewed_b48, tmp_path):
-    source, corpus = reviewed_b48
+    source, _ = reviewed_b48
     store = DatasetStore(str(tmp_path / "store"))  # the shared corpus's store stays as it is
-    write_corpus(store, corpus)
-    for key in set(corpus.images.uri):
+    for key in source.list("incoming", recursive=True):
         store.put_upload(key, source.read_bytes(key))
+    for key in source.list("tables", recursive=True):
+        if not key.startswith("tables/corpus/"):
+            store.write_bytes(key, source.read_bytes(key))
+    update_corpus(store)  # the batch parts annotation_corpus writes are what agreement_report reads
     resources = {
         "dataset_store": DatasetStoreResource(root_url=store.root_url),
         "taxonomy": TaxonomyResource(),

@@ -163,3 +163,67 @@ def test_an_unreadable_image_is_named_when_its_split_features_are_made(tmp_path)
     no_labels = pd.DataFrame({"image_id": pd.Series(dtype=str), "class_id": pd.Series(dtype=int)})
     with pytest.raises(ValueError, match=r"cut\.jpg: image 'b/cut' \(field uri\) cannot be read"):
         split_features(store, images, no_labels, load_taxonomy())
+
+
+def test_the_streamed_agreement_report_equals_the_whole_one_and_a_batch_is_measured_once(two_batches):
+    """agreement_report sums each batch's evidence (IoU sums and counts, work counts): the same
+    report as the whole corpus's annotations at once, to rounding; velocity flags use the team
+    median over both batches; a threshold change makes no batch again, a changed batch only
+    itself."""
+    from dataset_pipeline.agreement_report import (
+        AgreementSettings,
+        compute_agreement,
+        disagreements_png,
+        update_agreement,
+    )
+    from dataset_pipeline.taxonomy import load_taxonomy
+
+    store = two_batches
+    update_corpus(store)
+    taxonomy = load_taxonomy()
+    streamed = update_agreement(store, taxonomy)
+    annotations, _ = _stored(store)
+    whole = compute_agreement(annotations, taxonomy)
+    assert streamed.made == ["b48", "s12"]
+    gold = set(whole.per_image.image_id)
+    assert {i.split("/")[0] for i in gold} == {"b48", "s12"}  # gold images in both batches
+    for name in (
+        "per_class",
+        "per_annotator",
+        "per_batch",
+        "per_revision",
+        "per_batch_gold",
+        "per_pair",
+        "drift",
+    ):
+        assert_frame_equal(getattr(streamed.report, name), getattr(whole, name), check_exact=False, atol=1e-4)
+    assert_frame_equal(
+        streamed.report.per_image.sort_values("image_id", ignore_index=True),
+        whole.per_image.sort_values("image_id", ignore_index=True),
+    )
+    stored = store.read_parquet(layout.AGREEMENT_TABLES["per_class"])
+    assert stored.pairs.tolist() == whole.per_class.pairs.tolist() and stored.pairs.sum() > 0
+    assert sorted(streamed.report.per_batch_gold.batch) == ["b48", "s12"]
+    least = whole.per_image.sort_values("disagreement", ascending=False).head(6)
+    assert [i for _, i, _ in streamed.worst] == list(least.image_id)
+    assert disagreements_png(store, streamed.worst).startswith(b"\x89PNG")
+
+    # thresholds are applied to the sums: no batch is measured again, the verdict follows them
+    strict = AgreementSettings(thresholds={c.name: 0.999 for c in taxonomy.foreground}, min_instances=1)
+    again = update_agreement(store, taxonomy, strict)
+    assert again.made == [] and not again.report.per_class.passed.any()
+
+    # one batch loses an annotator's masks: only it is measured again, and the report follows
+    part = store.read_parquet(layout.annotations_key("s12"))
+    doubled = part.groupby("image_id").annotator_id.transform("nunique") >= 2
+    someone = sorted(part[doubled].annotator_id.unique())[0]
+    store.write_parquet(layout.annotations_key("s12"), part[part.annotator_id != someone])
+    update_corpus(store)
+    third = update_agreement(store, taxonomy)
+    assert third.made == ["s12"]
+    assert_frame_equal(
+        third.report.per_class,
+        compute_agreement(_stored(store)[0], taxonomy).per_class,
+        check_exact=False,
+        atol=1e-4,
+    )
