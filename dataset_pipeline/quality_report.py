@@ -366,18 +366,14 @@ def update_report(
         store, STAGE, batches, lambda batch: list(corpus_part_keys(batch)), settings, make
     )
 
-    sha = (
-        store.read_table(layout.CORPUS_IMAGES_KEY, columns=["image_id", "sha256"]).to_pandas()
-        if batches
-        else pd.DataFrame(columns=["image_id", "sha256"])
-    )
-    duplicates = schemas.QUALITY_ISSUES.frame(i.__dict__ for i in duplicate_issues(sha))
+    sha, shared = _shared_checksums(store, batches)
+    duplicates = schemas.QUALITY_ISSUES.frame(i.__dict__ for i in duplicate_issues(shared))
     store.write_parquet(layout.QUALITY_DUPLICATES_KEY, duplicates)
     parts = [layout.stage_part_key(STAGE, b, "issues.parquet") for b in batches]
     concat_parquet(store, [*parts, layout.QUALITY_DUPLICATES_KEY], layout.QUALITY_ISSUES_KEY)
     issues, failed_counts = _first_issues(store, [*parts, layout.QUALITY_DUPLICATES_KEY])
     checked = {check: sum(f["checked"].get(check, 0) for f in figures) for check in BLOCKING_CHECKS}
-    checked["duplicate_images"] = len(sha)
+    checked["duplicate_images"] = sha
     refinement = refinement_from_counts(pd.DataFrame([r for f in figures for r in f["refinement"]]))
     report = QualityReport(issues=issues, checked=checked, refinement=refinement, failed_counts=failed_counts)
     store.write_parquet(layout.REFINEMENT_KEY, report.refinement)
@@ -402,19 +398,52 @@ def update_report(
     )
 
 
+def _shared_checksums(store: DatasetStore, batches: list[str]) -> tuple[int, pd.DataFrame]:
+    """The corpus's image count and its images (``image_id``, ``sha256``) whose checksum another
+    image has. Each batch's checksums are read as 64-bit prefixes (8 bytes an image, the whole
+    corpus at once); only the batches' rows whose prefix is shared are read again, as pandas
+    rows (:func:`duplicate_issues` compares whole checksums)."""
+    from dataset_pipeline.annotation_corpus import corpus_part_keys
+    from dataset_pipeline.formats.arrow import hex_words
+
+    def prefixes(table) -> np.ndarray:
+        return hex_words(table.column("sha256"), f"{store.url(corpus_part_keys(batch)[1])}: field sha256")
+
+    words = []
+    for batch in batches:
+        words.append(prefixes(store.read_table(corpus_part_keys(batch)[1], columns=["sha256"])))
+    every = np.concatenate(words) if words else np.zeros(0, np.uint64)
+    values, counts = np.unique(every, return_counts=True)
+    shared = values[counts > 1]
+    rows = [pd.DataFrame(columns=["image_id", "sha256"])]
+    for batch, mine in zip(batches, words, strict=True):
+        if np.isin(mine, shared).any():
+            table = store.read_table(corpus_part_keys(batch)[1], columns=["image_id", "sha256"])
+            rows.append(table.to_pandas()[np.isin(prefixes(table), shared)])
+    return len(every), pd.concat(rows, ignore_index=True)
+
+
 def _first_issues(
     store: DatasetStore, keys: list[str], keep: int = 25
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The first ``keep`` issues of each check over the parts ``keys`` (one read at a time) and
-    every check's count of failures: a corpus with many failures is counted, not held."""
+    """The first ``keep`` issues of each check over the parts ``keys`` (one read at a time, in
+    Arrow) and every check's count of failures: a corpus with many failures is counted, not
+    held, and only the rows kept become pandas objects."""
+    import pyarrow.compute as pc
+
     counts = {check: 0 for check in BLOCKING_CHECKS}
     firsts = []
     for key in keys:
-        part = store.read_parquet(key)
-        for check, rows in part.groupby("check", sort=False):
-            wanted = max(0, keep - counts.get(str(check), 0))
-            firsts.append(rows.head(wanted).copy())  # a copy: a view would hold the whole part
-            counts[str(check)] = counts.get(str(check), 0) + len(rows)
+        part = store.read_table(key)
+        found = pc.value_counts(part.column("check"))
+        for check, n in zip(
+            found.field("values").to_pylist(), found.field("counts").to_pylist(), strict=True
+        ):
+            wanted = max(0, keep - counts.get(check, 0))
+            if wanted:
+                rows = part.filter(pc.equal(part.column("check"), check)).slice(0, wanted)
+                firsts.append(schemas.QUALITY_ISSUES.cast(rows.to_pandas()))
+            counts[check] = counts.get(check, 0) + n
     frame = pd.concat(firsts, ignore_index=True) if firsts else schemas.QUALITY_ISSUES.frame()
     return frame, counts
 

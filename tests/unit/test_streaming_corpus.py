@@ -2,6 +2,8 @@
 kept while its inputs are unchanged; the stored tables equal what the whole-corpus computation
 gives."""
 
+import hashlib
+
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
@@ -227,3 +229,19 @@ def test_the_streamed_agreement_report_equals_the_whole_one_and_a_batch_is_measu
         check_exact=False,
         atol=1e-4,
     )
+
+
+def test_checksums_are_compared_as_64_bit_words_and_a_malformed_one_is_named():
+    """duplicate_images and the split features read checksums and dHashes as 16 hex digits in
+    NumPy (8 bytes an image); a value that is not hexadecimal is refused with its row."""
+    import pyarrow as pa
+
+    from dataset_pipeline.formats.arrow import hex_words
+
+    digests = [hashlib.sha256(bytes([k])).hexdigest() for k in range(3)]
+    words = hex_words(pa.array(digests), "captures: field sha256")
+    assert [int(d[:16], 16) for d in digests] == words.tolist()
+    with pytest.raises(ValueError, match=r"captures: field sha256: row 1 \('zz"):
+        hex_words(pa.array([digests[0], "zz" + digests[1][2:]]), "captures: field sha256")
+    with pytest.raises(ValueError, match="at least 16 hex digits"):
+        hex_words(pa.array(["abc"]), "captures: field sha256")
