@@ -10,12 +10,42 @@ a new batch costs its own rows, and the stage holds one batch in memory at a tim
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
+import os
+import sys
 from collections.abc import Callable
 
 from dataset_pipeline import layout
 from dataset_pipeline.store import DatasetStore
+
+#: glibc's mallopt parameter of the size from which an allocation gets its own mapping.
+_M_MMAP_THRESHOLD = -3
+_HEAP_BOUNDED = False
+
+
+def bound_heap_growth(threshold: int = 64 * 1024) -> None:
+    """Have glibc give every allocation of ``threshold`` bytes or more its own mapping, returned
+    to the system when freed (once per process; not on other C libraries, nor where
+    ``MALLOC_MMAP_THRESHOLD_`` is set).
+
+    glibc raises that threshold, up to 32 MiB, each time it frees such a mapping, so a stage
+    that makes and drops arrays of a few hundred KiB a batch (NumPy columns, Parquet pages)
+    soon takes them from its heap, where freed space stays resident: dataset_splits rose
+    26 MiB from 10k to 40k images with it, 15 MiB without. The cost is a page fault per page
+    of each new large array, small beside the work done on it.
+    """
+    global _HEAP_BOUNDED
+    if _HEAP_BOUNDED or not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    _HEAP_BOUNDED = True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, threshold)
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt): its allocator's own way
+        pass
 
 
 def input_digest(store: DatasetStore, keys: list[str], *settings: object) -> str:
@@ -60,6 +90,7 @@ def update_parts(
     ``settings`` is the one it was sealed with, else ``make(batch)`` (which writes the part's
     tables and returns its figures) and sealed. Returns each batch's figures, in order, and the
     batches made."""
+    bound_heap_growth()
     figures, made = [], []
     for batch in batches:
         digest = input_digest(store, inputs(batch), *settings)

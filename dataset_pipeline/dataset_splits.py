@@ -19,7 +19,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ from dataset_pipeline import layout, schemas
 from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import Taxonomy
 from dataset_pipeline.verdicts import Verdict
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_SHARES = {"train": 0.70, "val": 0.15, "test": 0.15}
@@ -50,22 +53,6 @@ def difference_hash(data: bytes, size: int = 8) -> int:
     )
 
 
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
 def near_duplicate_pairs(hashes: np.ndarray, distance: int) -> Iterator[tuple[int, int]]:
     """Pairs (i, j) of 64-bit hashes at most ``distance`` bits apart that link every set of
     near-duplicates: each image of a set of equal hashes is paired with the set's first, and two
@@ -82,9 +69,9 @@ def near_duplicate_pairs(hashes: np.ndarray, distance: int) -> Iterator[tuple[in
     """
     values = np.asarray(hashes, dtype=np.uint64)
     unique, first, inverse = np.unique(values, return_index=True, return_inverse=True)
-    for position, u in enumerate(inverse.tolist()):
-        if position != first[u]:
-            yield int(first[u]), position
+    inverse = inverse.reshape(-1)
+    for position in np.flatnonzero(first[inverse] != np.arange(len(values))).tolist():
+        yield int(first[inverse[position]]), position
     bands = distance + 1
     width = -(-64 // bands)
     seen: set[tuple[int, int]] = set()  # a pair close in several bands is named once
@@ -106,34 +93,71 @@ def near_duplicate_pairs(hashes: np.ndarray, distance: int) -> Iterator[tuple[in
                         yield int(first[pair[0]]), int(first[pair[1]])
 
 
+def connected_labels(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per node, the smallest node of its connected component in the undirected graph of edges
+    ``(a[k], b[k])``: roots hooked under the smaller root of each edge, then every node pointed
+    at its root, until no edge joins two roots; in NumPy, a few passes over the edges.
+
+    >>> connected_labels(6, np.array([0, 3, 4]), np.array([2, 2, 5])).tolist()
+    [0, 1, 0, 0, 4, 4]
+    """
+    parent = np.arange(nodes, dtype=np.result_type(a, b, np.int32))
+    while True:
+        pa, pb = parent[a], parent[b]
+        joined = pa != pb
+        if not joined.any():
+            return parent
+        np.minimum.at(parent, np.maximum(pa, pb)[joined], np.minimum(pa, pb)[joined])
+        while True:
+            shortcut = parent[parent]
+            if np.array_equal(shortcut, parent):
+                break
+            parent = shortcut
+
+
 def leakage_groups(
     images: pd.DataFrame, hashes: np.ndarray | None = None, hash_distance: int = 4
 ) -> np.ndarray:
-    """Group number per image: images sharing a scene, an episode, a sha256 or a near-equal hash.
+    """Group number per image: images sharing a scene, an episode, a sha256 or a near-equal hash,
+    numbered in order of their first image.
+
+    The connected components (:func:`connected_labels`) of a graph whose nodes are the images
+    and each distinct scene, episode and checksum (edges: an image to its values, near-duplicate
+    pairs), over integer codes: about 50 bytes an image, where a union-find over the values as
+    Python objects held ten times that.
 
     >>> frame = pd.DataFrame({"scene_id": ["a", "a", "b", "c"], "episode_id": ["1", "2", "3", "3"], "sha256": ["x", "y", "z", "w"]})
     >>> leakage_groups(frame).tolist()
     [0, 0, 1, 1]
     """
     n = len(images)
-    groups = _UnionFind(n)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    sources, targets, nodes = [], [], n
+    index = np.int32 if 4 * n < 2**31 else np.int64  # nodes: images and at most 3 values each
     for column in ("scene_id", "episode_id", "sha256"):
         if column not in images:
             continue
-        first: dict[object, int] = {}
-        for index, value in enumerate(images[column].tolist()):
-            if value is None or (isinstance(value, float) and np.isnan(value)):
-                continue
-            if value in first:
-                groups.union(first[value], index)
-            else:
-                first[value] = index
+        codes, values = pd.factorize(images[column])  # a missing value is -1: no link
+        linked = np.flatnonzero(codes >= 0)
+        sources.append(linked.astype(index))
+        targets.append((codes[linked] + nodes).astype(index))
+        nodes += len(values)
     if hashes is not None and n > 1:
-        for i, j in near_duplicate_pairs(hashes, hash_distance):
-            groups.union(i, j)
-    roots = [groups.find(i) for i in range(n)]
-    renumber = {root: k for k, root in enumerate(dict.fromkeys(roots))}
-    return np.array([renumber[r] for r in roots], dtype=np.int64)
+        pairs = np.fromiter(
+            (k for pair in near_duplicate_pairs(hashes, hash_distance) for k in pair), dtype=index
+        ).reshape(-1, 2)
+        sources.append(pairs[:, 0])
+        targets.append(pairs[:, 1])
+    labels = connected_labels(
+        nodes,
+        np.concatenate(sources) if sources else np.zeros(0, index),
+        np.concatenate(targets) if targets else np.zeros(0, index),
+    )[:n]
+    found, first = np.unique(labels, return_index=True)
+    rank = np.empty(len(found), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(found))
+    return rank[np.searchsorted(found, labels)]
 
 
 @dataclass
@@ -332,24 +356,39 @@ def closest_split(
 def leaks(
     assignments: pd.DataFrame, images: pd.DataFrame, hashes: np.ndarray | None = None, hash_distance: int = 4
 ) -> list[str]:
-    """Every scene, episode, checksum or near-duplicate pair found in more than one split."""
-    frame = images.merge(assignments[["image_id", "split"]], on="image_id")
+    """Every scene, episode, checksum or near-duplicate pair found in more than one split
+    (values as integer codes: no per-image Python object)."""
+    if len(assignments) == len(images) and assignments.image_id.equals(images.image_id):
+        split = assignments.split  # assign_splits' own order: no index over the image ids
+    else:
+        split = pd.Series(assignments.split.to_numpy(), index=assignments.image_id.to_numpy())
+        split = split.reindex(images.image_id.to_numpy())
+    split_codes, split_names = pd.factorize(split)  # an image without a split is -1
+    placed, k = split_codes >= 0, max(1, len(split_names))
     found = []
     for column in ("scene_id", "episode_id", "sha256"):
-        spread = frame.groupby(column).split.nunique()
-        found += [
-            f"{column} {value!r} in {sorted(frame[frame[column] == value].split.unique())}"
-            for value in spread.index[spread > 1]
-        ]
-    if hashes is not None and len(frame) > 1:
-        by_image = dict(zip(images.image_id, np.asarray(hashes, dtype=np.uint64), strict=True))
-        values = np.array([by_image[i] for i in frame.image_id], dtype=np.uint64)
-        splits = frame.split.to_numpy()
+        if column not in images:
+            continue
+        codes, values = pd.factorize(images[column], sort=True)
+        mine = placed & (codes >= 0)
+        both = np.unique(codes[mine].astype(np.int64) * k + split_codes[mine])  # (value, split) pairs
+        value_of = both // k
+        spread, splits_of_value = np.unique(value_of, return_counts=True)
+        for value in spread[splits_of_value > 1]:
+            where = sorted(str(split_names[c]) for c in both[value_of == value] % k)
+            shown = values[value]
+            label = (
+                f"'{int(shown):016x}…'" if isinstance(shown, np.integer) else repr(shown)
+            )  # a sha256 prefix
+            found.append(f"{column} {label} in {where}")
+    if hashes is not None and int(placed.sum()) > 1:
+        positions = np.flatnonzero(placed)
+        values = np.asarray(hashes, dtype=np.uint64)[positions]
+        splits = split.to_numpy()[positions]
+        image_ids = images.image_id.to_numpy()[positions]
         for i, j in near_duplicate_pairs(values, hash_distance):
             if splits[i] != splits[j]:
-                found.append(
-                    f"near-duplicates {frame.image_id.iloc[i]} ({splits[i]}) and {frame.image_id.iloc[j]} ({splits[j]})"
-                )
+                found.append(f"near-duplicates {image_ids[i]} ({splits[i]}) and {image_ids[j]} ({splits[j]})")
     return found
 
 
@@ -419,22 +458,67 @@ def split_corpus(
     return split_by_features(store, split_features(store, images, annotations, taxonomy), **rules)
 
 
+def lean_features(table: pa.Table, source: str = "split features") -> pa.Table:
+    """A batch's features (:func:`split_features`, as Arrow) as the split is decided over them:
+    scenes, episodes and lighting dictionary-encoded, the sha256 as its 64-bit prefix (equal
+    checksums are what groups images; a prefix shared by two different images would only join
+    their groups), instances as int32. About 110 bytes an image, where the features as pandas
+    strings are 250 and their reading peaks at twice that."""
+    import pyarrow as pa
+
+    from dataset_pipeline.formats.arrow import hex_words
+
+    names = table.column_names
+    columns: dict[str, pa.Array] = {"image_id": table.column("image_id").combine_chunks().cast(pa.string())}
+    for name in ("scene_id", "episode_id", "lighting"):
+        if name in names:
+            columns[name] = table.column(name).combine_chunks().cast(pa.string()).dictionary_encode()
+    if "sha256" in names:
+        columns["sha256"] = pa.array(
+            hex_words(table.column("sha256"), f"{source}: field sha256"), pa.uint64()
+        )
+    columns["dhash"] = table.column("dhash").combine_chunks().cast(pa.string())
+    for name in names:
+        if name.startswith(INSTANCES):
+            columns[name] = table.column(name).combine_chunks().cast(pa.int32())
+    return pa.table(columns)
+
+
+def _lean_frame(table: pa.Table) -> pd.DataFrame:
+    """The lean features as pandas: the encoded columns as categoricals, their categories sorted
+    (summaries list lighting values in order, leaks name values in order)."""
+    frame = table.unify_dictionaries().to_pandas()
+    for name in ("scene_id", "episode_id", "lighting"):
+        if name in frame and isinstance(frame[name].dtype, pd.CategoricalDtype):
+            frame[name] = frame[name].cat.set_categories(sorted(frame[name].cat.categories))
+    return frame
+
+
 def split_by_features(
     store: DatasetStore,
-    features: pd.DataFrame,
+    features: pd.DataFrame | pa.Table,
     *,
     shares: dict[str, float] | None = None,
     seed: int = 0,
     held_out_scenes: list[str] | tuple[str, ...] = (),
     hash_distance: int = 4,
 ) -> SplitOutcome:
-    """Split the images of ``features`` (:func:`split_features`) and describe the result; images
-    a release held keep its split (``released_splits``)."""
-    counted = [c for c in features.columns if c.startswith(INSTANCES)]
-    images = features.drop(columns=[*counted, "dhash"])
-    instances = features.set_index("image_id")[counted].rename(columns=lambda c: c[len(INSTANCES) :])
+    """Split the images of ``features`` (:func:`split_features`, or its :func:`lean_features`)
+    and describe the result; images a release held keep its split (``released_splits``)."""
+    import pyarrow as pa
+
+    from dataset_pipeline.formats.arrow import as_arrow, hex_words
+
+    table = as_arrow(features)
+    if "sha256" in table.column_names and not pa.types.is_uint64(table.schema.field("sha256").type):
+        table = lean_features(table)  # split_features' table, not yet lean
+    hashes = hex_words(table.column("dhash"), "split features: field dhash")
+    frame = _lean_frame(table)
+    del table
+    counted = [c for c in frame.columns if c.startswith(INSTANCES)]
+    images = frame.drop(columns=[*counted, "dhash"])
+    instances = frame.set_index("image_id")[counted].rename(columns=lambda c: c[len(INSTANCES) :])
     presence = instances.clip(upper=1)
-    hashes = np.array([int(h, 16) for h in features.dhash], dtype=np.uint64)
     pinned = released_splits(store)
     plan = assign_splits(
         images,
@@ -446,24 +530,26 @@ def split_by_features(
         hash_distance=hash_distance,
         pinned=pinned,
     )
-    table = schemas.SPLITS.from_columns(
-        {**{c: plan.assignments[c] for c in plan.assignments}, "dhash": list(features.dhash)}
+    split_table = schemas.SPLITS.from_columns(
+        {**{c: plan.assignments[c] for c in plan.assignments}, "dhash": frame.dhash}
     )
     found = leaks(plan.assignments, images, hashes, hash_distance)
-    merged = images.merge(plan.assignments, on="image_id")
+    # assign_splits keeps the images' order: its assignments line up with them row by row
+    split = plan.assignments.split.to_numpy()
+    merged = images.assign(split=split, group=plan.assignments.group.to_numpy())
     per_split = merged.groupby("split").agg(
         images=("image_id", "size"), scenes=("scene_id", "nunique"), groups=("group", "nunique")
     )
-    lighting = pd.crosstab(merged.split, merged.lighting)
-    per_class = instances.reindex(merged.image_id).set_axis(merged.split.to_numpy()).groupby(level=0).sum()
+    lighting = pd.crosstab(merged.split, merged.lighting.astype(str))
+    per_class = instances.set_axis(split).groupby(level=0).sum()
     per_class = per_class.loc[:, per_class.sum() > 0].sort_index(axis=1)
     summary = (
         per_split.join(lighting).join(per_class).reindex(list(SPLITS)).fillna(0).astype(int).reset_index()
     )
-    group_sizes = np.bincount(plan.assignments.group.to_numpy()) if len(table) else np.zeros(0)
+    group_sizes = np.bincount(plan.assignments.group.to_numpy()) if len(split_table) else np.zeros(0)
     held_groups = np.unique(plan.assignments.group[images.scene_id.isin(list(held_out_scenes)).to_numpy()])
     closest, closest_error = closest_split(group_sizes, plan.targets, held_groups)
-    present_in = {s: presence.reindex(merged[merged.split == s].image_id).sum() for s in SPLITS}
+    present_in = {s: presence[split == s].sum() for s in SPLITS}
     info = {
         "shares": plan.shares,
         "targets": plan.targets,
@@ -471,7 +557,7 @@ def split_by_features(
         "closest_error": round(closest_error, 4),
         "groups": int(plan.assignments.group.nunique()),
         "largest_group_share": float(plan.assignments.group.value_counts(normalize=True).max())
-        if len(table)
+        if len(split_table)
         else 0.0,
         "leaks": found,
         "classes_missing": {s: [c for c in presence.columns if int(present_in[s][c]) == 0] for s in SPLITS},
@@ -479,7 +565,7 @@ def split_by_features(
         "seed": seed,
         "pinned": int(plan.assignments.image_id.isin(set(pinned)).sum()),
     }
-    return SplitOutcome(table=table, info=info, summary=summary)
+    return SplitOutcome(table=split_table, info=info, summary=summary)
 
 
 #: Bump when :func:`split_features` derives a batch's features differently.
@@ -491,11 +577,12 @@ def update_splits(store: DatasetStore, taxonomy: Taxonomy, **rules: Any) -> Spli
     """Split the stored corpus: each batch's features (:func:`split_features`: its images' dHash,
     read from their bytes, and class instances) are made once from its corpus part and kept under
     ``tables/splits/batches/<batch>/`` while that part and the taxonomy's classes are unchanged;
-    the split is decided over the features of every batch, about 1 KB an image (no mask, no
-    image held). ``rules``: :func:`split_by_features`'."""
+    the split is decided over every batch's :func:`lean_features`, read one part at a time, about
+    110 bytes an image (no mask, no image held). ``rules``: :func:`split_by_features`'."""
+    import pyarrow as pa
+
     from dataset_pipeline.annotation_corpus import corpus_batches, corpus_part_keys
     from dataset_pipeline.batch_parts import update_parts
-    from dataset_pipeline.formats.arrow import concat_parquet
 
     def make(batch: str) -> dict:
         annotations, images = (store.read_parquet(k) for k in corpus_part_keys(batch))
@@ -508,12 +595,15 @@ def update_splits(store: DatasetStore, taxonomy: Taxonomy, **rules: Any) -> Spli
     _, made = update_parts(
         store, STAGE, batches, lambda batch: list(corpus_part_keys(batch)), (PART_VERSION, names), make
     )
-    if batches:
-        parts = [layout.stage_part_key(STAGE, b, "features.parquet") for b in batches]
-        concat_parquet(store, parts, layout.SPLIT_FEATURES_KEY)
-        features = store.read_parquet(layout.SPLIT_FEATURES_KEY)
+    parts = []
+    for batch in batches:
+        key = layout.stage_part_key(STAGE, batch, "features.parquet")
+        parts.append(lean_features(store.read_table(key), store.url(key)))
+    if parts:
+        features: pd.DataFrame | pa.Table = pa.concat_tables(parts, promote_options="permissive")
     else:
         features = pd.DataFrame(columns=[*SPLIT_COLUMNS, "dhash"])
+    del parts
     outcome = split_by_features(store, features, **rules)
     outcome.made = made
     return outcome

@@ -445,8 +445,6 @@ AGREEMENT_TABLES: dict[str, str] = {
 }
 SPLITS_KEY = "tables/splits/splits.parquet"
 SPLIT_INFO_KEY = "tables/splits/info.json"
-#: Every image's split features (dHash, class instances), the batches' parts one after another.
-SPLIT_FEATURES_KEY = "tables/splits/features.parquet"
 #: Every image ever released, with its split and the first release that held it: adding a batch
 #: never moves a released image to another split (dataset_splits pins them; dataset_card adds to it).
 RELEASED_SPLITS_KEY = "tables/splits/released.parquet"
