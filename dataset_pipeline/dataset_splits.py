@@ -275,27 +275,34 @@ def _group_splits(groups: np.ndarray, pinned: dict[int, int]) -> dict[int, int]:
 
 
 def released_splits(store: DatasetStore) -> dict[str, str]:
-    """image_id -> split of every image a release has held (empty before the first release)."""
-    if not store.exists(layout.RELEASED_SPLITS_KEY):
-        return {}
-    table = store.read_parquet(layout.RELEASED_SPLITS_KEY)
-    return dict(zip(table.image_id, table.split, strict=True))
+    """image_id -> split of every image a release has held (empty before the first release):
+    the registry's parts in recording order, an image's first entry kept."""
+    parts = [layout.RELEASED_SPLITS_KEY] if store.exists(layout.RELEASED_SPLITS_KEY) else []
+    parts += sorted(k for k in store.list(layout.RELEASED_SPLITS_PARTS) if k.endswith(".parquet"))
+    split_of: dict[str, str] = {}
+    for key in parts:
+        table = store.read_table(key, columns=["image_id", "split"])
+        for image_id, split in zip(
+            table.column("image_id").to_pylist(), table.column("split").to_pylist(), strict=True
+        ):
+            split_of.setdefault(image_id, split)
+    return split_of
 
 
 def record_released_splits(store: DatasetStore, splits: pd.DataFrame, version: str) -> int:
-    """Add a completed release's images (``image_id``, ``split``) to the registry; an image
-    already there keeps its first entry. Returns how many images were new to it."""
-    before = (
-        store.read_parquet(layout.RELEASED_SPLITS_KEY)
-        if store.exists(layout.RELEASED_SPLITS_KEY)
-        else schemas.RELEASED_SPLITS.frame()
-    )
-    new = splits.loc[~splits.image_id.isin(set(before.image_id)), ["image_id", "split"]].assign(
-        version=version
-    )
+    """Add a completed release's images (``image_id``, ``split``) to the registry as a part of
+    its own (``layout.released_splits_part``); an image already there keeps its first entry.
+    Returns how many images were new to it. Two releases completing at once each add their part;
+    an image both held new keeps the split of the part recorded first."""
+    import datetime
+
+    before = released_splits(store)
+    new = splits.loc[~splits.image_id.isin(set(before)), ["image_id", "split"]].assign(version=version)
     if len(new):
-        table = pd.concat([before, schemas.RELEASED_SPLITS.cast(new)], ignore_index=True)
-        store.write_parquet(layout.RELEASED_SPLITS_KEY, table)
+        recorded_at = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        store.write_parquet(
+            layout.released_splits_part(recorded_at, version), schemas.RELEASED_SPLITS.cast(new)
+        )
     return len(new)
 
 

@@ -447,7 +447,23 @@ SPLITS_KEY = "tables/splits/splits.parquet"
 SPLIT_INFO_KEY = "tables/splits/info.json"
 #: Every image ever released, with its split and the first release that held it: adding a batch
 #: never moves a released image to another split (dataset_splits pins them; dataset_card adds to it).
+#: One part per completed release, never rewritten (:func:`released_splits_part`); this single
+#: file is where stores before the parts kept it, read as the oldest part.
 RELEASED_SPLITS_KEY = "tables/splits/released.parquet"
+RELEASED_SPLITS_PARTS = "tables/splits/released"
+
+
+def released_splits_part(recorded_at: str, version: str) -> str:
+    """The registry's part of one release: the images it was the first to hold. Named by the time
+    it was recorded, so a listing is in recording order, and by the version, so two releases
+    recorded at once write two parts (no read-modify-write of a shared file, no lost update).
+
+    >>> released_splits_part("20261203T093000.000001Z", "tabletop-v2-ab12")
+    'tables/splits/released/20261203T093000.000001Z-tabletop-v2-ab12.parquet'
+    """
+    return join_key(RELEASED_SPLITS_PARTS, f"{recorded_at}-{version}.parquet")
+
+
 BASELINE_LATEST_KEY = "models/baseline/latest.json"
 ZERO_SHOT_KEY = "tables/zero_shot/summary.json"
 ACTIVE_LEARNING_QUEUE_KEY = "tables/active_learning/queue.parquet"

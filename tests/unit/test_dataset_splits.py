@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataset_pipeline import layout
 from dataset_pipeline.dataset_splits import SPLITS, assign_splits, difference_hash, leakage_groups, leaks
 
 
@@ -244,6 +245,43 @@ def test_a_new_frame_linking_two_released_splits_keeps_both_and_the_leak_is_name
     split_of = dict(zip(plan.assignments.image_id, plan.assignments.split, strict=True))
     assert split_of["a"] == "train" and split_of["b"] == "test"
     assert leaks(plan.assignments, images)  # the leakage check names it: people decide
+
+
+def test_two_releases_recorded_at_once_both_stay_in_the_registry(local_store, monkeypatch):
+    """Two releases completing at the same moment both read the registry before either writes;
+    each adds a part of its own, so neither's images are lost (one shared file rewritten by both
+    would keep only the last writer's)."""
+    import threading
+
+    from dataset_pipeline import dataset_splits as ds
+
+    registry = ds.released_splits
+    both_read = threading.Barrier(2)
+
+    def read_then_wait(store):
+        seen = registry(store)
+        both_read.wait(timeout=30)
+        return seen
+
+    monkeypatch.setattr(ds, "released_splits", read_then_wait)
+    releases = {
+        "v1": pd.DataFrame({"image_id": ["a", "b"], "split": ["train", "test"]}),
+        "v2": pd.DataFrame({"image_id": ["b", "c"], "split": ["test", "val"]}),
+    }
+    added: dict[str, int] = {}
+    threads = [
+        threading.Thread(
+            target=lambda v=v, t=t: added.update({v: ds.record_released_splits(local_store, t, v)})
+        )
+        for v, t in releases.items()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert added == {"v1": 2, "v2": 2}  # each saw an empty registry
+    assert registry(local_store) == {"a": "train", "b": "test", "c": "val"}
+    assert len(local_store.list(layout.RELEASED_SPLITS_PARTS)) == 2
 
 
 def test_the_registry_keeps_the_first_release_of_each_image(local_store):
