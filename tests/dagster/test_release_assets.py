@@ -202,3 +202,56 @@ def test_the_release_fans_out_one_step_per_shard_and_the_next_release_shares_the
         shard_rows = index[index.unit.str.startswith("shard:")]
         assert set(shard_rows.unit[shard_rows.reused].str.contains("/ra-b1-")) == {True}
         assert not shard_rows.unit[~shard_rows.reused].str.contains("/ra-b1-").any()
+
+
+def test_a_failed_shard_step_re_executed_from_failure_completes_the_release_with_each_shard_once(
+    tmp_path, monkeypatch
+):
+    """A shard's step fails (one of its images is missing from the store) while the other shards'
+    steps, each in its own process, finish; Dagster's re-execution from failure (what the
+    daemon's run retries launch) runs the failed shard, the assembly and the checks, and not the
+    shards that were done: the release has every shard once and reads back whole."""
+    from dagster import ReexecutionOptions, build_reconstructable_job, execute_job
+
+    store = DatasetStore(str(tmp_path / "store"))
+    _prepare(store)
+    # the step processes load the code location, whose store is the environment's
+    monkeypatch.setenv("DATASET_PIPELINE_STORE", store.root)
+    splits = store.read_parquet(SPLITS_KEY)
+    images = store.read_parquet(CORPUS_IMAGES_KEY)
+    lost = images[images.image_id == splits[splits.split == "test"].image_id.iloc[0]].uri.iloc[0]
+    kept_aside = tmp_path / "aside.jpg"
+    os.replace(store.path(lost), kept_aside)
+    job = build_reconstructable_job(
+        "dataset_pipeline.definitions.launcher", "resolved_job", reconstructable_args=("corpus_job",)
+    )
+    release_only = [AssetKey("dataset_release")]
+    (tmp_path / "home").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "home")) as instance:
+        with execute_job(job, instance, asset_selection=release_only, raise_on_error=False) as first:
+            assert not first.success
+            failed = {e.step_key for e in first.all_events if e.is_step_failure}
+            done = {e.step_key for e in first.all_events if e.is_step_success}
+            run_id = first.run_id
+        exports = {s for s in done | failed if "export_release_shard" in s}
+        assert len(failed) == 1 and failed < exports and len(exports) >= 3, (failed, done)
+        os.replace(kept_aside, store.path(lost))
+        again = ReexecutionOptions.from_failure(run_id, instance)
+        with execute_job(job, instance, reexecution_options=again, raise_on_error=False) as second:
+            assert second.success
+            ran = {e.step_key for e in second.all_events if e.is_step_success}
+            checks = {e.check_name: e.passed for e in second.get_asset_check_evaluations()}
+            (made,) = second.get_asset_materialization_events()
+            version = made.materialization.metadata["version"].value
+    assert failed <= ran and not (ran & (exports - failed)), ran  # the done shards were not made again
+    assert "dataset_release.assemble_release" in ran and checks and all(checks.values()), checks
+    content, _ = release.load_release(store, load_taxonomy(), list(release.DEFAULT_FORMATS), {})
+    index = store.read_parquet(f"releases/{version}/index.parquet")
+    assert not index.file.duplicated().any()
+    assert all(
+        store.exists(layout.release_part_key(version, s, n)) for s, n in release.release_shards(content)
+    )
+    lost_id = images[images.uri == lost].image_id.iloc[0]
+    assert (
+        index[index.unit == lost_id].format.nunique() >= 3
+    )  # the failed shard's image is in, in each format
