@@ -138,11 +138,16 @@ def leakage_groups(
     for column in ("scene_id", "episode_id", "sha256"):
         if column not in images:
             continue
-        codes, values = pd.factorize(images[column])  # a missing value is -1: no link
-        linked = np.flatnonzero(codes >= 0)
+        column_values = images[column]
+        if isinstance(column_values.dtype, pd.CategoricalDtype):  # lean features: codes already there
+            codes, distinct = column_values.cat.codes.to_numpy(), len(column_values.cat.categories)
+        else:
+            codes, values = pd.factorize(column_values)
+            distinct = len(values)
+        linked = np.flatnonzero(codes >= 0)  # a missing value is -1: no link
         sources.append(linked.astype(index))
-        targets.append((codes[linked] + nodes).astype(index))
-        nodes += len(values)
+        targets.append(codes[linked].astype(index) + nodes)
+        nodes += distinct
     if hashes is not None and n > 1:
         pairs = np.fromiter(
             (k for pair in near_duplicate_pairs(hashes, hash_distance) for k in pair), dtype=index
@@ -391,11 +396,13 @@ def leaks(
     if hashes is not None and int(placed.sum()) > 1:
         positions = np.flatnonzero(placed)
         values = np.asarray(hashes, dtype=np.uint64)[positions]
-        splits = split.to_numpy()[positions]
-        image_ids = images.image_id.to_numpy()[positions]
+        codes = split_codes[positions]  # names and ids looked up for the pairs found only
         for i, j in near_duplicate_pairs(values, hash_distance):
-            if splits[i] != splits[j]:
-                found.append(f"near-duplicates {image_ids[i]} ({splits[i]}) and {image_ids[j]} ({splits[j]})")
+            if codes[i] != codes[j]:
+                a, b = (images.image_id.iat[int(positions[k])] for k in (i, j))
+                found.append(
+                    f"near-duplicates {a} ({split_names[codes[i]]}) and {b} ({split_names[codes[j]]})"
+                )
     return found
 
 
@@ -517,6 +524,7 @@ def split_by_features(
     from dataset_pipeline.formats.arrow import as_arrow, hex_words
 
     table = as_arrow(features)
+    del features
     if "sha256" in table.column_names and not pa.types.is_uint64(table.schema.field("sha256").type):
         table = lean_features(table)  # split_features' table, not yet lean
     hashes = hex_words(table.column("dhash"), "split features: field dhash")
@@ -525,7 +533,9 @@ def split_by_features(
     counted = [c for c in frame.columns if c.startswith(INSTANCES)]
     images = frame.drop(columns=[*counted, "dhash"])
     instances = frame.set_index("image_id")[counted].rename(columns=lambda c: c[len(INSTANCES) :])
-    presence = instances.clip(upper=1)
+    presence = instances.clip(upper=1).astype(np.int8)
+    dhash = frame.dhash
+    del frame  # its columns live on in images, instances and dhash
     pinned = released_splits(store)
     plan = assign_splits(
         images,
@@ -538,7 +548,7 @@ def split_by_features(
         pinned=pinned,
     )
     split_table = schemas.SPLITS.from_columns(
-        {**{c: plan.assignments[c] for c in plan.assignments}, "dhash": frame.dhash}
+        {**{c: plan.assignments[c] for c in plan.assignments}, "dhash": dhash}
     )
     found = leaks(plan.assignments, images, hashes, hash_distance)
     # assign_splits keeps the images' order: its assignments line up with them row by row
@@ -606,12 +616,14 @@ def update_splits(store: DatasetStore, taxonomy: Taxonomy, **rules: Any) -> Spli
     for batch in batches:
         key = layout.stage_part_key(STAGE, batch, "features.parquet")
         parts.append(lean_features(store.read_table(key), store.url(key)))
-    if parts:
-        features: pd.DataFrame | pa.Table = pa.concat_tables(parts, promote_options="permissive")
-    else:
-        features = pd.DataFrame(columns=[*SPLIT_COLUMNS, "dhash"])
-    del parts
-    outcome = split_by_features(store, features, **rules)
+    # handed over, not kept here: split_by_features lets go of the Arrow table once it has its frame
+    outcome = split_by_features(
+        store,
+        pa.concat_tables([parts.pop(0) for _ in range(len(parts))], promote_options="permissive")
+        if parts
+        else pd.DataFrame(columns=[*SPLIT_COLUMNS, "dhash"]),
+        **rules,
+    )
     outcome.made = made
     return outcome
 
