@@ -273,13 +273,48 @@ def export_shard(
     return len(out.index_rows())
 
 
+#: Formats made from the whole release that take long enough to be steps of their own, side by
+#: side with the shards (episode HDF5 and LeRobot were two thirds of a release's export work):
+#: :func:`export_whole` makes one; :func:`assemble_exports` takes its part of the index.
+WHOLE_RELEASE_STEPS: tuple[str, ...] = ("episode_hdf5", "lerobot", "rlds")
+
+
+def export_whole(
+    content: ReleaseContent,
+    version: str,
+    formats: list[str],
+    name: str,
+    reusable: ReusableFiles | None = None,
+) -> int:
+    """Format ``name`` (one of :data:`WHOLE_RELEASE_STEPS`), made from the whole release, its
+    unchanged units linked from ``reusable``. Like a shard, its part of the release index is
+    written last (``release_part_key(version, WHOLE_RELEASE_PART, name)``): a step killed
+    mid-way left none and is made again; one with its part is done. Returns its files."""
+    known = _check_formats(formats)
+    if name not in WHOLE_RELEASE_STEPS or name not in formats:
+        raise ReleaseError(
+            f"{name} is not a format made in a step of its own here ({list(WHOLE_RELEASE_STEPS)})"
+        )
+    part = layout.release_part_key(version, layout.WHOLE_RELEASE_PART, name)
+    if content.store.exists(part):
+        return len(read_index_rows(content.store, part))
+    out = ReleaseFolder(content.store, layout.release_prefix(version), reusable)
+    for relative in known[name].export(content, out):
+        if not out.recorded(relative):
+            out.record(name, name, "", relative)
+    content.store.sync()  # its files are on disk before its part vouches for them
+    out.write_index(part)
+    return len(out.index_rows())
+
+
 def assemble_exports(
     content: ReleaseContent, version: str, formats: list[str], reusable: ReusableFiles | None = None
 ) -> ExportOutcome:
     """The release from its exported shards: the formats made from the whole release (COCO,
-    LeRobot, RLDS, episode HDF5, the HDF5 split files over their shards, write-back), the index
-    (``index.parquet``, every shard's part in it) and ``exports.json``. Every shard must be done
-    (:func:`export_shard`); nothing is written when ``exports.json`` already exists."""
+    the HDF5 split files over their shards, write-back, and LeRobot, RLDS and episode HDF5 unless
+    their own steps made them, :func:`export_whole`), the index (``index.parquet``, every part in
+    it) and ``exports.json``. Every shard must be done (:func:`export_shard`); nothing is written
+    when ``exports.json`` already exists."""
     known = _check_formats(formats)
     out = ReleaseFolder(content.store, layout.release_prefix(version), reusable)
     if out.exists(layout.RELEASE_EXPORTS_FILE):
@@ -302,6 +337,13 @@ def assemble_exports(
     written = {"images": files["images"]}
     for name in formats:
         started = time.perf_counter()
+        whole = layout.release_part_key(version, layout.WHOLE_RELEASE_PART, name)
+        if name in WHOLE_RELEASE_STEPS and content.store.exists(whole):  # made in its own step
+            rows = read_index_rows(content.store, whole)
+            out.add_rows(rows)
+            written[name] = [row["file"] for row in rows]
+            seconds[name] = 0.0
+            continue
         if name in per_image:
             written[name] = known[name].export_shared(content, out) + files.get(name, [])
         else:

@@ -503,6 +503,11 @@ DAGSTER_IO = "tables/dagster_io"
 RELEASE_PARTS = "tables/release_parts"
 
 
+#: The "split" under which a format made from the whole release in a step of its own keeps its
+#: part of the index (``release_part_key(version, WHOLE_RELEASE_PART, format)``).
+WHOLE_RELEASE_PART = "whole"
+
+
 def release_part_key(version: str, split: str, shard: str) -> str:
     """The key of one export shard's part of the release index.
 

@@ -169,7 +169,8 @@ def test_split_shares_the_scenes_cannot_meet_warn_and_the_release_follows(tmp_pa
 
 def test_the_release_fans_out_one_step_per_shard_and_the_next_release_shares_the_unchanged(tmp_path):
     """dataset_release runs as steps the executor can spread: one plan step, one export step per
-    shard (per split and batch), one assembly step after all of them. A second release after a new
+    shard (per split and batch) and per format made from the whole release (episode HDF5, LeRobot,
+    RLDS), one assembly step after all of them. A second release after a new
     batch makes the new batch's shards and shares every other shard's bytes with the first."""
     store = DatasetStore(str(tmp_path / "store"))
     _prepare(store)
@@ -179,8 +180,12 @@ def test_the_release_fans_out_one_step_per_shard_and_the_next_release_shares_the
         steps = {e.step_key for e in first.all_node_events if e.step_key and e.is_step_success}
         content, _ = release.load_release(store, load_taxonomy(), list(release.DEFAULT_FORMATS), {})
         shards = release.release_shards(content)
-        exports = {s for s in steps if s.startswith("dataset_release.export_release_shard[")}
+        exports = {s for s in steps if s.startswith("dataset_release.export_release_shard[shard_")}
         assert len(exports) == len(shards) >= 3
+        # the formats made from the whole release are steps of their own beside the shards
+        assert {
+            f"dataset_release.export_release_shard[whole_{name}]" for name in release.WHOLE_RELEASE_STEPS
+        } <= steps
         assert {"dataset_release.plan_release_shards", "dataset_release.assemble_release"} <= steps
         metadata = first.asset_materializations_for_node("dataset_release")[0].metadata
         assert metadata["shards"].value == len(shards) and metadata["files_shared"].value == 0
@@ -207,8 +212,9 @@ def test_the_release_fans_out_one_step_per_shard_and_the_next_release_shares_the
 def test_a_failed_shard_step_re_executed_from_failure_completes_the_release_with_each_shard_once(
     tmp_path, monkeypatch
 ):
-    """A shard's step fails (one of its images is missing from the store) while the other shards'
-    steps, each in its own process, finish; Dagster's re-execution from failure (what the
+    """A shard's step fails (one of its images is missing from the store; so do the steps of the
+    formats made from the whole release) while the other shards' steps, each in its own process,
+    finish; Dagster's re-execution from failure (what the
     daemon's run retries launch) runs the failed shard, the assembly and the checks, and not the
     shards that were done: the release has every shard once and reads back whole."""
     from dagster import ReexecutionOptions, build_reconstructable_job, execute_job
@@ -234,7 +240,10 @@ def test_a_failed_shard_step_re_executed_from_failure_completes_the_release_with
             done = {e.step_key for e in first.all_events if e.is_step_success}
             run_id = first.run_id
         exports = {s for s in done | failed if "export_release_shard" in s}
-        assert len(failed) == 1 and failed < exports and len(exports) >= 3, (failed, done)
+        shards = {s for s in exports if "[shard_" in s}
+        # the shard holding the image fails, and so do the formats made from the whole release
+        assert len(failed & shards) == 1 and len(shards - failed) >= 2, (failed, done)
+        assert failed - shards == {s for s in exports if "[whole_" in s}, failed
         os.replace(kept_aside, store.path(lost))
         again = ReexecutionOptions.from_failure(run_id, instance)
         with execute_job(job, instance, reexecution_options=again, raise_on_error=False) as second:
