@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -81,30 +80,13 @@ def prepare(work: Path, batches: int, per_batch: int) -> Path:
     return root
 
 
-def _start_worker(env: dict, name: str, log: Path) -> subprocess.Popen:
-    command = [str(BIN / "celery"), "-A", "dagster_celery.app", "worker", "-Q", "cpu,dagster"]
-    command += ["--pool", "solo", "-n", f"{name}@%h", "--loglevel", "INFO"]
-    return subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def run(work: Path, prepared: Path, workers: int, formats: list[str]) -> dict:
     """One full release of a fresh copy of the prepared store on ``workers`` Celery workers."""
     import psycopg2
 
     from dataset_pipeline import layout
     from dataset_pipeline.store import DatasetStore
+    from tests.conftest import start_celery_worker, stop_process_group
 
     label = f"w{workers}-{uuid.uuid4().hex[:6]}"
     store_dir, home = work / f"store-{label}", work / f"home-{label}"
@@ -123,7 +105,10 @@ def run(work: Path, prepared: Path, workers: int, formats: list[str]) -> dict:
     }
     purge = [str(BIN / "celery"), "-A", "dagster_celery.app", "purge", "-f", "-Q", "cpu,dagster"]
     subprocess.run(purge, cwd=ROOT, env=env, capture_output=True, timeout=60)
-    pool = [_start_worker(env, f"{label}-{k}", home / f"worker-{k}.log") for k in range(workers)]
+    pool = [
+        start_celery_worker(env, "cpu,dagster", f"{label}-{k}", home / f"worker-{k}.log")
+        for k in range(workers)
+    ]
     config = {"resources": {"release_settings": {"config": {"export_threads": 1, "formats": formats}}}}
     try:
         time.sleep(10)  # the workers connect and load the code location
@@ -140,7 +125,7 @@ def run(work: Path, prepared: Path, workers: int, formats: list[str]) -> dict:
         seconds = time.perf_counter() - started
     finally:
         for process in pool:
-            _stop(process)
+            stop_process_group(process, timeout=30)
     if done.returncode != 0:
         raise RuntimeError(
             f"release on {workers} workers failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}"

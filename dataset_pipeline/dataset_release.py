@@ -342,8 +342,7 @@ def assemble_exports(
             rows = read_index_rows(content.store, whole)
             out.add_rows(rows)
             written[name] = [row["file"] for row in rows]
-            seconds[name] = 0.0
-            continue
+            continue  # its time is its own step's
         if name in per_image:
             written[name] = known[name].export_shared(content, out) + files.get(name, [])
         else:

@@ -376,18 +376,18 @@ def leaks(
         split = pd.Series(assignments.split.to_numpy(), index=assignments.image_id.to_numpy())
         split = split.reindex(images.image_id.to_numpy())
     split_codes, split_names = pd.factorize(split)  # an image without a split is -1
-    placed, k = split_codes >= 0, max(1, len(split_names))
+    placed, n_splits = split_codes >= 0, max(1, len(split_names))
     found = []
     for column in ("scene_id", "episode_id", "sha256"):
         if column not in images:
             continue
         codes, values = pd.factorize(images[column], sort=True)
         mine = placed & (codes >= 0)
-        both = np.unique(codes[mine].astype(np.int64) * k + split_codes[mine])  # (value, split) pairs
-        value_of = both // k
+        both = np.unique(codes[mine].astype(np.int64) * n_splits + split_codes[mine])  # (value, split)
+        value_of = both // n_splits
         spread, splits_of_value = np.unique(value_of, return_counts=True)
         for value in spread[splits_of_value > 1]:
-            where = sorted(str(split_names[c]) for c in both[value_of == value] % k)
+            where = sorted(str(split_names[c]) for c in both[value_of == value] % n_splits)
             shown = values[value]
             label = (
                 f"'{int(shown):016x}…'" if isinstance(shown, np.integer) else repr(shown)
@@ -399,7 +399,7 @@ def leaks(
         codes = split_codes[positions]  # names and ids looked up for the pairs found only
         for i, j in near_duplicate_pairs(values, hash_distance):
             if codes[i] != codes[j]:
-                a, b = (images.image_id.iat[int(positions[k])] for k in (i, j))
+                a, b = (images.image_id.iat[int(positions[p])] for p in (i, j))
                 found.append(
                     f"near-duplicates {a} ({split_names[codes[i]]}) and {b} ({split_names[codes[j]]})"
                 )
@@ -596,8 +596,6 @@ def update_splits(store: DatasetStore, taxonomy: Taxonomy, **rules: Any) -> Spli
     ``tables/splits/batches/<batch>/`` while that part and the taxonomy's classes are unchanged;
     the split is decided over every batch's :func:`lean_features`, read one part at a time, about
     110 bytes an image (no mask, no image held). ``rules``: :func:`split_by_features`'."""
-    import pyarrow as pa
-
     from dataset_pipeline.annotation_corpus import corpus_batches, corpus_part_keys
     from dataset_pipeline.batch_parts import update_parts
 
@@ -612,20 +610,23 @@ def update_splits(store: DatasetStore, taxonomy: Taxonomy, **rules: Any) -> Spli
     _, made = update_parts(
         store, STAGE, batches, lambda batch: list(corpus_part_keys(batch)), (PART_VERSION, names), make
     )
+    # handed over, not held here: split_by_features lets go of the Arrow table once it has its frame
+    outcome = split_by_features(store, _lean_parts(store, batches), **rules)
+    outcome.made = made
+    return outcome
+
+
+def _lean_parts(store: DatasetStore, batches: list[str]) -> pa.Table | pd.DataFrame:
+    """Every batch's features part as :func:`lean_features`, read one part at a time."""
+    import pyarrow as pa
+
     parts = []
     for batch in batches:
         key = layout.stage_part_key(STAGE, batch, "features.parquet")
         parts.append(lean_features(store.read_table(key), store.url(key)))
-    # handed over, not kept here: split_by_features lets go of the Arrow table once it has its frame
-    outcome = split_by_features(
-        store,
-        pa.concat_tables([parts.pop(0) for _ in range(len(parts))], promote_options="permissive")
-        if parts
-        else pd.DataFrame(columns=[*SPLIT_COLUMNS, "dhash"]),
-        **rules,
-    )
-    outcome.made = made
-    return outcome
+    if not parts:
+        return pd.DataFrame(columns=[*SPLIT_COLUMNS, "dhash"])
+    return pa.concat_tables(parts, promote_options="permissive")
 
 
 def write_splits(store: DatasetStore, outcome: SplitOutcome) -> None:

@@ -366,14 +366,14 @@ def update_report(
         store, STAGE, batches, lambda batch: list(corpus_part_keys(batch)), settings, make
     )
 
-    sha, shared = _shared_checksums(store, batches)
+    images_checked, shared = _shared_checksums(store, batches)
     duplicates = schemas.QUALITY_ISSUES.frame(i.__dict__ for i in duplicate_issues(shared))
     store.write_parquet(layout.QUALITY_DUPLICATES_KEY, duplicates)
     parts = [layout.stage_part_key(STAGE, b, "issues.parquet") for b in batches]
     concat_parquet(store, [*parts, layout.QUALITY_DUPLICATES_KEY], layout.QUALITY_ISSUES_KEY)
     issues, failed_counts = _first_issues(store, [*parts, layout.QUALITY_DUPLICATES_KEY])
     checked = {check: sum(f["checked"].get(check, 0) for f in figures) for check in BLOCKING_CHECKS}
-    checked["duplicate_images"] = sha
+    checked["duplicate_images"] = images_checked
     refinement = refinement_from_counts(pd.DataFrame([r for f in figures for r in f["refinement"]]))
     report = QualityReport(issues=issues, checked=checked, refinement=refinement, failed_counts=failed_counts)
     store.write_parquet(layout.REFINEMENT_KEY, report.refinement)
@@ -406,12 +406,12 @@ def _shared_checksums(store: DatasetStore, batches: list[str]) -> tuple[int, pd.
     from dataset_pipeline.annotation_corpus import corpus_part_keys
     from dataset_pipeline.formats.arrow import hex_words
 
-    def prefixes(table) -> np.ndarray:
+    def prefixes(batch: str, table) -> np.ndarray:
         return hex_words(table.column("sha256"), f"{store.url(corpus_part_keys(batch)[1])}: field sha256")
 
-    words = []
-    for batch in batches:
-        words.append(prefixes(store.read_table(corpus_part_keys(batch)[1], columns=["sha256"])))
+    words = [
+        prefixes(batch, store.read_table(corpus_part_keys(batch)[1], columns=["sha256"])) for batch in batches
+    ]
     every = np.concatenate(words) if words else np.zeros(0, np.uint64)
     values, counts = np.unique(every, return_counts=True)
     shared = values[counts > 1]
@@ -419,7 +419,7 @@ def _shared_checksums(store: DatasetStore, batches: list[str]) -> tuple[int, pd.
     for batch, mine in zip(batches, words, strict=True):
         if np.isin(mine, shared).any():
             table = store.read_table(corpus_part_keys(batch)[1], columns=["image_id", "sha256"])
-            rows.append(table.to_pandas()[np.isin(prefixes(table), shared)])
+            rows.append(table.to_pandas()[np.isin(prefixes(batch, table), shared)])
     return len(every), pd.concat(rows, ignore_index=True)
 
 

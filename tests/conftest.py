@@ -10,7 +10,9 @@ naming it and how to start it, unless ``DATASET_PIPELINE_REQUIRE_SERVICES=1`` (C
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -169,3 +171,25 @@ def strict_taxonomy(folder: Path) -> Path:
     path = folder / "strict.yaml"
     path.write_text(packaged.replace(gripper, gripper + "    agreement_threshold: 0.90\n"))
     return path
+
+
+def start_celery_worker(env: dict, queues: str, name: str, log: Path) -> subprocess.Popen:
+    """A Celery worker of this venv for the code location's executor (``dagster_celery.app``) on
+    ``queues``, solo pool (a step runs in the worker's own process, one at a time), in a session of
+    its own (:func:`stop_process_group` ends it), logging to ``log``."""
+    command = [str(Path(sys.executable).parent / "celery"), "-A", "dagster_celery.app", "worker"]
+    command += ["-Q", queues, "--pool", "solo", "-n", f"{name}@%h", "--loglevel", "INFO"]
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM the process's group, SIGKILL it when it has not ended within ``timeout`` seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
-from tests.conftest import copy_upload, demo_command
+from tests.conftest import copy_upload, demo_command, start_celery_worker, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -89,40 +88,6 @@ def _materialize_batch(env: dict, batch: str) -> subprocess.Popen:
     )
 
 
-def _start_worker(env: dict, queues: str, name: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            str(BIN / "celery"),
-            "-A",
-            "dagster_celery.app",
-            "worker",
-            "-Q",
-            queues,
-            "--pool",
-            "solo",
-            "-n",
-            f"{name}@%h",
-            "--loglevel",
-            "INFO",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def test_the_demo_graph_runs_on_postgres_and_celery_workers_beside_a_concurrent_batch(
     production_env, rabbitmq, demo_batch, s3_endpoint, tmp_path
 ):
@@ -154,8 +119,8 @@ def test_the_demo_graph_runs_on_postgres_and_celery_workers_beside_a_concurrent_
         capture_output=True,
         timeout=60,
     )
-    gpu = _start_worker(env, "gpu", "gpu", tmp_path / "gpu.log")
-    cpu = _start_worker(env, "cpu,dagster", "cpu", tmp_path / "cpu.log")
+    gpu = start_celery_worker(env, "gpu", "gpu", tmp_path / "gpu.log")
+    cpu = start_celery_worker(env, "cpu,dagster", "cpu", tmp_path / "cpu.log")
     try:
         demo = subprocess.Popen(
             demo_command(store_dir, env["DAGSTER_HOME"]),
@@ -207,8 +172,8 @@ def test_the_demo_graph_runs_on_postgres_and_celery_workers_beside_a_concurrent_
                     if event and event.event_type_value == "STEP_START":
                         started.setdefault(record.step_key, set()).add(event.pid)
     finally:
-        _stop(gpu)
-        _stop(cpu)
+        stop_process_group(gpu)
+        stop_process_group(cpu)
     assert gpu.poll() is not None and cpu.poll() is not None  # stopped by their PIDs
     assert GPU_ASSETS <= set(started)
     for step, pids in started.items():
