@@ -53,10 +53,13 @@ def dataset_splits(
         hash_distance=split_rules.hash_distance,
     )
     write_splits(store, outcome)
-    table, shares = outcome.table, outcome.info["shares"]
+    shares, images = (
+        outcome.info["shares"],
+        dict(zip(outcome.summary.split, outcome.summary.images, strict=True)),
+    )
     return MaterializeResult(
         metadata={
-            **{f"{s}_images": int((table.split == s).sum()) for s in SPLITS},
+            **{f"{s}_images": int(images[s]) for s in SPLITS},
             **{f"{s}_share": round(shares[s], 4) for s in SPLITS},
             "groups": outcome.info["groups"],
             # A batch's features (dHash, class instances) are made once; a rebuild makes new or changed ones.

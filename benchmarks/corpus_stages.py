@@ -8,7 +8,8 @@ annotators, pre-mask links) is scaled down to 80x60 (images and masks) and copie
 its own ids, scene, episodes and pixel noise (so every sha256 and dHash differs). The batches'
 tables are written where ``reviewed_annotations`` and ``raw_captures`` write them.
 
-Timed, each stage in its own child process (wall seconds; peak RSS = the child's VmHWM):
+Timed, each stage in its own child process (wall seconds; peak RSS = the child's VmHWM), its
+environment as docs/deploy.md gives a step process (``ARROW_DEFAULT_MEMORY_POOL=system``):
 ``annotation_corpus.update_corpus``, ``quality_report.update_report``,
 ``agreement_report.update_agreement`` (Boundary IoU on), ``dataset_splits.update_splits`` - first
 on the corpus (every batch made), then after one more batch of 1% of the images (only it is
@@ -144,11 +145,14 @@ def write_batch(root: Path, batch: str, n: int, captures, annotations, pixels, s
 
 
 def run_stage(root: Path, stage: str) -> dict:
+    # as docs/deploy.md runs every step process: pyarrow on the C allocator from its first allocation
+    env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"}
     out = subprocess.run(
         [sys.executable, "-c", CHILD.format(root=str(ROOT)), str(root), stage],
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 

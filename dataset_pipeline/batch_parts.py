@@ -48,6 +48,22 @@ def bound_heap_growth(threshold: int = 64 * 1024) -> None:
         pass
 
 
+def return_freed_heap() -> None:
+    """Give the heap's freed pages back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    Blocks under the mmap threshold (:func:`bound_heap_growth`) live in the heap and stay
+    resident once freed; the arrays a stage makes next are mappings of their own and do not
+    reuse that space. A stage that has read many small parts into arrays and let the parts go
+    calls this before its big arrays: dataset_splits at 100k images peaked N MiB lower.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def input_digest(store: DatasetStore, keys: list[str], *settings: object) -> str:
     """The SHA-256 over the bytes of ``keys`` (absent ones count as absent) and ``settings``."""
     digest = hashlib.sha256()

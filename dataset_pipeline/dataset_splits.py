@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from dataset_pipeline import layout, schemas
+from dataset_pipeline.formats.arrow import as_arrow
 from dataset_pipeline.store import DatasetStore
 from dataset_pipeline.taxonomy import Taxonomy
 from dataset_pipeline.verdicts import Verdict
@@ -83,8 +84,9 @@ def near_duplicate_pairs(hashes: np.ndarray, distance: int) -> Iterator[tuple[in
         order = np.argsort(keys, kind="stable")
         for bucket in np.split(order, np.flatnonzero(np.diff(keys[order])) + 1):
             block = unique[bucket]
-            for start in range(0, len(bucket) - 1, 1024):  # a crowded band value, a row block at a time
-                rows = block[start : start + 1024]
+            step = max(1, (1 << 17) // len(bucket))  # a crowded band value: 1 MiB of XORs at a time
+            for start in range(0, len(bucket) - 1, step):
+                rows = block[start : start + step]
                 apart = np.bitwise_count(rows[:, None] ^ block[None, :])
                 for a, b in zip(*np.nonzero(apart <= distance), strict=True):
                     pair = (int(bucket[start + a]), int(bucket[b]))
@@ -115,45 +117,119 @@ def connected_labels(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
             parent = shortcut
 
 
-def leakage_groups(
-    images: pd.DataFrame, hashes: np.ndarray | None = None, hash_distance: int = 4
+@dataclass
+class SplitInputs:
+    """What a split is decided by, one row per image, as arrays: no Python object per image.
+
+    ``columns``: scene_id, episode_id, sha256 and lighting (those present) as integer codes
+    (-1: missing) into their distinct values, sorted; ``instances``: images x ``classes``."""
+
+    image_id: pa.Array | pa.ChunkedArray
+    columns: dict[str, tuple[np.ndarray, pa.Array]]
+    instances: np.ndarray
+    classes: list[str]
+    hashes: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.image_id)
+
+
+def coded(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """A column as int32 codes into its distinct values in sorted order (-1: missing), and those
+    values; a dictionary-encoded column keeps its dictionary.
+
+    >>> import pyarrow as pa
+    >>> codes, values = coded(pa.array(["b", None, "a", "b"]))
+    >>> codes.tolist(), values.to_pylist()
+    ([1, -1, 0, 1], ['a', 'b'])
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_integer(array.type) and not array.null_count:  # a checksum prefix: no hash table
+        values, inverse = np.unique(array.to_numpy(), return_inverse=True)
+        return inverse.reshape(-1).astype(np.int32), pa.array(values)
+    if not pa.types.is_dictionary(array.type):
+        array = pc.dictionary_encode(array)
+    order = pc.array_sort_indices(array.dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    indices = pc.fill_null(array.indices, -1).to_numpy(zero_copy_only=False)
+    codes = np.full(len(indices), -1, dtype=np.int32)
+    present = indices >= 0
+    codes[present] = rank[indices[present]]
+    return codes, array.dictionary.take(pa.array(order, pa.int64()))
+
+
+#: The images' columns that join images into leakage groups.
+LINK_COLUMNS: tuple[str, ...] = ("scene_id", "episode_id", "sha256")
+
+
+def frame_inputs(
+    images: pd.DataFrame, class_presence: pd.DataFrame | None = None, hashes: np.ndarray | None = None
+) -> SplitInputs:
+    """:class:`SplitInputs` of an images frame (``image_id`` and any of the link columns and
+    ``lighting``) and a per-image class frame (index image_id, a column per class)."""
+    import pyarrow as pa
+
+    images = images.reset_index(drop=True)
+    classes = pd.DataFrame(index=images.image_id) if class_presence is None else class_presence
+    instances = classes.reindex(images.image_id).fillna(0).to_numpy(dtype=np.int32)
+    return SplitInputs(
+        image_id=pa.array(images.image_id.astype(str), pa.string()),
+        columns={c: coded(pa.array(images[c])) for c in (*LINK_COLUMNS, "lighting") if c in images},
+        instances=instances.reshape(len(images), -1),
+        classes=[str(c) for c in classes.columns],
+        hashes=None if hashes is None else np.asarray(hashes, dtype=np.uint64),
+    )
+
+
+def near_pairs(
+    hashes: np.ndarray | None, hash_distance: int = 4, among: np.ndarray | None = None
 ) -> np.ndarray:
+    """:func:`near_duplicate_pairs` as an (m, 2) int64 array of image positions (``among``: only
+    those positions' hashes compared), made once and used by both the groups and the leak check.
+
+    >>> near_pairs(np.array([7, 1 << 40, 6], np.uint64), 1).tolist()
+    [[2, 0]]
+    """
+    if hashes is None or len(hashes) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    positions = np.arange(len(hashes)) if among is None else np.asarray(among, dtype=np.int64)
+    values = np.asarray(hashes, dtype=np.uint64)[positions]
+    found = np.fromiter(
+        (k for pair in near_duplicate_pairs(values, hash_distance) for k in pair), dtype=np.int64
+    ).reshape(-1, 2)
+    return positions[found]
+
+
+def group_numbers(inputs: SplitInputs, pairs: np.ndarray | None = None) -> np.ndarray:
     """Group number per image: images sharing a scene, an episode, a sha256 or a near-equal hash,
     numbered in order of their first image.
 
     The connected components (:func:`connected_labels`) of a graph whose nodes are the images
     and each distinct scene, episode and checksum (edges: an image to its values, near-duplicate
     pairs), over integer codes: about 50 bytes an image, where a union-find over the values as
-    Python objects held ten times that.
-
-    >>> frame = pd.DataFrame({"scene_id": ["a", "a", "b", "c"], "episode_id": ["1", "2", "3", "3"], "sha256": ["x", "y", "z", "w"]})
-    >>> leakage_groups(frame).tolist()
-    [0, 0, 1, 1]
-    """
-    n = len(images)
+    Python objects held ten times that. ``pairs``: :func:`near_pairs`, none when not given."""
+    n = len(inputs)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     sources, targets, nodes = [], [], n
     index = np.int32 if 4 * n < 2**31 else np.int64  # nodes: images and at most 3 values each
-    for column in ("scene_id", "episode_id", "sha256"):
-        if column not in images:
+    for column in LINK_COLUMNS:
+        if column not in inputs.columns:
             continue
-        column_values = images[column]
-        if isinstance(column_values.dtype, pd.CategoricalDtype):  # lean features: codes already there
-            codes, distinct = column_values.cat.codes.to_numpy(), len(column_values.cat.categories)
-        else:
-            codes, values = pd.factorize(column_values)
-            distinct = len(values)
-        linked = np.flatnonzero(codes >= 0)  # a missing value is -1: no link
+        codes, values = inputs.columns[column]
+        present = codes >= 0  # a missing value is -1: no link
+        shared = np.bincount(codes[present], minlength=len(values)) > 1  # one image's value links none
+        linked = np.flatnonzero(present & shared[np.maximum(codes, 0)])
         sources.append(linked.astype(index))
         targets.append(codes[linked].astype(index) + nodes)
-        nodes += distinct
-    if hashes is not None and n > 1:
-        pairs = np.fromiter(
-            (k for pair in near_duplicate_pairs(hashes, hash_distance) for k in pair), dtype=index
-        ).reshape(-1, 2)
-        sources.append(pairs[:, 0])
-        targets.append(pairs[:, 1])
+        nodes += len(values)
+    if pairs is not None and len(pairs):
+        sources.append(pairs[:, 0].astype(index))
+        targets.append(pairs[:, 1].astype(index))
     labels = connected_labels(
         nodes,
         np.concatenate(sources) if sources else np.zeros(0, index),
@@ -165,12 +241,137 @@ def leakage_groups(
     return rank[np.searchsorted(found, labels)]
 
 
+def leakage_groups(
+    images: pd.DataFrame, hashes: np.ndarray | None = None, hash_distance: int = 4
+) -> np.ndarray:
+    """:func:`group_numbers` of an images frame.
+
+    >>> frame = pd.DataFrame({"scene_id": ["a", "a", "b", "c"], "episode_id": ["1", "2", "3", "3"], "sha256": ["x", "y", "z", "w"]})
+    >>> leakage_groups(frame.assign(image_id=list("pqrs"))).tolist()
+    [0, 0, 1, 1]
+    """
+    return group_numbers(frame_inputs(images, hashes=hashes), near_pairs(hashes, hash_distance))
+
+
 @dataclass
 class SplitPlan:
     assignments: pd.DataFrame  # image_id, split, group
     shares: dict[str, float]
     targets: dict[str, float]
     notes: list[str] = field(default_factory=list)
+
+
+def split_targets(shares: dict[str, float] | None) -> dict[str, float]:
+    targets = dict(shares or DEFAULT_SHARES)
+    if set(targets) != set(SPLITS) or abs(sum(targets.values()) - 1.0) > 1e-6 or min(targets.values()) < 0:
+        raise ValueError(f"split shares must be non-negative for {SPLITS} and add up to 1, got {targets}")
+    return targets
+
+
+def held_out(inputs: SplitInputs, scenes: list[str] | tuple[str, ...]) -> np.ndarray:
+    """Per image: its scene is one of ``scenes``."""
+    if not scenes or "scene_id" not in inputs.columns:
+        return np.zeros(len(inputs), dtype=bool)
+    codes, values = inputs.columns["scene_id"]
+    wanted = set(scenes)
+    held = [k for k, value in enumerate(values.to_pylist()) if value in wanted]
+    return np.isin(codes, np.array(held, dtype=codes.dtype))
+
+
+def decide_splits(
+    inputs: SplitInputs,
+    groups: np.ndarray,
+    targets: dict[str, float],
+    *,
+    seed: int = 0,
+    held_out_scenes: list[str] | tuple[str, ...] = (),
+    pinned: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """The split index (into ``SPLITS``) per image, and notes.
+
+    Groups are assigned greedily, largest first (ties in a seeded order), each to the split
+    where it lowers the squared distance of every split's share of images, of each lighting
+    value and of each class's presence from its target. ``held_out_scenes``: their groups go to
+    test whole. ``pinned``: per image the split index a release gave it, -1 for none; those images
+    keep it and their group takes it (the most common, ties in SPLITS order, when a new image
+    links groups released in different splits: the leakage check then names them)."""
+    n, k = len(inputs), len(SPLITS)
+    n_groups = int(groups.max()) + 1 if n else 0
+    columns: list[np.ndarray] = [np.bincount(groups, minlength=n_groups)]  # images
+    if "lighting" in inputs.columns:
+        light, values = inputs.columns["lighting"]
+        lit = light >= 0
+        counts = np.bincount(groups[lit] * len(values) + light[lit], minlength=n_groups * len(values))
+        columns += list(counts.reshape(n_groups, len(values)).T)
+    columns += [
+        np.bincount(groups, weights=inputs.instances[:, c] > 0, minlength=n_groups)
+        for c in range(inputs.instances.shape[1])
+    ]
+    group_features = np.column_stack(columns).astype(np.float64)
+    totals = group_features.sum(axis=0)
+    target = np.array([targets[s] for s in SPLITS])
+    weights = np.ones(group_features.shape[1])
+    weights[0] = 4.0  # the split sizes matter most
+
+    split_of_group = np.full(n_groups, -1)
+    notes = []
+    pinned = np.full(n, -1, dtype=np.int8) if pinned is None else pinned
+    kept = pinned >= 0
+    if kept.any():
+        votes = np.bincount(groups[kept] * k + pinned[kept], minlength=n_groups * k).reshape(n_groups, k)
+        voted = votes.sum(axis=1) > 0
+        split_of_group[voted] = votes[voted].argmax(axis=1)
+        notes.append(
+            f"kept {int(kept.sum())} released images in their splits ({int(voted.sum())} groups pinned)"
+        )
+    if held_out_scenes:
+        for g in np.unique(groups[held_out(inputs, held_out_scenes)]):
+            if split_of_group[g] < 0:
+                split_of_group[g] = SPLITS.index("test")
+        notes.append(f"held out for test: scenes {sorted(set(held_out_scenes))}")
+    rng = np.random.default_rng(seed)
+    order = [g for g in rng.permutation(n_groups) if split_of_group[g] < 0]
+    order.sort(key=lambda g: -group_features[g, 0])  # stable: largest first, seeded ties
+    current = np.zeros((k, group_features.shape[1]))
+    for g in np.flatnonzero(split_of_group >= 0):
+        current[split_of_group[g]] += group_features[g]
+    safe_totals = np.where(totals > 0, totals, 1.0)
+    for g in order:
+        best, best_cost = 0, np.inf
+        for s in range(k):
+            trial = current.copy()
+            trial[s] += group_features[g]
+            share = trial / safe_totals
+            cost = float((weights * (share - target[:, None]) ** 2).sum())
+            if cost < best_cost:
+                best, best_cost = s, cost
+        split_of_group[g] = best
+        current[best] += group_features[g]
+    split = split_of_group[groups].astype(np.int8) if n else np.zeros(0, dtype=np.int8)
+    split[kept] = pinned[kept]  # a released image never moves, whatever its group
+    return split, notes
+
+
+def pinned_splits(image_id: pa.Array, released: pa.Table) -> np.ndarray:
+    """Per image the split index a release gave it (``released``: image_id, split), -1 for none;
+    a split that is not one of ``SPLITS`` is refused, naming the image."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(released) == 0:
+        return np.full(len(image_id), -1, dtype=np.int8)
+    names = released.column("split").combine_chunks()
+    known = pc.is_in(names, value_set=pa.array(SPLITS))
+    if not pc.all(known).as_py():
+        row = int(np.flatnonzero(~known.to_numpy(zero_copy_only=False))[0])
+        raise ValueError(
+            f"{layout.RELEASED_SPLITS_PARTS}: image {released.column('image_id')[row].as_py()!r} has split "
+            f"{names[row].as_py()!r}, not one of {SPLITS}"
+        )
+    code = pc.index_in(names, value_set=pa.array(SPLITS)).to_numpy().astype(np.int8)
+    where = pc.index_in(image_id, value_set=released.column("image_id").combine_chunks())
+    where = pc.fill_null(where, -1).to_numpy(zero_copy_only=False)
+    return np.where(where >= 0, code[np.maximum(where, 0)], -1).astype(np.int8)
 
 
 def assign_splits(
@@ -184,114 +385,54 @@ def assign_splits(
     hash_distance: int = 4,
     pinned: dict[str, str] | None = None,
 ) -> SplitPlan:
-    """Assign every image to a split; ``class_presence`` is a 0/1 frame (index image_id, a column per class).
+    """Assign every image to a split (:func:`decide_splits`); ``class_presence`` is a 0/1 frame
+    (index image_id, a column per class); ``pinned``: image_id -> the split a release gave it."""
+    import pyarrow as pa
 
-    ``pinned``: image_id -> the split a release gave it. Those images keep it; a group holding
-    pinned images takes their split (the most common, when a new near-duplicate or episode
-    links groups released in different splits: the leakage check then names them)."""
-    targets = dict(shares or DEFAULT_SHARES)
-    if set(targets) != set(SPLITS) or abs(sum(targets.values()) - 1.0) > 1e-6 or min(targets.values()) < 0:
-        raise ValueError(f"split shares must be non-negative for {SPLITS} and add up to 1, got {targets}")
-    images = images.reset_index(drop=True)
-    groups = leakage_groups(images, hashes, hash_distance)
-    presence = class_presence.reindex(images.image_id).fillna(0).to_numpy(dtype=np.float64)
-    lighting = (
-        pd.get_dummies(images.lighting).to_numpy(dtype=np.float64)
-        if "lighting" in images
-        else np.zeros((len(images), 0))
+    targets = split_targets(shares)
+    inputs = frame_inputs(images, class_presence, hashes)
+    groups = group_numbers(inputs, near_pairs(hashes, hash_distance))
+    released = pa.table(
+        {
+            "image_id": pa.array(list(pinned or {}), pa.string()),
+            "split": pa.array(list((pinned or {}).values()), pa.string()),
+        }
     )
-    features = np.hstack(
-        [np.ones((len(images), 1)), lighting, presence]
-    )  # images, lighting values, class presence
-    n_groups = int(groups.max()) + 1 if len(groups) else 0
-    group_features = np.zeros((n_groups, features.shape[1]))
-    np.add.at(group_features, groups, features)
-    totals = group_features.sum(axis=0)
-    target = np.array([targets[s] for s in SPLITS])
-    weights = np.ones(features.shape[1])
-    weights[0] = 4.0  # the split sizes matter most
-
-    split_of_group = np.full(n_groups, -1)
-    notes = []
-    pinned_index = _pinned_positions(images, pinned or {})
-    for g, kept in _group_splits(groups, pinned_index).items():
-        split_of_group[g] = kept
-    if pinned_index:
-        notes.append(
-            f"kept {len(pinned_index)} released images in their splits "
-            f"({int((split_of_group >= 0).sum())} groups pinned)"
-        )
-    held = set(held_out_scenes)
-    if held:
-        for g in np.unique(groups[images.scene_id.isin(held).to_numpy()]):
-            if split_of_group[g] < 0:
-                split_of_group[g] = SPLITS.index("test")
-        notes.append(f"held out for test: scenes {sorted(held)}")
-    rng = np.random.default_rng(seed)
-    order = [g for g in rng.permutation(n_groups) if split_of_group[g] < 0]
-    order.sort(key=lambda g: -group_features[g, 0])  # stable: largest first, seeded ties
-    current = np.zeros((len(SPLITS), features.shape[1]))
-    for g in range(n_groups):
-        if split_of_group[g] >= 0:
-            current[split_of_group[g]] += group_features[g]
-    safe_totals = np.where(totals > 0, totals, 1.0)
-    for g in order:
-        best, best_cost = 0, np.inf
-        for s in range(len(SPLITS)):
-            trial = current.copy()
-            trial[s] += group_features[g]
-            share = trial / safe_totals
-            cost = float((weights * (share - target[:, None]) ** 2).sum())
-            if cost < best_cost:
-                best, best_cost = s, cost
-        split_of_group[g] = best
-        current[best] += group_features[g]
-    split = np.array(SPLITS)[split_of_group[groups]] if len(groups) else np.array([], dtype=str)
-    for position, kept in pinned_index.items():  # a released image never moves, whatever its group
-        split[position] = SPLITS[kept]
-    assignments = pd.DataFrame({"image_id": images.image_id, "split": split, "group": groups})
-    achieved = {s: float((split == s).mean()) if len(split) else 0.0 for s in SPLITS}
+    split, notes = decide_splits(
+        inputs,
+        groups,
+        targets,
+        seed=seed,
+        held_out_scenes=held_out_scenes,
+        pinned=pinned_splits(inputs.image_id, released),
+    )
+    names = np.array(SPLITS)[split] if len(split) else np.array([], dtype=str)
+    assignments = pd.DataFrame({"image_id": images.image_id.to_numpy(), "split": names, "group": groups})
+    achieved = {s: float((split == i).mean()) if len(split) else 0.0 for i, s in enumerate(SPLITS)}
     return SplitPlan(assignments=assignments, shares=achieved, targets=targets, notes=notes)
 
 
-def _pinned_positions(images: pd.DataFrame, pinned: dict[str, str]) -> dict[int, int]:
-    """Row position -> split index of the images a release pinned (unknown splits are refused)."""
-    out = {}
-    for position, image_id in enumerate(images.image_id.tolist()):
-        if image_id in pinned:
-            if pinned[image_id] not in SPLITS:
-                raise ValueError(
-                    f"{layout.RELEASED_SPLITS_KEY}: image {image_id!r} has split {pinned[image_id]!r}, not one of {SPLITS}"
-                )
-            out[position] = SPLITS.index(pinned[image_id])
-    return out
+def released_split_table(store: DatasetStore) -> pa.Table:
+    """Every image a release has held and the split it gave it (``image_id``, ``split``; empty
+    before the first release): the registry's parts in recording order, an image's first entry
+    kept. Arrow strings: about 30 bytes an image, where a dict of Python strings is 200."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-
-def _group_splits(groups: np.ndarray, pinned: dict[int, int]) -> dict[int, int]:
-    """Group -> the split of its pinned images (the most common; ties in SPLITS order).
-
-    >>> _group_splits(np.array([0, 0, 1, 1, 1]), {0: 2, 2: 1, 3: 0, 4: 1})
-    {0: 2, 1: 1}
-    """
-    votes: dict[int, list[int]] = {}
-    for position, split in pinned.items():
-        votes.setdefault(int(groups[position]), [0] * len(SPLITS))[split] += 1
-    return {g: int(np.argmax(v)) for g, v in sorted(votes.items())}
+    parts = [layout.RELEASED_SPLITS_KEY] if store.exists(layout.RELEASED_SPLITS_KEY) else []
+    parts += sorted(k for k in store.list(layout.RELEASED_SPLITS_PARTS) if k.endswith(".parquet"))
+    schema = pa.schema([("image_id", pa.string()), ("split", pa.string())])
+    tables = [store.read_table(key, columns=["image_id", "split"]).cast(schema) for key in parts]
+    table = pa.concat_tables(tables).combine_chunks() if tables else schema.empty_table()
+    ids = table.column("image_id").combine_chunks()
+    first = pc.index_in(ids, value_set=ids).to_numpy(zero_copy_only=False)  # an id's first row
+    return table.filter(pa.array(first == np.arange(len(ids))))
 
 
 def released_splits(store: DatasetStore) -> dict[str, str]:
-    """image_id -> split of every image a release has held (empty before the first release):
-    the registry's parts in recording order, an image's first entry kept."""
-    parts = [layout.RELEASED_SPLITS_KEY] if store.exists(layout.RELEASED_SPLITS_KEY) else []
-    parts += sorted(k for k in store.list(layout.RELEASED_SPLITS_PARTS) if k.endswith(".parquet"))
-    split_of: dict[str, str] = {}
-    for key in parts:
-        table = store.read_table(key, columns=["image_id", "split"])
-        for image_id, split in zip(
-            table.column("image_id").to_pylist(), table.column("split").to_pylist(), strict=True
-        ):
-            split_of.setdefault(image_id, split)
-    return split_of
+    """image_id -> split of every image a release has held (:func:`released_split_table`)."""
+    table = released_split_table(store)
+    return dict(zip(table.column("image_id").to_pylist(), table.column("split").to_pylist(), strict=True))
 
 
 def record_released_splits(store: DatasetStore, splits: pd.DataFrame, version: str) -> int:
@@ -365,45 +506,73 @@ def closest_split(
     return best, float(error)
 
 
+def leak_findings(inputs: SplitInputs, split: np.ndarray, pairs: np.ndarray | None = None) -> list[str]:
+    """Every scene, episode, checksum or near-duplicate pair (``pairs``: :func:`near_pairs`)
+    found in more than one split (``split``: the split index per image, -1 for none); over
+    integer codes, the values and ids looked up for what is found only."""
+    k = len(SPLITS)
+    placed = split >= 0
+    found = []
+    for column in LINK_COLUMNS:
+        if column not in inputs.columns:
+            continue
+        codes, values = inputs.columns[column]
+        mine = placed & (codes >= 0)
+        both = np.unique(codes[mine].astype(np.int64) * k + split[mine])  # (value, split)
+        value_of = both // k
+        spread, splits_of_value = np.unique(value_of, return_counts=True)
+        for value in spread[splits_of_value > 1]:
+            where = sorted(SPLITS[c] for c in both[value_of == value] % k)
+            shown = values[int(value)].as_py()
+            label = f"'{shown:016x}…'" if isinstance(shown, int) and column == "sha256" else repr(shown)
+            found.append(f"{column} {label} in {where}")
+    for a, b in (pairs if pairs is not None else np.zeros((0, 2), np.int64)).tolist():
+        if placed[a] and placed[b] and split[a] != split[b]:
+            found.append(
+                f"near-duplicates {inputs.image_id[a].as_py()} ({SPLITS[split[a]]}) and "
+                f"{inputs.image_id[b].as_py()} ({SPLITS[split[b]]})"
+            )
+    return found
+
+
 def leaks(
     assignments: pd.DataFrame, images: pd.DataFrame, hashes: np.ndarray | None = None, hash_distance: int = 4
 ) -> list[str]:
-    """Every scene, episode, checksum or near-duplicate pair found in more than one split
-    (values as integer codes: no per-image Python object)."""
-    if len(assignments) == len(images) and assignments.image_id.equals(images.image_id):
-        split = assignments.split  # assign_splits' own order: no index over the image ids
-    else:
-        split = pd.Series(assignments.split.to_numpy(), index=assignments.image_id.to_numpy())
+    """:func:`leak_findings` of an assignments frame (image_id, split) over an images frame."""
+    split = pd.Series(assignments.split.to_numpy(), index=assignments.image_id.to_numpy())
+    if not (len(assignments) == len(images) and assignments.image_id.equals(images.image_id)):
         split = split.reindex(images.image_id.to_numpy())
-    split_codes, split_names = pd.factorize(split)  # an image without a split is -1
-    placed, n_splits = split_codes >= 0, max(1, len(split_names))
-    found = []
-    for column in ("scene_id", "episode_id", "sha256"):
-        if column not in images:
-            continue
-        codes, values = pd.factorize(images[column], sort=True)
-        mine = placed & (codes >= 0)
-        both = np.unique(codes[mine].astype(np.int64) * n_splits + split_codes[mine])  # (value, split)
-        value_of = both // n_splits
-        spread, splits_of_value = np.unique(value_of, return_counts=True)
-        for value in spread[splits_of_value > 1]:
-            where = sorted(str(split_names[c]) for c in both[value_of == value] % n_splits)
-            shown = values[value]
-            label = (
-                f"'{int(shown):016x}…'" if isinstance(shown, np.integer) else repr(shown)
-            )  # a sha256 prefix
-            found.append(f"{column} {label} in {where}")
-    if hashes is not None and int(placed.sum()) > 1:
-        positions = np.flatnonzero(placed)
-        values = np.asarray(hashes, dtype=np.uint64)[positions]
-        codes = split_codes[positions]  # names and ids looked up for the pairs found only
-        for i, j in near_duplicate_pairs(values, hash_distance):
-            if codes[i] != codes[j]:
-                a, b = (images.image_id.iat[int(positions[p])] for p in (i, j))
-                found.append(
-                    f"near-duplicates {a} ({split_names[codes[i]]}) and {b} ({split_names[codes[j]]})"
-                )
-    return found
+    codes = pd.Categorical(split.to_numpy(), categories=list(SPLITS)).codes.astype(np.int8)
+    placed = np.flatnonzero(codes >= 0)
+    return leak_findings(
+        frame_inputs(images, hashes=hashes), codes, near_pairs(hashes, hash_distance, placed)
+    )
+
+
+def split_summary(inputs: SplitInputs, split: np.ndarray, groups: np.ndarray) -> pd.DataFrame:
+    """Per split: images, scenes, groups, images per lighting value, instances per class (those
+    present anywhere, by name)."""
+    k = len(SPLITS)
+
+    def distinct(codes: np.ndarray) -> np.ndarray:  # distinct values per split
+        mine = codes >= 0
+        return np.bincount(np.unique(codes[mine].astype(np.int64) * k + split[mine]) % k, minlength=k)
+
+    rows: dict[str, Any] = {"split": list(SPLITS), "images": np.bincount(split, minlength=k)}
+    rows["scenes"] = distinct(inputs.columns["scene_id"][0]) if "scene_id" in inputs.columns else np.zeros(k)
+    rows["groups"] = distinct(groups)
+    if "lighting" in inputs.columns:
+        light, values = inputs.columns["lighting"]
+        for code, value in enumerate(values.to_pylist()):
+            counts = np.bincount(split[light == code], minlength=k)
+            if counts.sum():
+                rows[str(value)] = counts
+    per_class = {
+        name: np.bincount(split, weights=inputs.instances[:, c], minlength=k)
+        for c, name in enumerate(inputs.classes)
+    }
+    rows |= {name: counts for name, counts in sorted(per_class.items()) if counts.sum() > 0}
+    return pd.DataFrame(rows).astype({c: int for c in rows if c != "split"})
 
 
 def class_instances(annotations: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
@@ -423,7 +592,7 @@ def class_presence(annotations: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFram
 class SplitOutcome:
     """What :func:`split_corpus` made: the splits table, its facts (``info.json``), a summary per split."""
 
-    table: pd.DataFrame  # schemas.SPLITS
+    table: pa.Table  # schemas.SPLITS' columns, as Arrow: no Python string per image
     info: dict
     summary: pd.DataFrame  # per split: images, scenes, groups, per lighting, instances per class
     made: list[str] = field(default_factory=list)  # update_splits: the batches whose features were made again
@@ -476,8 +645,9 @@ def lean_features(table: pa.Table, source: str = "split features") -> pa.Table:
     """A batch's features (:func:`split_features`, as Arrow) as the split is decided over them:
     scenes, episodes and lighting dictionary-encoded, the sha256 as its 64-bit prefix (equal
     checksums are what groups images; a prefix shared by two different images would only join
-    their groups), instances as int32. About 110 bytes an image, where the features as pandas
-    strings are 250 and their reading peaks at twice that."""
+    their groups), the dHash as its 64-bit word, instances as int32. About 90 bytes an image,
+    where the features as pandas strings are 250 and their reading peaks at twice that; kept so
+    as a batch's part, read back as it is."""
     import pyarrow as pa
 
     from dataset_pipeline.formats.arrow import hex_words
@@ -491,118 +661,118 @@ def lean_features(table: pa.Table, source: str = "split features") -> pa.Table:
         columns["sha256"] = pa.array(
             hex_words(table.column("sha256"), f"{source}: field sha256"), pa.uint64()
         )
-    columns["dhash"] = table.column("dhash").combine_chunks().cast(pa.string())
+    columns["dhash"] = pa.array(hex_words(table.column("dhash"), f"{source}: field dhash"), pa.uint64())
     for name in names:
         if name.startswith(INSTANCES):
             columns[name] = table.column(name).combine_chunks().cast(pa.int32())
     return pa.table(columns)
 
 
-def _lean_frame(table: pa.Table) -> pd.DataFrame:
-    """The lean features as pandas: the encoded columns as categoricals, their categories sorted
-    (summaries list lighting values in order, leaks name values in order)."""
-    frame = table.unify_dictionaries().to_pandas()
-    for name in ("scene_id", "episode_id", "lighting"):
-        if name in frame and isinstance(frame[name].dtype, pd.CategoricalDtype):
-            frame[name] = frame[name].cat.set_categories(sorted(frame[name].cat.categories))
-    return frame
+def table_inputs(table: pa.Table) -> SplitInputs:
+    """:class:`SplitInputs` of a :func:`lean_features` table."""
+    table = table.unify_dictionaries()  # columns combined one at a time, not the table at once
+    counted = [c for c in table.column_names if c.startswith(INSTANCES)]
+    instances = np.empty((len(table), len(counted)), dtype=np.int32)  # filled a class at a time
+    for k, name in enumerate(counted):
+        instances[:, k] = table.column(name).to_numpy()
+    return SplitInputs(
+        image_id=table.column("image_id"),  # the parts' chunks as they are: looked up by position
+        columns={c: coded(table.column(c)) for c in (*LINK_COLUMNS, "lighting") if c in table.column_names},
+        instances=instances,
+        classes=[c[len(INSTANCES) :] for c in counted],
+        hashes=table.column("dhash").to_numpy(),
+    )
 
 
-def split_by_features(
+def split_by_features(store: DatasetStore, features: pd.DataFrame | pa.Table, **rules: Any) -> SplitOutcome:
+    """Split the images of ``features`` (:func:`split_features`, or its :func:`lean_features`);
+    ``rules``: :func:`split_inputs`'."""
+    import pyarrow as pa
+
+    table = as_arrow(features)
+    if not pa.types.is_uint64(table.schema.field("dhash").type):
+        table = lean_features(table)  # split_features' table, not yet lean
+    return split_inputs(store, table_inputs(table), **rules)
+
+
+def split_inputs(
     store: DatasetStore,
-    features: pd.DataFrame | pa.Table,
+    inputs: SplitInputs,
     *,
     shares: dict[str, float] | None = None,
     seed: int = 0,
     held_out_scenes: list[str] | tuple[str, ...] = (),
     hash_distance: int = 4,
 ) -> SplitOutcome:
-    """Split the images of ``features`` (:func:`split_features`, or its :func:`lean_features`)
-    and describe the result; images a release held keep its split (``released_splits``)."""
+    """Split the images of ``inputs`` and describe the result; images a release held keep its
+    split (``released_split_table``). Decided over NumPy codes: about 100 bytes an image, where
+    the same decision over a pandas frame of the features peaked at 550."""
     import pyarrow as pa
 
-    from dataset_pipeline.formats.arrow import as_arrow, hex_words
+    from dataset_pipeline.batch_parts import return_freed_heap
+    from dataset_pipeline.formats.arrow import hex_strings
 
-    table = as_arrow(features)
-    del features
-    if "sha256" in table.column_names and not pa.types.is_uint64(table.schema.field("sha256").type):
-        table = lean_features(table)  # split_features' table, not yet lean
-    hashes = hex_words(table.column("dhash"), "split features: field dhash")
-    frame = _lean_frame(table)
-    del table
-    counted = [c for c in frame.columns if c.startswith(INSTANCES)]
-    images = frame.drop(columns=[*counted, "dhash"])
-    instances = frame.set_index("image_id")[counted].rename(columns=lambda c: c[len(INSTANCES) :])
-    presence = instances.clip(upper=1).astype(np.int8)
-    dhash = frame.dhash
-    del frame  # its columns live on in images, instances and dhash
-    pinned = released_splits(store)
-    plan = assign_splits(
-        images,
-        presence,
-        shares=shares,
-        seed=seed,
-        held_out_scenes=held_out_scenes,
-        hashes=hashes,
-        hash_distance=hash_distance,
-        pinned=pinned,
+    targets = split_targets(shares)
+    pairs = near_pairs(inputs.hashes, hash_distance)
+    groups = group_numbers(inputs, pairs)
+    return_freed_heap()  # the band search's small arrays: the arrays made next do not reuse them
+    pinned = pinned_splits(inputs.image_id, released_split_table(store))
+    split, notes = decide_splits(
+        inputs, groups, targets, seed=seed, held_out_scenes=held_out_scenes, pinned=pinned
     )
-    split_table = schemas.SPLITS.from_columns(
-        {**{c: plan.assignments[c] for c in plan.assignments}, "dhash": dhash}
+    names = pa.DictionaryArray.from_arrays(pa.array(split, pa.int8()), pa.array(SPLITS)).cast(pa.string())
+    split_table = pa.table(
+        {
+            "image_id": inputs.image_id,
+            "split": names,
+            "group": pa.array(groups, pa.int64()),
+            "dhash": hex_strings(np.asarray(inputs.hashes, dtype=np.uint64)),
+        }
     )
-    found = leaks(plan.assignments, images, hashes, hash_distance)
-    # assign_splits keeps the images' order: its assignments line up with them row by row
-    split = plan.assignments.split.to_numpy()
-    merged = images.assign(split=split, group=plan.assignments.group.to_numpy())
-    per_split = merged.groupby("split").agg(
-        images=("image_id", "size"), scenes=("scene_id", "nunique"), groups=("group", "nunique")
-    )
-    lighting = pd.crosstab(merged.split, merged.lighting.astype(str))
-    per_class = instances.set_axis(split).groupby(level=0).sum()
-    per_class = per_class.loc[:, per_class.sum() > 0].sort_index(axis=1)
-    summary = (
-        per_split.join(lighting).join(per_class).reindex(list(SPLITS)).fillna(0).astype(int).reset_index()
-    )
-    group_sizes = np.bincount(plan.assignments.group.to_numpy()) if len(split_table) else np.zeros(0)
-    held_groups = np.unique(plan.assignments.group[images.scene_id.isin(list(held_out_scenes)).to_numpy()])
-    closest, closest_error = closest_split(group_sizes, plan.targets, held_groups)
-    present_in = {s: presence[split == s].sum() for s in SPLITS}
+    group_sizes = np.bincount(groups) if len(groups) else np.zeros(0, np.int64)
+    held_groups = np.unique(groups[held_out(inputs, held_out_scenes)])
+    closest, closest_error = closest_split(group_sizes, targets, held_groups)
+    present = inputs.instances > 0
     info = {
-        "shares": plan.shares,
-        "targets": plan.targets,
+        "shares": {s: float((split == i).mean()) if len(split) else 0.0 for i, s in enumerate(SPLITS)},
+        "targets": targets,
         "closest_possible": round(closest, 4),
         "closest_error": round(closest_error, 4),
-        "groups": int(plan.assignments.group.nunique()),
-        "largest_group_share": float(plan.assignments.group.value_counts(normalize=True).max())
-        if len(split_table)
-        else 0.0,
-        "leaks": found,
-        "classes_missing": {s: [c for c in presence.columns if int(present_in[s][c]) == 0] for s in SPLITS},
-        "notes": plan.notes,
+        "groups": len(group_sizes),
+        "largest_group_share": float(group_sizes.max() / len(groups)) if len(groups) else 0.0,
+        "leaks": leak_findings(inputs, split, pairs),
+        "classes_missing": {
+            s: [c for k, c in enumerate(inputs.classes) if not present[split == i, k].any()]
+            for i, s in enumerate(SPLITS)
+        },
+        "notes": notes,
         "seed": seed,
-        "pinned": int(plan.assignments.image_id.isin(set(pinned)).sum()),
+        "pinned": int((pinned >= 0).sum()),
     }
-    return SplitOutcome(table=split_table, info=info, summary=summary)
+    return SplitOutcome(table=split_table, info=info, summary=split_summary(inputs, split, groups))
 
 
-#: Bump when :func:`split_features` derives a batch's features differently.
-PART_VERSION = 1
+#: Bump when :func:`split_features` or :func:`lean_features` derive a batch's features differently.
+PART_VERSION = 2
 STAGE = "splits"
 
 
 def update_splits(store: DatasetStore, taxonomy: Taxonomy, **rules: Any) -> SplitOutcome:
     """Split the stored corpus: each batch's features (:func:`split_features`: its images' dHash,
     read from their bytes, and class instances) are made once from its corpus part and kept under
-    ``tables/splits/batches/<batch>/`` while that part and the taxonomy's classes are unchanged;
-    the split is decided over every batch's :func:`lean_features`, read one part at a time, about
-    110 bytes an image (no mask, no image held). ``rules``: :func:`split_by_features`'."""
+    ``tables/splits/batches/<batch>/`` (as :func:`lean_features`) while that part and the
+    taxonomy's classes are unchanged; the split is decided over every batch's part, read one at a
+    time (no mask, no image held). ``rules``: :func:`split_by_features`'."""
     from dataset_pipeline.annotation_corpus import corpus_batches, corpus_part_keys
     from dataset_pipeline.batch_parts import update_parts
 
     def make(batch: str) -> dict:
         annotations, images = (store.read_parquet(k) for k in corpus_part_keys(batch))
-        features = split_features(store, images, annotations, taxonomy)
-        store.write_parquet(layout.stage_part_key(STAGE, batch, "features.parquet"), features)
+        key = layout.stage_part_key(STAGE, batch, "features.parquet")
+        features = lean_features(
+            as_arrow(split_features(store, images, annotations, taxonomy)), store.url(key)
+        )
+        store.write_parquet(key, features)
         return {"images": len(features)}
 
     batches = corpus_batches(store)
@@ -610,23 +780,30 @@ def update_splits(store: DatasetStore, taxonomy: Taxonomy, **rules: Any) -> Spli
     _, made = update_parts(
         store, STAGE, batches, lambda batch: list(corpus_part_keys(batch)), (PART_VERSION, names), make
     )
-    # handed over, not held here: split_by_features lets go of the Arrow table once it has its frame
-    outcome = split_by_features(store, _lean_parts(store, batches), **rules)
+    outcome = split_inputs(store, _lean_inputs(store, batches), **rules)
     outcome.made = made
     return outcome
 
 
-def _lean_parts(store: DatasetStore, batches: list[str]) -> pa.Table | pd.DataFrame:
-    """Every batch's features part as :func:`lean_features`, read one part at a time."""
+def _lean_inputs(store: DatasetStore, batches: list[str]) -> SplitInputs:
+    """:class:`SplitInputs` of every batch's features part (kept as :func:`lean_features`), read
+    one part at a time; the parts' buffers are let go, and their heap pages given back, before
+    the split's own arrays are made (they would not reuse them)."""
     import pyarrow as pa
 
-    parts = []
-    for batch in batches:
-        key = layout.stage_part_key(STAGE, batch, "features.parquet")
-        parts.append(lean_features(store.read_table(key), store.url(key)))
-    if not parts:
-        return pd.DataFrame(columns=[*SPLIT_COLUMNS, "dhash"])
-    return pa.concat_tables(parts, promote_options="permissive")
+    from dataset_pipeline.batch_parts import return_freed_heap
+
+    parts = [store.read_table(layout.stage_part_key(STAGE, batch, "features.parquet")) for batch in batches]
+    table = (
+        pa.concat_tables(parts, promote_options="permissive")
+        if parts
+        else lean_features(as_arrow(pd.DataFrame(columns=[*SPLIT_COLUMNS, "dhash"])))
+    )
+    del parts
+    inputs = table_inputs(table)
+    del table
+    return_freed_heap()
+    return inputs
 
 
 def write_splits(store: DatasetStore, outcome: SplitOutcome) -> None:

@@ -391,10 +391,16 @@ class DatasetStore:
         return key
 
     def write_parquet(self, key: str, frame, *, durable: bool = True) -> str:
-        """Write a DataFrame as Parquet (atomically)."""
+        """Write a DataFrame or a pyarrow Table as Parquet (atomically)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         use_system_arrow_pool()
         buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
+        if isinstance(frame, pa.Table):
+            pq.write_table(frame, buffer)
+        else:
+            frame.to_parquet(buffer, index=False)
         return self.write_bytes(key, buffer.getvalue(), durable=durable)
 
     def put_file(self, key: str, local_path: str) -> str:

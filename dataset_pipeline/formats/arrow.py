@@ -194,5 +194,26 @@ def hex_words(column: pa.Array | pa.ChunkedArray, what: str = "value") -> np.nda
     if (digits == 255).any():
         row = int(np.flatnonzero((digits == 255).any(axis=1))[0])
         raise ValueError(f"{what}: row {row} ({column[row].as_py()!r}) is not hexadecimal")
-    shifts = np.arange(60, -1, -4, dtype=np.uint64)
-    return np.bitwise_or.reduce(digits.astype(np.uint64) << shifts, axis=1)
+    packed = (digits[:, 0::2] << 4) | digits[:, 1::2]  # 8 bytes a row, big-endian: no 16 words a row
+    return np.ascontiguousarray(packed).view(">u8").ravel().astype(np.uint64)
+
+
+_HEX_CHAR = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def hex_strings(words: np.ndarray) -> pa.Array:
+    """Each uint64 as its 16 lowercase hex digits, an Arrow string array: :func:`hex_words`' inverse,
+    built in NumPy (16 bytes a value and its offset, no Python string).
+
+    >>> import pyarrow as pa
+    >>> hex_strings(hex_words(pa.array(["00ff00ff00ff00ffabc", "FFFFFFFFFFFFFFFF"]))).to_pylist()
+    ['00ff00ff00ff00ff', 'ffffffffffffffff']
+    """
+    import pyarrow as pa
+
+    raw = np.asarray(words, dtype=">u8").view(np.uint8).reshape(-1, 8)
+    digits = np.empty((len(raw), 16), dtype=np.uint8)
+    digits[:, 0::2] = _HEX_CHAR[raw >> 4]
+    digits[:, 1::2] = _HEX_CHAR[raw & 15]
+    offsets = np.arange(0, 16 * len(raw) + 1, 16, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), len(raw), [None, pa.py_buffer(offsets), pa.py_buffer(digits)])

@@ -70,7 +70,7 @@ def test_corpus_stages_run_and_gate_without_dagster(store):
 
     outcome = split_corpus(store, images, annotations, TAXONOMY, seed=0)
     write_splits(store, outcome)
-    assert set(outcome.table.split) == set(SPLITS) and len(outcome.table) == len(images)
+    assert set(outcome.table.column("split").to_pylist()) == set(SPLITS) and len(outcome.table) == len(images)
     assert leakage_verdict(json.loads(store.read_bytes(layout.SPLIT_INFO_KEY))).passed
 
     run = train_baseline(store, TAXONOMY, TrainConfig(image_size=64, epochs=1, batch_size=8))
