@@ -21,7 +21,7 @@ from dagster import (
     op,
 )
 
-from assets.execution import CPU_TAGS, retried_on_store_outage
+from assets.execution import CPU_TAGS, retried_on_store_outage, with_priority
 from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
 from dataset_pipeline.dataset_release import (
@@ -52,10 +52,31 @@ RELEASE_UPSTREAM = (
 RELEASE_IO = "store_io"
 
 
+#: Which ready release steps go first (``assets.execution.with_priority``): the longest, so that
+#: the last to finish is a short one. Step times of a 2,000-image release on one core
+#: (benchmarks/README.md): episode HDF5 30.7 s and LeRobot 18.5 s against shards of 1.4-5.3 s;
+#: checks YOLO 21.3, episode HDF5 15.5, LeRobot 14.7, HDF5 13.6, COCO 7.6, PNG 6.4 s, RLDS and
+#: write-back 0.3 s here (RLDS reads back in its own venv: longer on real data).
+WHOLE_EXPORT_PRIORITY = 8
+CHECK_PRIORITY: dict[str, int] = {
+    "yolo_seg": 9,
+    "episode_hdf5": 8,
+    "lerobot": 8,
+    "rlds": 8,
+    "hdf5": 7,
+    "coco": 6,
+    "semantic_png": 6,
+    "write_back": 4,
+}
+
+
 @op(
     tags=CPU_TAGS,
     ins={name: In(Nothing) for name in RELEASE_UPSTREAM},
-    out=DynamicOut(dict, io_manager_key=RELEASE_IO),
+    out={
+        "shards": DynamicOut(dict, io_manager_key=RELEASE_IO),
+        "whole": DynamicOut(dict, io_manager_key=RELEASE_IO),
+    },
 )
 @retried_on_store_outage
 def plan_release_shards(
@@ -64,8 +85,9 @@ def plan_release_shards(
     taxonomy: TaxonomyResource,
     release_settings: ReleaseSettings,
 ) -> Iterator[DynamicOutput[dict]]:
-    """The release's version and its export shards (per split and batch, whole episodes), one
-    output each: the executor runs their exports side by side (Celery or Kubernetes workers)."""
+    """The release's version, its export shards (per split and batch, whole episodes) and the
+    formats made from the whole release, one output each: the executor runs their exports side by
+    side (Celery or Kubernetes workers), the whole-release ones first (the longest)."""
     store = dataset_store.get_store()
     content, version = release_settings.load_release(store, taxonomy.load())
     if release_folder(store, version).exists(layout.RELEASE_EXPORTS_FILE):
@@ -79,10 +101,24 @@ def plan_release_shards(
     )
     for number, (split, shard) in enumerate(shards):
         yield DynamicOutput(
-            {"version": version, "split": split, "shard": shard}, mapping_key=f"shard_{number:05d}"
+            {"version": version, "split": split, "shard": shard},
+            mapping_key=f"shard_{number:05d}",
+            output_name="shards",
         )
     for name in whole:
-        yield DynamicOutput({"version": version, "format": name}, mapping_key=f"whole_{name}")
+        yield DynamicOutput({"version": version, "format": name}, mapping_key=name, output_name="whole")
+
+
+def _release_to_export(store, taxonomy, release_settings: ReleaseSettings, step: dict):
+    """The release content, and a refusal when the corpus changed since the plan named ``step``'s version."""
+    content, version = release_settings.load_release(store, taxonomy.load())
+    if version != step["version"]:
+        raise Failure(
+            description=f"the corpus changed while release {step['version']} was exported (it is now "
+            f"{version}): run dataset_release again",
+            allow_retries=False,
+        )
+    return content, version
 
 
 @op(tags=CPU_TAGS, out=Out(dict, io_manager_key=RELEASE_IO))
@@ -94,30 +130,39 @@ def export_release_shard(
     taxonomy: TaxonomyResource,
     release_settings: ReleaseSettings,
 ) -> dict:
-    """One shard's images, per-image formats and HDF5 shard - or one format made from the whole
-    release (episode HDF5, LeRobot, RLDS) - its unchanged units linked from the last release; done
-    when its part of the index is written (a retry redoes only what is not)."""
+    """One shard's images, per-image formats and HDF5 shard, its unchanged units linked from the
+    last release; done when its part of the index is written (a retry redoes only what is not)."""
     store = dataset_store.get_store()
-    content, version = release_settings.load_release(store, taxonomy.load())
-    if version != shard["version"]:
-        raise Failure(
-            description=f"the corpus changed while release {shard['version']} was exported (it is now "
-            f"{version}): run dataset_release again",
-            allow_retries=False,
-        )
-    formats, reusable = list(release_settings.formats), reusable_release(store, version)
-    if "format" in shard:
-        return shard | {"files": export_whole(content, version, formats, shard["format"], reusable)}
+    content, version = _release_to_export(store, taxonomy, release_settings, shard)
     files = export_shard(
         content,
         version,
-        formats,
+        list(release_settings.formats),
         shard["split"],
         shard["shard"],
         threads=release_settings.export_threads,
-        reusable=reusable,
+        reusable=reusable_release(store, version),
     )
     return shard | {"files": files}
+
+
+@op(tags=with_priority(CPU_TAGS, WHOLE_EXPORT_PRIORITY), out=Out(dict, io_manager_key=RELEASE_IO))
+@retried_on_store_outage
+def export_release_whole(
+    context: OpExecutionContext,
+    whole: dict,
+    dataset_store: DatasetStoreResource,
+    taxonomy: TaxonomyResource,
+    release_settings: ReleaseSettings,
+) -> dict:
+    """One format made from the whole release (episode HDF5, LeRobot, RLDS), its unchanged units
+    linked from the last release; done when its part of the index is written."""
+    store = dataset_store.get_store()
+    content, version = _release_to_export(store, taxonomy, release_settings, whole)
+    formats = list(release_settings.formats)
+    return whole | {
+        "files": export_whole(content, version, formats, whole["format"], reusable_release(store, version))
+    }
 
 
 @op(tags=CPU_TAGS, out=Out(io_manager_key=RELEASE_IO))
@@ -125,6 +170,7 @@ def export_release_shard(
 def assemble_release(
     context: OpExecutionContext,
     shards: list[dict],
+    whole: list[dict],
     dataset_store: DatasetStoreResource,
     taxonomy: TaxonomyResource,
     release_settings: ReleaseSettings,
@@ -139,7 +185,8 @@ def assemble_release(
         + (
             "exports already written, nothing rewritten"
             if outcome.reused
-            else f"exports written from {len(shards)} shards: {outcome.files_written} files "
+            else f"exports written from {len(shards)} shards and {len(whole)} whole-release formats: "
+            f"{outcome.files_written} files "
             f"({outcome.bytes_written / 1e6:.1f} MB) made, {outcome.files_linked} "
             f"({outcome.bytes_linked / 1e6:.1f} MB) shared with {outcome.reused_from or 'none'}"
         )
@@ -185,14 +232,16 @@ def assemble_release(
     "steps, every unchanged unit shared with the last release.",
 )
 def dataset_release(dataset_splits, quality_report, agreement_report, baseline_model, zero_shot_comparison):
-    exported = plan_release_shards(
+    shards, whole = plan_release_shards(
         dataset_splits=dataset_splits,
         quality_report=quality_report,
         agreement_report=agreement_report,
         baseline_model=baseline_model,
         zero_shot_comparison=zero_shot_comparison,
-    ).map(export_release_shard)
-    return assemble_release(exported.collect())
+    )
+    return assemble_release(
+        shards.map(export_release_shard).collect(), whole.map(export_release_whole).collect()
+    )
 
 
 #: The release's blocking checks: class ids, then each format read back with its reader.
@@ -230,7 +279,7 @@ def _release_checks(step: str, names: tuple[str, ...]):
         name=f"release_checks_{step}",
         specs=[spec for spec in RELEASE_CHECK_SPECS if spec.name in names],
         can_subset=True,
-        op_tags=CPU_TAGS,
+        op_tags=with_priority(CPU_TAGS, CHECK_PRIORITY.get(step, 5)),
     )
     @retried_on_store_outage
     def release_checks(

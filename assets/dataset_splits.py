@@ -63,7 +63,7 @@ def dataset_splits(
             **{f"{s}_share": round(shares[s], 4) for s in SPLITS},
             "groups": outcome.info["groups"],
             # A batch's features (dHash, class instances) are made once; a rebuild makes new or changed ones.
-            "batches made again": len(outcome.made),
+            "batches made again": f"{len(outcome.made)} of {len(outcome.batches)}",
             "per split": table_metadata(outcome.summary),
             "splits_table": MetadataValue.path(store.url(layout.SPLITS_KEY)),
         }

@@ -114,6 +114,14 @@ CPU_TAGS: dict[str, object] = {"dataset_pipeline/device": "cpu", "dagster-celery
 GPU_RUN_TAGS: dict[str, str] = {"dataset_pipeline/uses-gpu": "true"}
 
 
+def with_priority(tags: dict[str, object], priority: int) -> dict[str, object]:
+    """``tags`` and a step priority (0-10, default 5: higher goes first among ready steps), under
+    both executors' tags: ``dagster/priority`` (multiprocess) and ``dagster-celery/priority``
+    (Celery: the order steps are sent in, which with this project's worker settings,
+    ``dagster_celery_config``, is the order free workers take them)."""
+    return {**tags, "dagster/priority": str(priority), "dagster-celery/priority": str(priority)}
+
+
 def step_tags(asset: Any) -> dict[str, Any]:
     """The op tags of an asset's steps: its op's, or for a graph-backed asset (dataset_release's
     fan-out) those of all its ops, which carry the same routing tags."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -131,9 +132,11 @@ def run(work: Path, prepared: Path, workers: int, formats: list[str]) -> dict:
             f"release on {workers} workers failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}"
         )
     steps: dict[str, int] = {}
+    busy: dict[str, float] = {}  # seconds of steps each worker ran: how evenly the work spread
     for k in range(workers):
         log = (home / f"worker-{k}.log").read_text()
         steps[f"worker-{k}"] = log.count("succeeded in")
+        busy[f"worker-{k}"] = round(sum(float(t) for t in re.findall(r"succeeded in ([0-9.]+)s", log)), 1)
     store = DatasetStore(str(store_dir))
     assembled = [
         k for k in store.list("releases", recursive=True) if k.endswith(f"/{layout.RELEASE_EXPORTS_FILE}")
@@ -148,6 +151,7 @@ def run(work: Path, prepared: Path, workers: int, formats: list[str]) -> dict:
         "workers": workers,
         "seconds": round(seconds, 1),
         "steps_per_worker": steps,
+        "busy_seconds_per_worker": busy,
         "index_parts": shards,
     }
 

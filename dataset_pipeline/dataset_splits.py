@@ -596,6 +596,7 @@ class SplitOutcome:
     info: dict
     summary: pd.DataFrame  # per split: images, scenes, groups, per lighting, instances per class
     made: list[str] = field(default_factory=list)  # update_splits: the batches whose features were made again
+    batches: list[str] = field(default_factory=list)  # update_splits: every batch of the corpus
 
 
 #: The images' columns the splits are decided by.
@@ -781,7 +782,7 @@ def update_splits(store: DatasetStore, taxonomy: Taxonomy, **rules: Any) -> Spli
         store, STAGE, batches, lambda batch: list(corpus_part_keys(batch)), (PART_VERSION, names), make
     )
     outcome = split_inputs(store, _lean_inputs(store, batches), **rules)
-    outcome.made = made
+    outcome.made, outcome.batches = made, batches
     return outcome
 
 

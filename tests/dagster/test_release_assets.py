@@ -184,7 +184,7 @@ def test_the_release_fans_out_one_step_per_shard_and_the_next_release_shares_the
         assert len(exports) == len(shards) >= 3
         # the formats made from the whole release are steps of their own beside the shards
         assert {
-            f"dataset_release.export_release_shard[whole_{name}]" for name in release.WHOLE_RELEASE_STEPS
+            f"dataset_release.export_release_whole[{name}]" for name in release.WHOLE_RELEASE_STEPS
         } <= steps
         assert {"dataset_release.plan_release_shards", "dataset_release.assemble_release"} <= steps
         metadata = first.asset_materializations_for_node("dataset_release")[0].metadata
@@ -239,11 +239,11 @@ def test_a_failed_shard_step_re_executed_from_failure_completes_the_release_with
             failed = {e.step_key for e in first.all_events if e.is_step_failure}
             done = {e.step_key for e in first.all_events if e.is_step_success}
             run_id = first.run_id
-        exports = {s for s in done | failed if "export_release_shard" in s}
+        exports = {s for s in done | failed if ".export_release_" in s}
         shards = {s for s in exports if "[shard_" in s}
         # the shard holding the image fails, and so do the formats made from the whole release
         assert len(failed & shards) == 1 and len(shards - failed) >= 2, (failed, done)
-        assert failed - shards == {s for s in exports if "[whole_" in s}, failed
+        assert failed - shards == {s for s in exports if "export_release_whole[" in s}, failed
         os.replace(kept_aside, store.path(lost))
         again = ReexecutionOptions.from_failure(run_id, instance)
         with execute_job(job, instance, reexecution_options=again, raise_on_error=False) as second:
