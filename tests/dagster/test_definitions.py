@@ -122,3 +122,17 @@ def test_descriptions_keep_their_angle_brackets_in_markdown():
     bare = [t for t in texts if re.search(r"<[A-Za-z_]+>", re.sub(r"`[^`]*`", "", t))]
     assert bare == []
     assert any("`releases/<version>/`" in t for t in texts)
+
+
+def test_celery_workers_take_a_step_only_when_free(monkeypatch):
+    """The app a worker runs (``celery -A dagster_celery.app``) is built with this project's
+    settings (dagster_celery_config): one message at a time, acknowledged when the step ends, so
+    steps go to free workers in the order sent; and the executor's broker."""
+    from dagster_celery.make_app import make_app
+
+    monkeypatch.setenv("DATASET_PIPELINE_CELERY_BROKER", "redis://127.0.0.1:6379/3")
+    monkeypatch.delitem(sys.modules, "dagster_celery_config", raising=False)
+    app = make_app()
+    assert app.conf.worker_prefetch_multiplier == 1 and app.conf.task_acks_late is True
+    assert app.conf.broker_url == "redis://127.0.0.1:6379/3"
+    assert app.conf.broker_transport_options["visibility_timeout"] >= 3600
