@@ -290,7 +290,8 @@ def _release_checks(step: str, names: tuple[str, ...]):
     ):
         content, version = release_settings.load_release(dataset_store.get_store(), taxonomy.load())
         selected = {key.name for key in context.selected_asset_check_keys}
-        for name, verdict in check_verdicts(content, version, selected):
+        verdicts = check_verdicts(content, version, selected, read_shared=release_settings.check_shared_files)
+        for name, verdict in verdicts:
             yield check_result(verdict, check_name=name)
 
     return release_checks

@@ -430,9 +430,18 @@ def exported_formats(store: DatasetStore, version: str) -> list[str]:
     return json.loads(out.read_bytes(layout.RELEASE_EXPORTS_FILE))["formats"]
 
 
-def validate_format(content: ReleaseContent, version: str, name: str) -> list[str]:
-    """Problems found by reading format ``name`` back from the release (empty = valid)."""
-    return exporters()[name].validate(content, release_folder(content.store, version))
+def validate_format(content: ReleaseContent, version: str, name: str, read_shared: bool = True) -> list[str]:
+    """Problems found by reading format ``name`` back from the release (empty = valid);
+    ``read_shared=False`` leaves out the files shared with an earlier complete release
+    (:meth:`ReleaseFolder.shared_files`: read back by its checks)."""
+    return _validated(content, version, name, read_shared)[0]
+
+
+def _validated(content: ReleaseContent, version: str, name: str, read_shared: bool) -> tuple[list[str], int]:
+    """:func:`validate_format`'s problems, and how many shared files it left out."""
+    out = release_folder(content.store, version)
+    out.skip_shared = not read_shared
+    return exporters()[name].validate(content, out), out.skipped
 
 
 def class_id_problems(content: ReleaseContent) -> list[str]:
@@ -557,10 +566,11 @@ def per_split(content: ReleaseContent) -> pd.DataFrame:
 
 
 def check_verdicts(
-    content: ReleaseContent, version: str, selected: set[str]
+    content: ReleaseContent, version: str, selected: set[str], read_shared: bool = True
 ) -> Iterator[tuple[str, Verdict]]:
     """(check name, verdict) of the release's checks in ``selected``: ``class_ids_consistent``, then
-    ``<format>_reloads`` for each format, which reads the format's files back with its reader."""
+    ``<format>_reloads`` for each format, which reads the format's files back with its reader
+    (with ``read_shared=False``, all but those an earlier complete release's checks read back)."""
     if "class_ids_consistent" in selected:
         problems = class_id_problems(content)
         yield (
@@ -580,7 +590,8 @@ def check_verdicts(
         if fmt not in exported:
             yield f"{fmt}_reloads", Verdict(True, f"{fmt} is not among the configured formats")
             continue
-        problems = validate_format(content, version, fmt)
+        problems, shared = _validated(content, version, fmt, read_shared)
+        unread = f" ({shared} files shared with an earlier checked release not read again)" if shared else ""
         yield (
             f"{fmt}_reloads",
             Verdict(
@@ -588,8 +599,8 @@ def check_verdicts(
                 summary=(
                     f"{fmt}: {len(problems)} problem(s): " + "; ".join(problems[:8])
                     if problems
-                    else f"{fmt}: every file of {version} reads back equal to the corpus"
+                    else f"{fmt}: every file of {version} reads back equal to the corpus{unread}"
                 ),
-                figures={"problems": len(problems), "version": version},
+                figures={"problems": len(problems), "version": version, "shared_unread": shared},
             ),
         )

@@ -272,6 +272,12 @@ class ReleaseSettings(ConfigurableResource):
     export_threads: int = Field(
         default=0, description="Threads writing the per-image files (images, YOLO, PNG); 0 = one per core"
     )
+    check_shared_files: bool = Field(
+        default=False,
+        description="The reload checks read back every file, also those shared with an earlier complete "
+        "release (read back by its checks; linked, read-only); off = an incremental release's checks read "
+        "what it made",
+    )
 
     def load_release(self, store, taxonomy):  # -> (ReleaseContent, version)
         """The release the store's corpus, splits and reports make now, under these settings."""

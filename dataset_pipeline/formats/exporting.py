@@ -107,8 +107,12 @@ class ReleaseFolder:
     store: DatasetStore
     prefix: str
     reusable: ReusableFiles | None = None
+    #: Validators leave out the files :meth:`shared` names (an incremental release's checks).
+    skip_shared: bool = False
 
     def __post_init__(self) -> None:
+        self._shared: dict[str, str] | None = None
+        self.skipped = 0  # the files :meth:`shared` told a validator to leave out
         self._index: dict[str, dict] = {}
         self._sizes: dict[str, int] = {}  # bytes of the files this process wrote
         self._lock = threading.Lock()
@@ -155,6 +159,35 @@ class ReleaseFolder:
             self.store.link(join_key(self.reusable.prefix, old), self.key(new))
             self.record(unit, fmt, digest, new, size, source=old)
         return names
+
+    def shared_files(self) -> dict[str, str]:
+        """file -> format of this release's files linked from an earlier complete release, made
+        from the same inputs (its written index's ``reused`` rows; none before the index is written).
+
+        That release's checks read those very bytes back (a hard link or a server-side copy of
+        a file made read-only once complete), from the same inputs (equal digest): reading them
+        again proves nothing new, and an incremental release's checks would read the whole
+        corpus. A file made from the whole release (COCO, the HDF5 split files) is never shared."""
+        if self._shared is None:
+            from dataset_pipeline.layout import RELEASE_INDEX_FILE
+
+            key = self.key(RELEASE_INDEX_FILE)
+            self._shared = {}
+            if self.store.exists(key):
+                table = self.store.read_table(key, ["file", "format", "reused"])
+                for relative, fmt, reused in zip(
+                    *(table.column(c).to_pylist() for c in ("file", "format", "reused")), strict=True
+                ):
+                    if reused:
+                        self._shared[relative] = fmt
+        return self._shared
+
+    def shared(self, relative: str) -> bool:
+        """Whether a validator leaves ``relative`` out: ``skip_shared`` and one of :meth:`shared_files`."""
+        if self.skip_shared and relative in self.shared_files():
+            self.skipped += 1
+            return True
+        return False
 
     def read_earlier(self, relative: str) -> bytes | None:
         """The bytes of ``relative`` in the earlier release (``reusable``), None when there is none:

@@ -380,6 +380,49 @@ def test_an_incremental_release_links_every_unchanged_file_and_both_read_back_wh
     assert os.stat(local_store.path(f"releases/{v1}/{linked}")).st_mode & 0o222 == 0
 
 
+def test_an_incremental_release_checks_read_back_what_it_made_not_what_it_shares(local_store):
+    """Release 2 adds a batch to release 1 (complete). Its PNG, YOLO and episode HDF5 checks read
+    the new batch's files and leave out the ones linked from release 1 (read back by release 1's
+    checks, read-only), saying how many; a new file that is wrong still fails; a shared file gone
+    from release 2 is found only when the shared files are read too (check_shared_files)."""
+    formats = ["semantic_png", "yolo_seg", "episode_hdf5"]
+    images_a, annotations_a, splits_a = demo_corpus(local_store, "chk-a", 8)
+    first = make_content(local_store, images_a, annotations_a, splits_a)
+    v1 = release.release_version(first, formats)
+    release.write_exports(first, v1, formats)
+    release.complete_release(local_store, v1, {}, "2026-12-01T00:00:00Z", first.images[["image_id", "split"]])
+    images_b, annotations_b, splits_b = demo_corpus(local_store, "chk-b", 4)
+    second = make_content(
+        local_store,
+        pd.concat([images_a, images_b], ignore_index=True),
+        pd.concat([annotations_a, annotations_b], ignore_index=True),
+        pd.concat([splits_a, splits_b], ignore_index=True),
+    )
+    v2 = release.release_version(second, formats)
+    release.write_exports(second, v2, formats, reusable=release.reusable_release(local_store, v2))
+    index = local_store.read_parquet(f"releases/{v2}/index.parquet")
+    selected = {f"{fmt}_reloads" for fmt in formats}
+    verdicts = dict(release.check_verdicts(second, v2, selected, read_shared=False))
+    for fmt in formats:
+        verdict = verdicts[f"{fmt}_reloads"]
+        linked = int((index.reused & index.format.eq(fmt)).sum())
+        assert verdict.passed and linked > 0, (fmt, verdict.summary)
+        assert verdict.figures["shared_unread"] == linked and f"{linked} files shared" in verdict.summary
+
+    out = release.release_folder(local_store, v2)
+    made = index[~index.reused & index.format.eq("semantic_png")].file.iloc[0]
+    assert made.startswith("masks/") and "chk-b" in made
+    original = out.read_bytes(made)
+    out.write_bytes(made, original[: len(original) // 2])
+    assert any(made in p for p in release.validate_format(second, v2, "semantic_png", read_shared=False))
+    out.write_bytes(made, original)
+
+    shared = index[index.reused & index.format.eq("semantic_png")].file.iloc[0]
+    os.unlink(local_store.path(f"releases/{v2}/{shared}"))  # release 1's file stays
+    assert release.validate_format(second, v2, "semantic_png", read_shared=False) == []
+    assert any(shared in p for p in release.validate_format(second, v2, "semantic_png"))
+
+
 def test_shards_are_steps_of_their_own_and_the_release_waits_for_every_one(local_store):
     """What dataset_release's fan-out does: each shard exported on its own (in any order, by any
     worker), then the release assembled. A missing shard is named and stops the assembly; a shard

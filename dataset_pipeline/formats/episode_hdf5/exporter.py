@@ -144,6 +144,8 @@ def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
     rows = {r.image_id: r for r in content.iter_rows()}
     for entry, frames in zip(index.itertuples(), expected, strict=False):
         name = entry.file
+        if out.shared(name):
+            continue
         try:
             with out.local_copy(name) as path, h5py.File(path, "r") as handle:
                 ids = [v.decode() for v in handle["image_ids"][:]]
