@@ -10,7 +10,9 @@ the labels, split by scene. Prepared once into ``--work``. Timed (wall seconds, 
   with ``reusable`` = release 1's files: unchanged images, per-image formats, HDF5 shards and
   episode files are hard links, the rest is made;
 * ``peer``: the same release-2 content exported whole into another folder (what every release
-  cost before), so the ratio is against the same work done the old way.
+  cost before), so the ratio is against the same work done the old way;
+* each release's reload checks (``check_verdicts``, every format, as its check steps run them):
+  the incremental one leaves out the files it shares with release 1.
 
 Reported: seconds per step and per format, bytes made and shared (the release index), and their
 shares of the peer's. Formats: all of the release's except ``rlds`` (its writer runs in
@@ -74,15 +76,24 @@ def prepare(work: Path, batches: int, per_batch: int, last: int):
     return store, tables(batches - 1), tables(batches)
 
 
-def export(store, tables, version: str, formats: list[str], reusable=None) -> dict:
+def export(store, tables, version: str, formats: list[str], reusable=None, check: bool = True) -> dict:
     from dataset_pipeline import dataset_release as release
     from dataset_pipeline.taxonomy import load_taxonomy
 
     content = release.ReleaseContent(store, load_taxonomy(), *tables, info={"description": "benchmark"})
     started = time.perf_counter()
     outcome = release.write_exports(content, version, formats, reusable=reusable)
+    seconds = time.perf_counter() - started
+    checked, problems = time.perf_counter(), []
+    if check:  # every format's reload check, as the release's check steps run them (shared files left out)
+        selected = {"class_ids_consistent", *(f"{fmt}_reloads" for fmt in formats)}
+        verdicts = release.check_verdicts(content, version, selected, read_shared=False)
+        problems = [name for name, verdict in verdicts if not verdict.passed]
+    if problems:
+        raise RuntimeError(f"release {version}: checks failed: {problems}")
     return {
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds,
+        "check_seconds": time.perf_counter() - checked,
         "per_step": outcome.seconds,
         "images": len(content.images),
         "bytes_made": outcome.bytes_written,
@@ -116,7 +127,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         for name in ("full", "incremental", "peer"):
             shutil.rmtree(store.path(f"releases/{name}-{repeat}"), ignore_errors=True)
-        runs["full"].append(export(store, first, f"full-{repeat}", formats))
+        runs["full"].append(export(store, first, f"full-{repeat}", formats, check=False))
         reusable = ReusableFiles.of_release(store, f"releases/full-{repeat}")
         runs["incremental"].append(export(store, second, f"incremental-{repeat}", formats, reusable))
         runs["peer"].append(export(store, second, f"peer-{repeat}", formats))
@@ -142,8 +153,12 @@ def main() -> None:
         },
         "formats": formats,
         "seconds": {n: round(median(n, "seconds"), 2) for n in runs},
+        "check_seconds": {n: round(median(n, "check_seconds"), 2) for n in ("incremental", "peer")},
         "per_step_seconds": {n: median_step(n) for n in runs},
         "incremental_time_share": round(median("incremental", "seconds") / median("peer", "seconds"), 4),
+        "incremental_check_time_share": round(
+            median("incremental", "check_seconds") / median("peer", "check_seconds"), 4
+        ),
         "incremental_bytes_made": int(median("incremental", "bytes_made")),
         "incremental_bytes_shared": int(median("incremental", "bytes_shared")),
         "peer_bytes_made": int(peer_bytes),
