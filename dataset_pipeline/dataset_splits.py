@@ -268,6 +268,15 @@ def split_targets(shares: dict[str, float] | None) -> dict[str, float]:
     return targets
 
 
+def split_shares(split: np.ndarray) -> dict[str, float]:
+    """Each split's share of the images (``split``: the split index per image).
+
+    >>> split_shares(np.array([0, 0, 1, 2], np.int8))
+    {'train': 0.5, 'val': 0.25, 'test': 0.25}
+    """
+    return {s: float((split == i).mean()) if len(split) else 0.0 for i, s in enumerate(SPLITS)}
+
+
 def held_out(inputs: SplitInputs, scenes: list[str] | tuple[str, ...]) -> np.ndarray:
     """Per image: its scene is one of ``scenes``."""
     if not scenes or "scene_id" not in inputs.columns:
@@ -408,8 +417,7 @@ def assign_splits(
     )
     names = np.array(SPLITS)[split] if len(split) else np.array([], dtype=str)
     assignments = pd.DataFrame({"image_id": images.image_id.to_numpy(), "split": names, "group": groups})
-    achieved = {s: float((split == i).mean()) if len(split) else 0.0 for i, s in enumerate(SPLITS)}
-    return SplitPlan(assignments=assignments, shares=achieved, targets=targets, notes=notes)
+    return SplitPlan(assignments=assignments, shares=split_shares(split), targets=targets, notes=notes)
 
 
 def released_split_table(store: DatasetStore) -> pa.Table:
@@ -735,7 +743,7 @@ def split_inputs(
     closest, closest_error = closest_split(group_sizes, targets, held_groups)
     present = inputs.instances > 0
     info = {
-        "shares": {s: float((split == i).mean()) if len(split) else 0.0 for i, s in enumerate(SPLITS)},
+        "shares": split_shares(split),
         "targets": targets,
         "closest_possible": round(closest, 4),
         "closest_error": round(closest_error, 4),

@@ -111,7 +111,7 @@ class ReleaseFolder:
     skip_shared: bool = False
 
     def __post_init__(self) -> None:
-        self._shared: dict[str, str] | None = None
+        self._shared: frozenset[str] | None = None
         self.skipped = 0  # the files :meth:`shared` told a validator to leave out
         self._index: dict[str, dict] = {}
         self._sizes: dict[str, int] = {}  # bytes of the files this process wrote
@@ -160,8 +160,8 @@ class ReleaseFolder:
             self.record(unit, fmt, digest, new, size, source=old)
         return names
 
-    def shared_files(self) -> dict[str, str]:
-        """file -> format of this release's files linked from an earlier complete release, made
+    def shared_files(self) -> frozenset[str]:
+        """This release's files linked from an earlier complete release, made
         from the same inputs (its written index's ``reused`` rows; none before the index is written).
 
         That release's checks read those very bytes back (a hard link or a server-side copy of
@@ -172,14 +172,11 @@ class ReleaseFolder:
             from dataset_pipeline.layout import RELEASE_INDEX_FILE
 
             key = self.key(RELEASE_INDEX_FILE)
-            self._shared = {}
+            self._shared = frozenset()
             if self.store.exists(key):
-                table = self.store.read_table(key, ["file", "format", "reused"])
-                for relative, fmt, reused in zip(
-                    *(table.column(c).to_pylist() for c in ("file", "format", "reused")), strict=True
-                ):
-                    if reused:
-                        self._shared[relative] = fmt
+                table = self.store.read_table(key, ["file", "reused"])
+                files, reused = (table.column(c).to_pylist() for c in ("file", "reused"))
+                self._shared = frozenset(f for f, r in zip(files, reused, strict=True) if r)
         return self._shared
 
     def shared(self, relative: str) -> bool:

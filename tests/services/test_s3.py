@@ -32,7 +32,7 @@ from tests.conftest import copy_upload, demo_command, demo_corpus, strict_taxono
 from tests.dagster import test_raw_captures_asset, test_sensor
 from tests.services.conftest import S3_ENV
 from tests.unit import test_captures, test_store
-from tests.unit.test_dataset_release import FORMATS, make_content
+from tests.unit.test_dataset_release import FORMATS, make_content, released_then_grown
 from tests.unit.test_faults import _checksums
 
 # -- the local tests, again on S3 -------------------------------------------------------------
@@ -110,21 +110,7 @@ def test_release_on_s3_reloads(s3_store):
 def test_an_incremental_release_on_s3_shares_unchanged_files_by_server_side_copy(s3_store):
     """On S3 the next release's unchanged files are CopyObject copies of the last one's (no bytes
     through this machine): the same bytes under the new keys, and the release reads back whole."""
-    images_a, annotations_a, splits_a = demo_corpus(s3_store, "inc-s3-a", 8)
-    first = make_content(s3_store, images_a, annotations_a, splits_a)
-    v1 = release.release_version(first, FORMATS)
-    release.write_exports(first, v1, FORMATS)
-    release.complete_release(s3_store, v1, {}, "2026-12-01T00:00:00Z", first.images[["image_id", "split"]])
-    images_b, annotations_b, splits_b = demo_corpus(s3_store, "inc-s3-b", 4)
-    second = make_content(
-        s3_store,
-        *(
-            pd.concat(p, ignore_index=True)
-            for p in ((images_a, images_b), (annotations_a, annotations_b), (splits_a, splits_b))
-        ),
-    )
-    v2 = release.release_version(second, FORMATS)
-    grown = release.write_exports(second, v2, FORMATS, reusable=release.reusable_release(s3_store, v2))
+    second, v1, v2, grown = released_then_grown(s3_store, "inc-s3", FORMATS)
     assert grown.files_linked > 0 and grown.reused_from == f"releases/{v1}"
     index = s3_store.read_parquet(f"releases/{v2}/index.parquet")
     for row in index[index.reused].head(20).itertuples():

@@ -32,6 +32,27 @@ def make_content(store: DatasetStore, images, annotations, splits) -> ReleaseCon
     )
 
 
+def released_then_grown(store: DatasetStore, name: str, formats: list[str]):
+    """Release 1 of 8 images (complete), then release 2 = release 1 + 4 new images, exported
+    sharing release 1's unchanged files: (release 2's content, v1, v2, its export outcome)."""
+    images_a, annotations_a, splits_a = demo_corpus(store, f"{name}-a", 8)
+    first = make_content(store, images_a, annotations_a, splits_a)
+    v1 = release.release_version(first, formats)
+    release.write_exports(first, v1, formats)
+    release.complete_release(store, v1, {}, "2026-12-01T00:00:00Z", first.images[["image_id", "split"]])
+    images_b, annotations_b, splits_b = demo_corpus(store, f"{name}-b", 4)
+    second = make_content(
+        store,
+        *(
+            pd.concat(p, ignore_index=True)
+            for p in ((images_a, images_b), (annotations_a, annotations_b), (splits_a, splits_b))
+        ),
+    )
+    v2 = release.release_version(second, formats)
+    grown = release.write_exports(second, v2, formats, reusable=release.reusable_release(store, v2))
+    return second, v1, v2, grown
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[ReleaseContent, str]:
     store = DatasetStore(str(tmp_path_factory.mktemp("release") / "store"))
@@ -386,20 +407,7 @@ def test_an_incremental_release_checks_read_back_what_it_made_not_what_it_shares
     checks, read-only), saying how many; a new file that is wrong still fails; a shared file gone
     from release 2 is found only when the shared files are read too (check_shared_files)."""
     formats = ["semantic_png", "yolo_seg", "episode_hdf5"]
-    images_a, annotations_a, splits_a = demo_corpus(local_store, "chk-a", 8)
-    first = make_content(local_store, images_a, annotations_a, splits_a)
-    v1 = release.release_version(first, formats)
-    release.write_exports(first, v1, formats)
-    release.complete_release(local_store, v1, {}, "2026-12-01T00:00:00Z", first.images[["image_id", "split"]])
-    images_b, annotations_b, splits_b = demo_corpus(local_store, "chk-b", 4)
-    second = make_content(
-        local_store,
-        pd.concat([images_a, images_b], ignore_index=True),
-        pd.concat([annotations_a, annotations_b], ignore_index=True),
-        pd.concat([splits_a, splits_b], ignore_index=True),
-    )
-    v2 = release.release_version(second, formats)
-    release.write_exports(second, v2, formats, reusable=release.reusable_release(local_store, v2))
+    second, _, v2, _ = released_then_grown(local_store, "chk", formats)
     index = local_store.read_parquet(f"releases/{v2}/index.parquet")
     selected = {f"{fmt}_reloads" for fmt in formats}
     verdicts = dict(release.check_verdicts(second, v2, selected, read_shared=False))
