@@ -21,14 +21,16 @@ from dagster import (
     op,
 )
 
-from assets.execution import CPU_TAGS, retried_on_store_outage, with_priority
+from assets.execution import CPU_TAGS, retried_on_store_outage, run_lineage, with_priority
 from assets.reporting import check_result, picture_metadata, table_metadata
 from dataset_pipeline import layout
 from dataset_pipeline.dataset_release import (
     DEFAULT_FORMATS,
     WHOLE_RELEASE_STEPS,
     assemble_exports,
+    check_shard,
     check_verdicts,
+    check_whole,
     export_shard,
     export_whole,
     is_complete,
@@ -165,17 +167,83 @@ def export_release_whole(
     }
 
 
+def _problems(checked: dict[str, dict]) -> dict[str, int]:
+    return {name: len(verdict["problems"]) for name, verdict in checked.items()}
+
+
+@op(tags=CPU_TAGS, out=Out(dict, io_manager_key=RELEASE_IO))
+@retried_on_store_outage
+def check_release_shard(
+    context: OpExecutionContext,
+    shard: dict,
+    dataset_store: DatasetStoreResource,
+    taxonomy: TaxonomyResource,
+    release_settings: ReleaseSettings,
+) -> dict:
+    """The reload checks of one exported shard (YOLO, PNG, its HDF5 shard), run as soon as it is
+    written: this run's blocking checks add the shards' verdicts up instead of reading it again."""
+    store = dataset_store.get_store()
+    content, version = _release_to_export(store, taxonomy, release_settings, shard)
+    checked = check_shard(
+        content,
+        version,
+        list(release_settings.formats),
+        shard["split"],
+        shard["shard"],
+        run=context.run_id,
+        read_shared=release_settings.check_shared_files,
+    )
+    return shard | {"problems": _problems(checked)}
+
+
+@op(
+    tags=with_priority(CPU_TAGS, max(CHECK_PRIORITY[name] for name in WHOLE_RELEASE_STEPS)),
+    out=Out(dict, io_manager_key=RELEASE_IO),
+)
+@retried_on_store_outage
+def check_release_whole(
+    context: OpExecutionContext,
+    whole: dict,
+    dataset_store: DatasetStoreResource,
+    taxonomy: TaxonomyResource,
+    release_settings: ReleaseSettings,
+) -> dict:
+    """The reload check of one format made in a step of its own (episode HDF5, LeRobot, RLDS), as
+    soon as that step is done, at the priority of the longest such check (an episode HDF5 export
+    and its check are the release's longest chain)."""
+    store = dataset_store.get_store()
+    content, version = _release_to_export(store, taxonomy, release_settings, whole)
+    checked = check_whole(
+        content,
+        version,
+        list(release_settings.formats),
+        whole["format"],
+        run=context.run_id,
+        read_shared=release_settings.check_shared_files,
+    )
+    return whole | {"problems": _problems(checked)}
+
+
 @op(tags=CPU_TAGS, out=Out(io_manager_key=RELEASE_IO))
 @retried_on_store_outage
 def assemble_release(
     context: OpExecutionContext,
     shards: list[dict],
     whole: list[dict],
+    shard_checks: list[dict],
+    whole_checks: list[dict],
     dataset_store: DatasetStoreResource,
     taxonomy: TaxonomyResource,
     release_settings: ReleaseSettings,
 ) -> Output[None]:
-    """The formats made from the whole release, the index and exports.json, once every shard is in."""
+    """The formats made from the whole release, the index and exports.json, once every shard is
+    in and checked (the blocking checks that follow add those verdicts up)."""
+    found: dict[str, int] = {}
+    for checked in shard_checks + whole_checks:
+        for name, count in checked["problems"].items():
+            found[name] = found.get(name, 0) + count
+    if any(found.values()):
+        context.log.warning(f"the checks beside the exports found problems: {found}")
     store = dataset_store.get_store()
     formats = list(release_settings.formats)
     content, version = release_settings.load_release(store, taxonomy.load())
@@ -239,8 +307,12 @@ def dataset_release(dataset_splits, quality_report, agreement_report, baseline_m
         baseline_model=baseline_model,
         zero_shot_comparison=zero_shot_comparison,
     )
+    exported, made = shards.map(export_release_shard), whole.map(export_release_whole)
     return assemble_release(
-        shards.map(export_release_shard).collect(), whole.map(export_release_whole).collect()
+        exported.collect(),
+        made.collect(),
+        exported.map(check_release_shard).collect(),
+        made.map(check_release_whole).collect(),
     )
 
 
@@ -290,7 +362,13 @@ def _release_checks(step: str, names: tuple[str, ...]):
     ):
         content, version = release_settings.load_release(dataset_store.get_store(), taxonomy.load())
         selected = {key.name for key in context.selected_asset_check_keys}
-        verdicts = check_verdicts(content, version, selected, read_shared=release_settings.check_shared_files)
+        verdicts = check_verdicts(
+            content,
+            version,
+            selected,
+            read_shared=release_settings.check_shared_files,
+            runs=run_lineage(context),
+        )
         for name, verdict in verdicts:
             yield check_result(verdict, check_name=name)
 

@@ -122,6 +122,18 @@ def with_priority(tags: dict[str, object], priority: int) -> dict[str, object]:
     return {**tags, "dagster/priority": str(priority), "dagster-celery/priority": str(priority)}
 
 
+def run_lineage(context: Any) -> list[str]:
+    """This run's id, then those of the runs it re-executes (parent, its parent...): a re-execution
+    does not run again the steps that succeeded there, so what they recorded still stands."""
+    runs: list[str] = []
+    run_id = context.run.run_id  # an asset check's context has .run, not .run_id
+    while run_id and run_id not in runs:
+        runs.append(run_id)
+        run = context.instance.get_run_by_id(run_id)
+        run_id = run.parent_run_id if run is not None else None
+    return runs
+
+
 def step_tags(asset: Any) -> dict[str, Any]:
     """The op tags of an asset's steps: its op's, or for a graph-backed asset (dataset_release's
     fan-out) those of all its ops, which carry the same routing tags."""

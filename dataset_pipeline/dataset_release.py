@@ -42,6 +42,7 @@ from dataset_pipeline.formats.exporting import (
     PerImageExporter,
     ReleaseFolder,
     ReusableFiles,
+    ShardCheckedExporter,
     ShardedExporter,
     read_index_rows,
 )
@@ -434,14 +435,120 @@ def validate_format(content: ReleaseContent, version: str, name: str, read_share
     """Problems found by reading format ``name`` back from the release (empty = valid);
     ``read_shared=False`` leaves out the files shared with an earlier complete release
     (:meth:`ReleaseFolder.shared_files`: read back by its checks)."""
-    return _validated(content, version, name, read_shared)[0]
+    out = _check_folder(content.store, version, read_shared)
+    return exporters()[name].validate(content, out)
 
 
-def _validated(content: ReleaseContent, version: str, name: str, read_shared: bool) -> tuple[list[str], int]:
-    """:func:`validate_format`'s problems, and how many shared files it left out."""
-    out = release_folder(content.store, version)
-    out.skip_shared = not read_shared
-    return exporters()[name].validate(content, out), out.skipped
+def _check_folder(
+    store: DatasetStore, version: str, read_shared: bool, shared_from: str | None = None
+) -> ReleaseFolder:
+    """The release folder as a check reads it: leaving out the shared files unless ``read_shared``,
+    as named by the index at ``shared_from`` (a shard's or a step's part; default the release's)."""
+    out = release_folder(store, version)
+    out.skip_shared, out.shared_from = not read_shared, shared_from
+    return out
+
+
+def shard_checked_formats(formats: list[str]) -> list[str]:
+    """The formats in ``formats`` checked shard by shard (:class:`ShardCheckedExporter`)."""
+    known = _check_formats(formats)
+    return [name for name in formats if isinstance(known[name], ShardCheckedExporter)]
+
+
+def check_shard(
+    content: ReleaseContent,
+    version: str,
+    formats: list[str],
+    split: str,
+    shard: str,
+    run: str,
+    read_shared: bool = False,
+) -> dict[str, dict]:
+    """The reload checks of one exported shard, in every shard-checked format, run beside the
+    exports as soon as the shard is written: {format: {"problems": [...], "shared_unread": n}}.
+
+    Recorded for ``run`` (``layout.release_check_part_key``): that run's blocking checks add the
+    shards' verdicts up (:func:`check_verdicts`) instead of reading the files again; a rerun of the
+    checks alone reads them itself. Shared files are those the shard's part of the index links."""
+    known = _check_formats(formats)
+    exported = layout.release_part_key(version, split, shard)
+    if not content.store.exists(exported):
+        raise ReleaseError(
+            f"release {version}: shard {split}/{shard} has not been exported ({exported} is missing)"
+        )
+    rows = dict(content.shards(split))[shard]
+    results = {}
+    for name in shard_checked_formats(formats):
+        out = _check_folder(content.store, version, read_shared, shared_from=exported)
+        exporter = known[name]
+        assert isinstance(exporter, ShardCheckedExporter)
+        problems = exporter.validate_shard(content, out, split, shard, rows)
+        results[name] = {"problems": problems, "shared_unread": out.skipped}
+    key = layout.release_check_part_key(version, run, split, shard)
+    content.store.write_bytes(key, json.dumps(results).encode())
+    return results
+
+
+def check_whole(
+    content: ReleaseContent, version: str, formats: list[str], name: str, run: str, read_shared: bool = False
+) -> dict[str, dict]:
+    """The reload check of format ``name`` made in a step of its own (:func:`export_whole`), run as
+    soon as that step is done, recorded for ``run`` like :func:`check_shard`."""
+    known = _check_formats(formats)
+    exported = layout.release_part_key(version, layout.WHOLE_RELEASE_PART, name)
+    if not content.store.exists(exported):
+        raise ReleaseError(f"release {version}: {name} has not been exported ({exported} is missing)")
+    out = _check_folder(content.store, version, read_shared, shared_from=exported)
+    results = {name: {"problems": known[name].validate(content, out), "shared_unread": out.skipped}}
+    key = layout.release_check_part_key(version, run, layout.WHOLE_RELEASE_PART, name)
+    content.store.write_bytes(key, json.dumps(results).encode())
+    return results
+
+
+class _CheckedParts:
+    """The verdicts recorded by :func:`check_shard` and :func:`check_whole` for any of ``runs``
+    (the run and those it re-executes), each part read once."""
+
+    def __init__(self, store: DatasetStore, version: str, runs: Iterable[str]) -> None:
+        self.store, self.version, self.runs = store, version, list(runs)
+        self._parts: dict[tuple[str, str], dict] = {}
+
+    def verdict(self, split: str, shard: str, name: str) -> dict | None:
+        if (split, shard) not in self._parts:
+            self._parts[(split, shard)] = {}
+            for run in self.runs:
+                key = layout.release_check_part_key(self.version, run, split, shard)
+                if self.store.exists(key):
+                    self._parts[(split, shard)] = json.loads(self.store.read_bytes(key))
+                    break
+        return self._parts[(split, shard)].get(name)
+
+
+def _format_problems(
+    content: ReleaseContent, version: str, name: str, read_shared: bool, parts: _CheckedParts
+) -> tuple[list[str], int, int]:
+    """A format's problems, the shared files left unread, and how many of its parts were checked
+    beside the exports (their verdicts taken from ``parts``; the rest read here)."""
+    exporter = exporters()[name]
+    out = _check_folder(content.store, version, read_shared)
+    if isinstance(exporter, ShardCheckedExporter):
+        problems, shared, beside = exporter.validate_release(content, out), 0, 0
+        for split in content.splits:
+            for shard, rows in content.shards(split):
+                found = parts.verdict(split, shard, name)
+                if found is None:
+                    problems += exporter.validate_shard(content, out, split, shard, rows)
+                else:
+                    problems, shared, beside = (
+                        problems + found["problems"],
+                        shared + found["shared_unread"],
+                        beside + 1,
+                    )
+        return problems, shared + out.skipped, beside
+    found = parts.verdict(layout.WHOLE_RELEASE_PART, name, name)
+    if found is not None:
+        return found["problems"], found["shared_unread"], 1
+    return exporter.validate(content, out), out.skipped, 0
 
 
 def class_id_problems(content: ReleaseContent) -> list[str]:
@@ -566,11 +673,17 @@ def per_split(content: ReleaseContent) -> pd.DataFrame:
 
 
 def check_verdicts(
-    content: ReleaseContent, version: str, selected: set[str], read_shared: bool = True
+    content: ReleaseContent,
+    version: str,
+    selected: set[str],
+    read_shared: bool = True,
+    runs: Iterable[str] = (),
 ) -> Iterator[tuple[str, Verdict]]:
     """(check name, verdict) of the release's checks in ``selected``: ``class_ids_consistent``, then
     ``<format>_reloads`` for each format, which reads the format's files back with its reader
-    (with ``read_shared=False``, all but those an earlier complete release's checks read back)."""
+    (with ``read_shared=False``, all but those an earlier complete release's checks read back).
+    The shards and formats checked beside the exports by one of ``runs`` (:func:`check_shard`,
+    :func:`check_whole`) are not read again: their recorded verdicts are added up."""
     if "class_ids_consistent" in selected:
         problems = class_id_problems(content)
         yield (
@@ -584,13 +697,14 @@ def check_verdicts(
             ),
         )
     exported = exported_formats(content.store, version)
+    parts = _CheckedParts(content.store, version, runs)
     for fmt in DEFAULT_FORMATS:
         if f"{fmt}_reloads" not in selected:
             continue
         if fmt not in exported:
             yield f"{fmt}_reloads", Verdict(True, f"{fmt} is not among the configured formats")
             continue
-        problems, shared = _validated(content, version, fmt, read_shared)
+        problems, shared, beside = _format_problems(content, version, fmt, read_shared, parts)
         unread = f" ({shared} files shared with an earlier checked release not read again)" if shared else ""
         yield (
             f"{fmt}_reloads",
@@ -601,6 +715,11 @@ def check_verdicts(
                     if problems
                     else f"{fmt}: every file of {version} reads back equal to the corpus{unread}"
                 ),
-                figures={"problems": len(problems), "version": version, "shared_unread": shared},
+                figures={
+                    "problems": len(problems),
+                    "version": version,
+                    "shared_unread": shared,
+                    "parts_checked_beside_exports": beside,
+                },
             ),
         )

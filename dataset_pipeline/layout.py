@@ -517,6 +517,21 @@ def release_part_key(version: str, split: str, shard: str) -> str:
     return join_key(RELEASE_PARTS, version, split, f"{shard}.parquet")
 
 
+#: The reload checks' verdicts on one shard (or one whole-release format), made by a step beside
+#: the exports, by the run that made them: that run's blocking checks add them up instead of
+#: reading those files again; a later run checks for itself.
+RELEASE_CHECK_PARTS = "tables/release_checks"
+
+
+def release_check_part_key(version: str, run: str, split: str, shard: str) -> str:
+    """The key of the checks' verdicts on one shard, by the run that checked it.
+
+    >>> release_check_part_key("tabletop-v1-ab12", "0f3c", "train", "b1-0")
+    'tables/release_checks/tabletop-v1-ab12/0f3c/train/b1-0.json'
+    """
+    return join_key(RELEASE_CHECK_PARTS, version, run, split, f"{shard}.json")
+
+
 def release_prefix(version: str) -> str:
     return join_key(RELEASES, version)
 

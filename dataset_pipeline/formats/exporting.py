@@ -14,7 +14,7 @@ import contextlib
 import os
 import posixpath
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -96,6 +96,38 @@ class ShardedExporter(Exporter, Protocol):
         ...
 
 
+@runtime_checkable
+class ShardCheckedExporter(Exporter, Protocol):
+    """A format whose files are nearly all per shard (per image, or a shard's file): its reload
+    check runs shard by shard, each part in a step beside the exports as soon as its shard is
+    written, so the checks need not wait for the whole release (``validate`` is
+    :func:`validate_by_shard`: ``validate_release`` then every shard's ``validate_shard``)."""
+
+    def validate_shard(
+        self, content: ReleaseContent, out: ReleaseFolder, split: str, shard: str, rows: list
+    ) -> list[str]:
+        """The problems of one shard's files (they are final once its part of the index exists)."""
+        ...
+
+    def validate_release(self, content: ReleaseContent, out: ReleaseFolder) -> list[str]:
+        """The problems of the files made from the whole release (``data.yaml``, the split files)."""
+        ...
+
+
+def validate_by_shard(
+    validate_release: Callable[[ReleaseContent, ReleaseFolder], list[str]],
+    validate_shard: Callable[[ReleaseContent, ReleaseFolder, str, str, list], list[str]],
+    content: ReleaseContent,
+    out: ReleaseFolder,
+) -> list[str]:
+    """A shard-checked format's whole check in one call: the release's own files, then every shard."""
+    problems = validate_release(content, out)
+    for split in content.splits:
+        for shard, rows in content.shards(split):
+            problems += validate_shard(content, out, split, shard, rows)
+    return problems
+
+
 @dataclass
 class ReleaseFolder:
     """The release's folder in the store: ``releases/<version>/``; keys are relative to it.
@@ -109,6 +141,9 @@ class ReleaseFolder:
     reusable: ReusableFiles | None = None
     #: Validators leave out the files :meth:`shared` names (an incremental release's checks).
     skip_shared: bool = False
+    #: The store key of the index naming the shared files: a shard's or a step's part of it, read
+    #: by a check beside the exports; None: the release's own ``index.parquet``.
+    shared_from: str | None = None
 
     def __post_init__(self) -> None:
         self._shared: frozenset[str] | None = None
@@ -171,7 +206,7 @@ class ReleaseFolder:
         if self._shared is None:
             from dataset_pipeline.layout import RELEASE_INDEX_FILE
 
-            key = self.key(RELEASE_INDEX_FILE)
+            key = self.shared_from or self.key(RELEASE_INDEX_FILE)
             self._shared = frozenset()
             if self.store.exists(key):
                 table = self.store.read_table(key, ["file", "reused"])

@@ -187,6 +187,24 @@ def test_the_release_fans_out_one_step_per_shard_and_the_next_release_shares_the
             f"dataset_release.export_release_whole[{name}]" for name in release.WHOLE_RELEASE_STEPS
         } <= steps
         assert {"dataset_release.plan_release_shards", "dataset_release.assemble_release"} <= steps
+        # each shard and each of those formats is checked in a step of its own as soon as it is
+        # written; the blocking checks add those verdicts up
+        assert {s.replace("export_release_shard", "check_release_shard") for s in exports} | {
+            f"dataset_release.check_release_whole[{name}]" for name in release.WHOLE_RELEASE_STEPS
+        } <= steps
+        evaluations = {e.check_name: e for e in first.get_asset_check_evaluations()}
+        beside = {
+            name: evaluations[f"{name}_reloads"].metadata["parts_checked_beside_exports"].value
+            for name in ("yolo_seg", "semantic_png", "hdf5", "episode_hdf5", "lerobot", "coco")
+        }
+        assert beside == {
+            "yolo_seg": len(shards),
+            "semantic_png": len(shards),
+            "hdf5": len(shards),
+            "episode_hdf5": 1,
+            "lerobot": 1,
+            "coco": 0,
+        }
         metadata = first.asset_materializations_for_node("dataset_release")[0].metadata
         assert metadata["shards"].value == len(shards) and metadata["files_shared"].value == 0
         version = metadata["version"].value
@@ -250,10 +268,21 @@ def test_a_failed_shard_step_re_executed_from_failure_completes_the_release_with
             assert second.success
             ran = {e.step_key for e in second.all_events if e.is_step_success}
             checks = {e.check_name: e.passed for e in second.get_asset_check_evaluations()}
+            beside = {
+                e.check_name.removesuffix("_reloads"): e.metadata["parts_checked_beside_exports"].value
+                for e in second.get_asset_check_evaluations()
+                if "parts_checked_beside_exports" in e.metadata
+            }
             (made,) = second.get_asset_materialization_events()
             version = made.materialization.metadata["version"].value
     assert failed <= ran and not (ran & (exports - failed)), ran  # the done shards were not made again
     assert "dataset_release.assemble_release" in ran and checks and all(checks.values()), checks
+    # the done shards' checks did not run again either: the re-execution's checks took their
+    # verdicts from the first run, and every shard's from one run or the other
+    assert not {s for s in ran if "check_release_shard" in s} & {
+        s.replace("export_release_shard", "check_release_shard") for s in exports - failed
+    }
+    assert beside["semantic_png"] == len(shards), beside
     content, _ = release.load_release(store, load_taxonomy(), list(release.DEFAULT_FORMATS), {})
     index = store.read_parquet(f"releases/{version}/index.parquet")
     assert not index.file.duplicated().any()

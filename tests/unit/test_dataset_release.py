@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from dataset_pipeline import dataset_release as release
+from dataset_pipeline import layout
 from dataset_pipeline.demo import ground_truth_annotations
 from dataset_pipeline.formats.hdf5 import exporter as hdf5
 from dataset_pipeline.formats.release_content import ReleaseContent
@@ -468,3 +469,96 @@ def test_shards_are_steps_of_their_own_and_the_release_waits_for_every_one(local
     }
     one_process = release.write_exports(make_content(local_store, *more), "one-process", FORMATS)
     assert set(outcome.written) == set(one_process.written)
+
+
+def test_shards_checked_beside_the_exports_are_added_up_by_their_runs_checks(local_store):
+    """Each exported shard is checked on its own (YOLO, PNG, its HDF5 shard) and each format made
+    in a step of its own once that step is done, the verdicts recorded for the run; the run's
+    blocking checks add them up and read only what no step checked (data.yaml, the HDF5 split
+    files' mapping, COCO). A file that is wrong when its shard is checked fails the release's
+    check by name; another run checks for itself."""
+    formats = ["coco", "yolo_seg", "semantic_png", "hdf5", "episode_hdf5"]
+    content = make_content(
+        local_store,
+        *(
+            pd.concat([a, b], ignore_index=True)
+            for a, b in zip(
+                demo_corpus(local_store, "beside-a", 12), demo_corpus(local_store, "beside-b", 6), strict=True
+            )
+        ),
+    )
+    version = release.release_version(content, formats)
+    shards = release.release_shards(content)
+    assert release.shard_checked_formats(formats) == ["yolo_seg", "semantic_png", "hdf5"]
+    with pytest.raises(
+        release.ReleaseError, match=f"shard {shards[0][0]}/{shards[0][1]} has not been exported"
+    ):
+        release.check_shard(content, version, formats, *shards[0], run="run-1")
+    for split, shard in shards:
+        release.export_shard(content, version, formats, split, shard)
+    release.export_whole(content, version, formats, "episode_hdf5")
+
+    out = release.release_folder(local_store, version)
+    row = dict(content.shards(shards[0][0]))[shards[0][1]][0]
+    broken = f"masks/{row.split}/{row.image_id.replace('/', '__')}.png"
+    original = out.read_bytes(broken)
+    out.write_bytes(broken, original[: len(original) // 2])
+    for split, shard in shards:
+        checked = release.check_shard(content, version, formats, split, shard, run="run-1")
+        assert set(checked) == {"yolo_seg", "semantic_png", "hdf5"}
+        assert local_store.exists(layout.release_check_part_key(version, "run-1", split, shard))
+    out.write_bytes(broken, original)
+    assert release.check_whole(content, version, formats, "episode_hdf5", run="run-1") == {
+        "episode_hdf5": {"problems": [], "shared_unread": 0}
+    }
+    release.assemble_exports(content, version, formats)
+
+    selected = {f"{fmt}_reloads" for fmt in formats}
+    verdicts = dict(release.check_verdicts(content, version, selected, runs=["run-1"]))
+    assert not verdicts["semantic_png_reloads"].passed and broken in verdicts["semantic_png_reloads"].summary
+    for fmt in ("yolo_seg", "semantic_png", "hdf5"):
+        assert verdicts[f"{fmt}_reloads"].figures["parts_checked_beside_exports"] == len(shards)
+    assert verdicts["yolo_seg_reloads"].passed and verdicts["hdf5_reloads"].passed
+    assert verdicts["episode_hdf5_reloads"].figures["parts_checked_beside_exports"] == 1
+    assert (
+        verdicts["coco_reloads"].passed
+        and verdicts["coco_reloads"].figures["parts_checked_beside_exports"] == 0
+    )
+    # another run (a rerun of the checks alone) reads every file itself: the PNG is whole again
+    again = dict(release.check_verdicts(content, version, selected, runs=["run-2"]))
+    assert all(v.passed for v in again.values()), {k: v.summary for k, v in again.items()}
+    assert {v.figures["parts_checked_beside_exports"] for v in again.values()} == {0}
+
+
+def test_the_hdf5_split_file_check_reads_its_mapping_of_the_shards_not_their_pixels(local_store):
+    """The split file's check (its shards' checks read the pixels): a split file mapping the
+    shards in another order, or over a shard gone, is named."""
+    content = make_content(
+        local_store,
+        *(
+            pd.concat([a, b], ignore_index=True)
+            for a, b in zip(
+                demo_corpus(local_store, "map-a", 8), demo_corpus(local_store, "map-b", 8), strict=True
+            )
+        ),
+    )
+    version = release.release_version(content, ["hdf5"])
+    release.write_exports(content, version, ["hdf5"])
+    out = release.release_folder(local_store, version)
+    assert hdf5.validate_release(content, out) == []
+    split = max(content.splits, key=lambda s: len(content.shards(s)))
+    shards = content.shards(split)
+    assert len(shards) >= 2
+    path = local_store.path(out.key(hdf5.split_file(split)))
+    size = (int(shards[0][1][0].height), int(shards[0][1][0].width))
+    hdf5.write_split(content, split, list(reversed(shards)), path, size)
+    problems = hdf5.validate_release(content, out)
+    assert any(f"hdf5/{split}.h5: attribute shards differs" in p for p in problems), problems
+    assert any(f"hdf5/{split}.h5: image_ids differ" in p for p in problems), problems
+    assert any("not the shards' rows in order" in p for p in problems), problems
+    hdf5.write_split(content, split, shards, path, size)
+    os.unlink(local_store.path(out.key(hdf5.shard_file(split, shards[1][0]))))
+    problems = hdf5.validate_release(content, out)
+    assert problems == [
+        f"hdf5/{split}.h5: shard files ['{hdf5.shard_file(split, shards[1][0])}'] are missing"
+    ]

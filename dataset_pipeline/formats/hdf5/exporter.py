@@ -22,7 +22,7 @@ import posixpath
 
 import numpy as np
 
-from dataset_pipeline.formats.exporting import ReleaseFolder
+from dataset_pipeline.formats.exporting import ReleaseFolder, validate_by_shard
 from dataset_pipeline.formats.release_content import ExportError, ImageRow, ReleaseContent
 
 NAME = "hdf5"
@@ -141,45 +141,109 @@ def read_pair(path: str, index: int) -> tuple[str, np.ndarray, np.ndarray]:
 
 
 def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
+    """Every shard's pixels against the corpus, and each split file mapping its shards in order."""
+    return validate_by_shard(validate_release, validate_shard, content, out)
+
+
+def validate_shard(
+    content: ReleaseContent, out: ReleaseFolder, split: str, shard: str, rows: list[ImageRow]
+) -> list[str]:
+    """One shard's file read with h5py: image ids, dtypes, shapes, and every class map and image
+    equal to the corpus."""
+    import h5py
+
+    name = shard_file(split, shard)
+    if out.shared(name):
+        return []
+    problems: list[str] = []
+    try:
+        with out.local_copy(name) as path, h5py.File(path, "r") as handle:
+            images, maps = handle["images"], handle["class_maps"]
+            ids = [v.decode() for v in handle["image_ids"][:]]
+            if ids != [r.image_id for r in rows]:
+                return [f"{name}: image_ids differ from the shard's images"]
+            if images.dtype != np.uint8 or maps.dtype != np.uint8:
+                problems.append(f"{name}: dtypes {images.dtype}/{maps.dtype}, not uint8")
+            if rows and (
+                images.shape != (len(rows), rows[0].height, rows[0].width, 3)
+                or maps.shape != images.shape[:3]
+            ):
+                return problems + [f"{name}: shapes {images.shape} / {maps.shape} do not match the shard"]
+            unknown: set[int] = set()
+            for index, row in enumerate(rows):
+                class_map = maps[index]
+                unknown |= set(np.unique(class_map).tolist())
+                if not np.array_equal(class_map, content.class_map(row)):
+                    problems.append(f"{name}: class_maps[{index}] ({row.image_id}) differs from the corpus")
+                if not np.array_equal(images[index], content.rgb(row)):
+                    problems.append(f"{name}: images[{index}] ({row.image_id}) differs from the capture")
+            unknown -= set(content.taxonomy.ids)
+            if unknown:
+                problems.append(f"{name}: class ids {sorted(unknown)} are not in the taxonomy")
+    except (OSError, KeyError) as exc:
+        problems.append(f"{name}: cannot be read ({exc})")
+    return problems
+
+
+def validate_release(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
+    """Each split file without reading pixels (its shards' checks read them): the attributes, the
+    image ids, the shapes, and both virtual datasets mapping each shard's rows in release order
+    from that shard's file (a missing shard would read as zeros)."""
     import h5py
 
     problems: list[str] = []
     for split in content.splits:
         name = split_file(split)
-        rows = list(content.iter_rows(split))
+        shards = content.shards(split)
+        rows = [r for _, members in shards for r in members]
         try:
-            with (
-                out.local_folder("hdf5") as folder,
-                h5py.File(posixpath.join(folder, f"{split}.h5"), "r") as handle,
-            ):
-                missing = [f for f in handle.attrs.get("shards", []) if not out.exists(f)]
-                if missing:  # a virtual dataset over a missing shard would read as zeros
+            with out.local_copy(name) as path, h5py.File(path, "r") as handle:
+                expected = [shard_file(split, shard) for shard, _ in shards]
+                if list(handle.attrs.get("shards", [])) != expected:
+                    problems.append(f"{name}: attribute shards differs from the split's shards")
+                missing = [f for f in expected if not out.exists(f)]
+                if missing:
                     problems.append(f"{name}: shard files {missing[:5]} are missing")
-                    continue
                 images, maps = handle["images"], handle["class_maps"]
-                ids = [v.decode() for v in handle["image_ids"][:]]
-                if ids != [r.image_id for r in rows]:
+                if [v.decode() for v in handle["image_ids"][:]] != [r.image_id for r in rows]:
                     problems.append(f"{name}: image_ids differ from the split's images")
-                if images.dtype != np.uint8 or maps.dtype != np.uint8:
-                    problems.append(f"{name}: dtypes {images.dtype}/{maps.dtype}, not uint8")
-                if rows and (
+                if list(handle.attrs["class_names"]) != content.taxonomy.names:
+                    problems.append(f"{name}: attribute class_names differs from the taxonomy")
+                if not rows:
+                    continue
+                if (
                     images.shape != (len(rows), rows[0].height, rows[0].width, 3)
                     or maps.shape != images.shape[:3]
                 ):
                     problems.append(f"{name}: shapes {images.shape} / {maps.shape} do not match the split")
                     continue
-                if list(handle.attrs["class_names"]) != content.taxonomy.names:
-                    problems.append(f"{name}: attribute class_names differs from the taxonomy")
-                for index, row in enumerate(rows):
-                    if not np.array_equal(maps[index], content.class_map(row)):
-                        problems.append(
-                            f"{name}: class_maps[{index}] ({row.image_id}) differs from the corpus"
-                        )
-                    if not np.array_equal(images[index], content.rgb(row)):
-                        problems.append(f"{name}: images[{index}] ({row.image_id}) differs from the capture")
-                unknown = sorted(set(np.unique(maps[:]).tolist()) - set(content.taxonomy.ids)) if rows else []
-                if unknown:
-                    problems.append(f"{name}: class ids {unknown} are not in the taxonomy")
+                for dataset in (images, maps):
+                    problems += _mapping_problems(name, dataset, split, shards)
         except (OSError, KeyError) as exc:
             problems.append(f"{name}: cannot be read ({exc})")
     return problems
+
+
+def _mapping_problems(name: str, dataset, split: str, shards: list[tuple[str, list[ImageRow]]]) -> list[str]:
+    """Whether ``dataset`` of a split file maps rows start..end of each shard's same dataset, in order."""
+    if not dataset.is_virtual:
+        return [f"{name}: {dataset.name} is not a virtual dataset over the shards"]
+    found = [
+        (
+            source.file_name,
+            source.dset_name.lstrip("/"),
+            source.vspace.get_select_bounds()[0][0],
+            source.vspace.get_select_bounds()[1][0] + 1,
+        )
+        for source in dataset.virtual_sources()
+    ]
+    expected, start = [], 0
+    for shard, members in shards:
+        source = posixpath.relpath(shard_file(split, shard), posixpath.dirname(split_file(split)))
+        expected.append((source, dataset.name.lstrip("/"), start, start + len(members)))
+        start += len(members)
+    if found != expected:
+        return [
+            f"{name}: {dataset.name} maps {found[:3]}..., not the shards' rows in order {expected[:3]}..."
+        ]
+    return []

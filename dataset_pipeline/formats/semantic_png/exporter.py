@@ -13,8 +13,8 @@ import io
 
 import numpy as np
 
-from dataset_pipeline.formats.exporting import ReleaseFolder
-from dataset_pipeline.formats.release_content import ReleaseContent, file_stem
+from dataset_pipeline.formats.exporting import ReleaseFolder, validate_by_shard
+from dataset_pipeline.formats.release_content import ImageRow, ReleaseContent, file_stem
 
 NAME = "semantic_png"
 
@@ -56,11 +56,22 @@ def export(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
 
 def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
     """Each PNG decodes to the corpus class map bit for bit, in palette mode with the taxonomy's colours."""
+    return validate_by_shard(validate_release, validate_shard, content, out)
+
+
+def validate_release(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
+    return []  # every file is an image's
+
+
+def validate_shard(
+    content: ReleaseContent, out: ReleaseFolder, split: str, shard: str, rows: list[ImageRow]
+) -> list[str]:
+    """One shard's PNGs against the corpus class maps."""
     from PIL import Image
 
     problems: list[str] = []
     palette = palette_bytes(content)[: 3 * len(content.taxonomy.classes)]
-    for row in content.iter_rows():
+    for row in rows:
         name = mask_file(row.split, row.image_id)
         if out.shared(name):
             continue

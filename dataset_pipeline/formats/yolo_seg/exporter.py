@@ -22,8 +22,8 @@ import numpy as np
 import yaml
 
 from dataset_pipeline import layout
-from dataset_pipeline.formats.exporting import ReleaseFolder
-from dataset_pipeline.formats.release_content import ReleaseContent, file_stem
+from dataset_pipeline.formats.exporting import ReleaseFolder, validate_by_shard
+from dataset_pipeline.formats.release_content import ImageRow, ReleaseContent, file_stem
 from dataset_pipeline.masks import decode_mask, mask_to_polygons, polygons_to_rle, rle_iou
 
 NAME = "yolo_seg"
@@ -139,9 +139,13 @@ def parse_label_file(text: str, source: str, num_classes: int) -> list[tuple[int
 
 def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
     """Parse every label file and rasterize it back: each instance's rows (matched by class
-    and overlap) must give IoU >= 0.95 with the corpus mask."""
+    and overlap) must give IoU >= 0.95 with the corpus mask; ``data.yaml`` names the taxonomy."""
+    return validate_by_shard(validate_release, validate_shard, content, out)
+
+
+def validate_release(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
+    """``data.yaml``: the taxonomy's names by class index, a folder per split."""
     problems: list[str] = []
-    num_classes = len(content.taxonomy.foreground)
     try:
         document = yaml.safe_load(out.read_bytes("data.yaml"))
         if document.get("names") != {c.id - 1: c.name for c in content.taxonomy.foreground}:
@@ -151,12 +155,21 @@ def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
                 problems.append(f"data.yaml: {split} is {document.get(split)!r}, not 'images/{split}'")
     except (FileNotFoundError, yaml.YAMLError, AttributeError) as exc:
         problems.append(f"data.yaml: cannot be read ({exc})")
-    for row in content.iter_rows():
+    return problems
+
+
+def validate_shard(
+    content: ReleaseContent, out: ReleaseFolder, split: str, shard: str, rows: list[ImageRow]
+) -> list[str]:
+    """One shard's label files, each instance rasterized back (IoU >= 0.95 with the corpus mask)."""
+    problems: list[str] = []
+    num_classes = len(content.taxonomy.foreground)
+    for row in rows:
         name = label_file(row.split, row.image_id)
         if out.shared(name):
             continue
         try:
-            rows = parse_label_file(out.read_bytes(name).decode("utf-8"), name, num_classes)
+            labels = parse_label_file(out.read_bytes(name).decode("utf-8"), name, num_classes)
         except (FileNotFoundError, ValueError, UnicodeDecodeError) as exc:
             problems.append(str(exc))
             continue
@@ -164,10 +177,10 @@ def validate(content: ReleaseContent, out: ReleaseFolder) -> list[str]:
         instances = content.instances(row.image_id)
         rasters = [
             polygons_to_rle([(points * (width, height)).ravel().tolist()], height, width)
-            for _, points in rows
+            for _, points in labels
         ]
         owner: dict[int, list[str]] = {i: [] for i in range(len(instances))}
-        for (class_index, _), raster in zip(rows, rasters, strict=True):
+        for (class_index, _), raster in zip(labels, rasters, strict=True):
             candidates = [i for i, c in enumerate(instances.class_id) if int(c) - 1 == class_index]
             if not candidates:
                 problems.append(
