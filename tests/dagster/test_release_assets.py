@@ -203,7 +203,7 @@ def test_the_release_fans_out_one_step_per_shard_and_the_next_release_shares_the
             "hdf5": len(shards),
             "episode_hdf5": 1,
             "lerobot": 1,
-            "coco": 0,
+            "coco": len(shards),
         }
         metadata = first.asset_materializations_for_node("dataset_release")[0].metadata
         assert metadata["shards"].value == len(shards) and metadata["files_shared"].value == 0

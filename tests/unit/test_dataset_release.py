@@ -472,11 +472,11 @@ def test_shards_are_steps_of_their_own_and_the_release_waits_for_every_one(local
 
 
 def test_shards_checked_beside_the_exports_are_added_up_by_their_runs_checks(local_store):
-    """Each exported shard is checked on its own (YOLO, PNG, its HDF5 shard) and each format made
-    in a step of its own once that step is done, the verdicts recorded for the run; the run's
-    blocking checks add them up and read only what no step checked (data.yaml, the HDF5 split
-    files' mapping, COCO). A file that is wrong when its shard is checked fails the release's
-    check by name; another run checks for itself."""
+    """Each exported shard is checked on its own (YOLO, PNG, its HDF5 shard, pycocotools decoding
+    its instances' RLE) and each format made in a step of its own once that step is done, the
+    verdicts recorded for the run; the run's blocking checks add them up and read only what no
+    step checked (data.yaml, the HDF5 split files' mapping, the COCO files). A file that is wrong
+    when its shard is checked fails the release's check by name; another run checks for itself."""
     formats = ["coco", "yolo_seg", "semantic_png", "hdf5", "episode_hdf5"]
     content = make_content(
         local_store,
@@ -489,7 +489,7 @@ def test_shards_checked_beside_the_exports_are_added_up_by_their_runs_checks(loc
     )
     version = release.release_version(content, formats)
     shards = release.release_shards(content)
-    assert release.shard_checked_formats(formats) == ["yolo_seg", "semantic_png", "hdf5"]
+    assert release.shard_checked_formats(formats) == ["coco", "yolo_seg", "semantic_png", "hdf5"]
     with pytest.raises(
         release.ReleaseError, match=f"shard {shards[0][0]}/{shards[0][1]} has not been exported"
     ):
@@ -505,7 +505,7 @@ def test_shards_checked_beside_the_exports_are_added_up_by_their_runs_checks(loc
     out.write_bytes(broken, original[: len(original) // 2])
     for split, shard in shards:
         checked = release.check_shard(content, version, formats, split, shard, run="run-1")
-        assert set(checked) == {"yolo_seg", "semantic_png", "hdf5"}
+        assert set(checked) == {"coco", "yolo_seg", "semantic_png", "hdf5"}
         assert local_store.exists(layout.release_check_part_key(version, "run-1", split, shard))
     out.write_bytes(broken, original)
     assert release.check_whole(content, version, formats, "episode_hdf5", run="run-1") == {
@@ -516,14 +516,11 @@ def test_shards_checked_beside_the_exports_are_added_up_by_their_runs_checks(loc
     selected = {f"{fmt}_reloads" for fmt in formats}
     verdicts = dict(release.check_verdicts(content, version, selected, runs=["run-1"]))
     assert not verdicts["semantic_png_reloads"].passed and broken in verdicts["semantic_png_reloads"].summary
-    for fmt in ("yolo_seg", "semantic_png", "hdf5"):
+    for fmt in ("coco", "yolo_seg", "semantic_png", "hdf5"):
         assert verdicts[f"{fmt}_reloads"].figures["parts_checked_beside_exports"] == len(shards)
     assert verdicts["yolo_seg_reloads"].passed and verdicts["hdf5_reloads"].passed
     assert verdicts["episode_hdf5_reloads"].figures["parts_checked_beside_exports"] == 1
-    assert (
-        verdicts["coco_reloads"].passed
-        and verdicts["coco_reloads"].figures["parts_checked_beside_exports"] == 0
-    )
+    assert verdicts["coco_reloads"].passed
     # another run (a rerun of the checks alone) reads every file itself: the PNG is whole again
     again = dict(release.check_verdicts(content, version, selected, runs=["run-2"]))
     assert all(v.passed for v in again.values()), {k: v.summary for k, v in again.items()}
@@ -562,3 +559,44 @@ def test_the_hdf5_split_file_check_reads_its_mapping_of_the_shards_not_their_pix
     assert problems == [
         f"hdf5/{split}.h5: shard files ['{hdf5.shard_file(split, shards[1][0])}'] are missing"
     ]
+
+
+def test_an_incremental_release_checks_leave_out_shared_shards_and_data_files_and_decode_new_masks(
+    local_store, monkeypatch
+):
+    """Release 2 adds a batch to release 1 (complete). Its HDF5 check leaves out the shards linked
+    from release 1, LeRobot's the data files linked from it (the metadata is read whole), and
+    COCO's decodes with pycocotools only the new images' masks: for the shared images' instances
+    it compares the RLE string with the corpus's, so a changed one is still found."""
+    import pycocotools.mask
+
+    formats = ["coco", "hdf5", "lerobot"]
+    second, _, v2, _ = released_then_grown(local_store, "inc", formats)
+    index = local_store.read_parquet(f"releases/{v2}/index.parquet")
+    decoded = []
+    decode = pycocotools.mask.decode
+    monkeypatch.setattr(pycocotools.mask, "decode", lambda rle: decoded.append(rle["counts"]) or decode(rle))
+    selected = {f"{fmt}_reloads" for fmt in formats}
+    verdicts = dict(release.check_verdicts(second, v2, selected, read_shared=False))
+    assert all(v.passed for v in verdicts.values()), {k: v.summary for k, v in verdicts.items()}
+    for fmt in ("hdf5", "lerobot"):
+        linked = int((index.reused & index.format.eq(fmt)).sum())
+        assert linked > 0 and verdicts[f"{fmt}_reloads"].figures["shared_unread"] == linked, fmt
+    new_images = set(second.images.image_id[second.images.image_id.str.startswith("inc-b")])
+    new_instances = int(second.annotations.image_id.isin(new_images).sum())
+    assert 0 < len(decoded) == new_instances < len(second.annotations)
+    decoded.clear()
+    assert release.validate_format(second, v2, "coco") == [] and len(decoded) == len(second.annotations)
+
+    out = release.release_folder(local_store, v2)
+    split = second.images.split[~second.images.image_id.isin(new_images)].iloc[0]
+    name = f"annotations/instances_{split}.json"
+    original = out.read_bytes(name)
+    document = json.loads(original)
+    shared_ids = {image["id"] for image in document["images"] if image["image_uid"].startswith("inc-a")}
+    changed = next(a for a in document["annotations"] if a["image_id"] in shared_ids)
+    changed["segmentation"]["counts"] = document["annotations"][-1]["segmentation"]["counts"] + "0"
+    os.chmod(local_store.path(out.key(name)), 0o644)
+    out.write_bytes(name, json.dumps(document).encode())
+    problems = release.validate_format(second, v2, "coco", read_shared=False)
+    assert any(f"annotation {changed['id']}" in p and "not the corpus instance's RLE" in p for p in problems)
