@@ -56,9 +56,10 @@ RELEASE_IO = "store_io"
 
 #: Which ready release steps go first (``assets.execution.with_priority``): the longest, so that
 #: the last to finish is a short one. Step times of a 2,000-image release on one core
-#: (benchmarks/README.md): episode HDF5 30.7 s and LeRobot 18.5 s against shards of 1.4-5.3 s;
-#: checks YOLO 21.3, episode HDF5 15.5, LeRobot 14.7, HDF5 13.6, COCO 7.6, PNG 6.4 s, RLDS and
-#: write-back 0.3 s here (RLDS reads back in its own venv: longer on real data).
+#: (benchmarks/README.md, 2026-12-04): episode HDF5 25.2 s and LeRobot 16.3 s, then their checks
+#: 11.2 s and 13.6 s, against shards of 1.0-5.1 s and shard checks of 1.6-7.1 s; the blocking
+#: checks after the assembly 0.3 s each, COCO's 1.1 s (RLDS reads back in its own venv: longer on
+#: real data).
 WHOLE_EXPORT_PRIORITY = 8
 CHECK_PRIORITY: dict[str, int] = {
     "yolo_seg": 9,
@@ -336,10 +337,11 @@ RELEASE_CHECK_SPECS = [
 ]
 
 
-#: The checks' steps: each format read back in a step of its own, which the executor runs side by
-#: side (in one step they were 86 s of a 179 s release of 2,000 images on one core, and did not
-#: spread over a second worker); the class-id check goes with COCO's. Each step builds the release
-#: content (corpus, reference labels, version digest) for itself: 0.5 s at 2,000 images.
+#: The blocking checks' steps, one per format (the class-id check with COCO's). In the run that
+#: made the release, each adds up the verdicts of the check steps beside the exports
+#: (``check_release_shard``, ``check_release_whole``) and reads only the files made from the whole
+#: release (0.3 s each at 2,000 images; COCO's 1.1 s); run on their own, later, they read every file,
+#: side by side. Each step builds the release content for itself.
 RELEASE_CHECK_STEPS: dict[str, tuple[str, ...]] = {
     "coco": ("class_ids_consistent", "coco_reloads"),
     **{fmt: (f"{fmt}_reloads",) for fmt in DEFAULT_FORMATS if fmt != "coco"},

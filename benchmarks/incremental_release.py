@@ -118,22 +118,28 @@ def main() -> None:
     args = parser.parse_args()
 
     from dataset_pipeline import dataset_release as release
+    from dataset_pipeline import layout
     from dataset_pipeline.formats.exporting import ReusableFiles
 
     last = max(1, round(args.added * args.per_batch * (args.batches - 1)))
     store, first, second = prepare(args.work, args.batches, args.per_batch, last)
     formats = [f for f in release.DEFAULT_FORMATS if f != "rlds"]
     runs: dict[str, list[dict]] = {"full": [], "incremental": [], "peer": []}
+
+    def remove(version: str) -> None:  # the release and its shards' index parts (present = done)
+        for prefix in (f"releases/{version}", layout.join_key(layout.RELEASE_PARTS, version)):
+            shutil.rmtree(store.path(prefix), ignore_errors=True)
+
     for repeat in range(args.repeats):
         for name in ("full", "incremental", "peer"):
-            shutil.rmtree(store.path(f"releases/{name}-{repeat}"), ignore_errors=True)
+            remove(f"{name}-{repeat}")
         runs["full"].append(export(store, first, f"full-{repeat}", formats, check=False))
         reusable = ReusableFiles.of_release(store, f"releases/full-{repeat}")
         runs["incremental"].append(export(store, second, f"incremental-{repeat}", formats, reusable))
         runs["peer"].append(export(store, second, f"peer-{repeat}", formats))
         print(json.dumps({k: v[-1] for k, v in runs.items()}, indent=1), flush=True)
         for name in ("full", "incremental", "peer"):
-            shutil.rmtree(store.path(f"releases/{name}-{repeat}"))
+            remove(f"{name}-{repeat}")
 
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[name])
