@@ -168,14 +168,24 @@ class ReleaseContent:
         start, end = self._split_ranges.get(split, (0, 0))
         return self.images.iloc[start:end]
 
+    @cached_property
+    def _annotation_ranges(self) -> dict[str, tuple[int, int]]:
+        """image_id -> its rows' (start, end) in :attr:`annotations` (which is in this order).
+
+        ``Series.searchsorted`` on the Arrow-backed id column converts the whole column to NumPy
+        on every call: an image's look-up cost the corpus's size (34 s to check a 712-image shard
+        at 40k images, 10 s at 10k)."""
+        ranges, start = {}, 0
+        for image_id in sorted(self._instance_runs):
+            end = start + sum(stop - first for first, stop in self._instance_runs[image_id])
+            ranges[image_id] = (start, end)
+            start = end
+        return ranges
+
     def instances(self, image_id: str) -> pd.DataFrame:
         """The instances of one image (empty frame when it has none), in row order."""
-        frame = self.annotations
-        start, end = (
-            frame.image_id.searchsorted(image_id, "left"),
-            frame.image_id.searchsorted(image_id, "right"),
-        )
-        return frame.iloc[start:end]
+        start, end = self._annotation_ranges.get(image_id, (0, 0))
+        return self.annotations.iloc[start:end]
 
     def iter_rows(self, split: str | None = None) -> Iterator[ImageRow]:
         """The released images (of one split) as :class:`ImageRow`, in release order."""

@@ -174,23 +174,25 @@ def validate_shard(
             problems.append(str(exc))
             continue
         height, width = int(row.height), int(row.width)
-        instances = content.instances(row.image_id)
+        # the image's instances as Arrow slices: a shard's check builds no corpus-wide frame
+        instances = content.instance_columns([row.image_id], ["annotation_id", "class_id", "rle"])
+        classes, rles = [int(c) for c in instances["class_id"]], instances["rle"]
         rasters = [
             polygons_to_rle([(points * (width, height)).ravel().tolist()], height, width)
             for _, points in labels
         ]
-        owner: dict[int, list[str]] = {i: [] for i in range(len(instances))}
+        owner: dict[int, list[str]] = {i: [] for i in range(len(rles))}
         for (class_index, _), raster in zip(labels, rasters, strict=True):
-            candidates = [i for i, c in enumerate(instances.class_id) if int(c) - 1 == class_index]
+            candidates = [i for i, c in enumerate(classes) if c - 1 == class_index]
             if not candidates:
                 problems.append(
                     f"{name}: a row of class index {class_index} matches no instance of that class"
                 )
                 continue
-            overlap = rle_iou(raster, [instances.rle.iloc[i] for i in candidates], height, width)
+            overlap = rle_iou(raster, [rles[i] for i in candidates], height, width)
             owner[candidates[int(np.argmax(overlap))]].append(raster)
-        for i, instance in enumerate(instances.itertuples()):
-            truth = decode_mask(instance.rle, height, width)
+        for i, (annotation_id, rle) in enumerate(zip(instances["annotation_id"], rles, strict=True)):
+            truth = decode_mask(rle, height, width)
             drawn = np.zeros_like(truth)
             for raster in owner[i]:
                 drawn ^= decode_mask(raster, height, width)  # parts are disjoint; xor keeps bridged holes
@@ -198,6 +200,6 @@ def validate_shard(
             iou = float((truth & drawn).sum() / union) if union else 1.0
             if iou < MIN_IOU:
                 problems.append(
-                    f"{name}: instance {instance.annotation_id} rasterizes back at IoU {iou:.3f} < {MIN_IOU}"
+                    f"{name}: instance {annotation_id} rasterizes back at IoU {iou:.3f} < {MIN_IOU}"
                 )
     return problems
