@@ -181,8 +181,9 @@ def check_release_shard(
     taxonomy: TaxonomyResource,
     release_settings: ReleaseSettings,
 ) -> dict:
-    """The reload checks of one exported shard (YOLO, PNG, its HDF5 shard), run as soon as it is
-    written: this run's blocking checks add the shards' verdicts up instead of reading it again."""
+    """The reload checks of one exported shard (YOLO, PNG, its HDF5 shard, pycocotools decoding its
+    instances' RLE), run as soon as it is written: this run's blocking checks add the shards'
+    verdicts up instead of reading it again."""
     store = dataset_store.get_store()
     content, version = _release_to_export(store, taxonomy, release_settings, shard)
     checked = check_shard(
