@@ -144,17 +144,18 @@ def write_batch(root: Path, batch: str, n: int, captures, annotations, pixels, s
     store.write_parquet(layout.annotations_key(batch), pd.concat(labels, ignore_index=True))
 
 
-def run_stage(root: Path, stage: str) -> dict:
-    # as docs/deploy.md runs every step process: pyarrow on the C allocator from its first allocation
+def run_child(script: str, *args: str) -> dict:
+    """``script`` in a child process, as docs/deploy.md runs every step process (pyarrow on the C
+    allocator from its first allocation); the JSON of its last line."""
     env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"}
     out = subprocess.run(
-        [sys.executable, "-c", CHILD.format(root=str(ROOT)), str(root), stage],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True, env=env
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_stage(root: Path, stage: str) -> dict:
+    return run_child(CHILD.format(root=str(ROOT)), str(root), stage)
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,15 +49,9 @@ STEPS = ("load", "export_shard", "check_shard")
 
 
 def run_step(root: Path, step: str) -> dict:
-    env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"}  # as docs/deploy.md runs step processes
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD.format(root=str(ROOT)), str(root), step, json.dumps(FORMATS)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    from benchmarks.corpus_stages import run_child
+
+    return run_child(CHILD.format(root=str(ROOT)), str(root), step, json.dumps(FORMATS))
 
 
 def main() -> None:

@@ -484,9 +484,7 @@ def check_shard(
         assert isinstance(exporter, ShardCheckedExporter)
         problems = exporter.validate_shard(content, out, split, shard, rows)
         results[name] = {"problems": problems, "shared_unread": out.skipped}
-    key = layout.release_check_part_key(version, run, split, shard)
-    content.store.write_bytes(key, json.dumps(results).encode())
-    return results
+    return _recorded(content.store, layout.release_check_part_key(version, run, split, shard), results)
 
 
 def check_whole(
@@ -500,8 +498,14 @@ def check_whole(
         raise ReleaseError(f"release {version}: {name} has not been exported ({exported} is missing)")
     out = _check_folder(content.store, version, read_shared, shared_from=exported)
     results = {name: {"problems": known[name].validate(content, out), "shared_unread": out.skipped}}
-    key = layout.release_check_part_key(version, run, layout.WHOLE_RELEASE_PART, name)
-    content.store.write_bytes(key, json.dumps(results).encode())
+    return _recorded(
+        content.store, layout.release_check_part_key(version, run, layout.WHOLE_RELEASE_PART, name), results
+    )
+
+
+def _recorded(store: DatasetStore, key: str, results: dict[str, dict]) -> dict[str, dict]:
+    """``results`` written at ``key`` for the run's blocking checks (:class:`_CheckedParts`)."""
+    store.write_bytes(key, json.dumps(results).encode())
     return results
 
 
@@ -539,11 +543,9 @@ def _format_problems(
                 if found is None:
                     problems += exporter.validate_shard(content, out, split, shard, rows)
                 else:
-                    problems, shared, beside = (
-                        problems + found["problems"],
-                        shared + found["shared_unread"],
-                        beside + 1,
-                    )
+                    problems += found["problems"]
+                    shared += found["shared_unread"]
+                    beside += 1
         return problems, shared + out.skipped, beside
     found = parts.verdict(layout.WHOLE_RELEASE_PART, name, name)
     if found is not None:
